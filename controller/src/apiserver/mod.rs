@@ -1,0 +1,3 @@
+//! The embedded Kubernetes-compatible API server of standalone mode.
+
+pub mod validation;

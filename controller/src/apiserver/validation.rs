@@ -1,0 +1,762 @@
+//! Validation of custom resources against a CRD's `openAPIV3Schema`, with the semantics and the
+//! error texts of the Kubernetes API server, so that `kubectl` users see the messages they know
+//! (`spec.state: Unsupported value: "Paused": supported values: "Running", "Stopped"`).
+//!
+//! Covered: type, nullable, required, properties, additionalProperties, items, enum, pattern,
+//! minimum/maximum (with boolean exclusive flags), minLength/maxLength, minItems/maxItems,
+//! minProperties/maxProperties, uniqueItems, multipleOf, allOf/anyOf/oneOf/not,
+//! `x-kubernetes-int-or-string` and `x-kubernetes-preserve-unknown-fields`. Formats are not
+//! checked (the API server checks only a few, and none our CRDs use). Unknown fields are not an
+//! error here: pruning and strict field validation are separate steps.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use regex::Regex;
+use serde_json::Value;
+
+/// Why a field is invalid, named as the Kubernetes API reports it in `details.causes[].reason`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldErrorKind {
+    /// A required field is missing.
+    Required,
+    /// A value breaks a rule (pattern, range, length, ...).
+    Invalid,
+    /// A value is not one of the enumerated ones.
+    NotSupported,
+    /// A value has the wrong JSON type.
+    TypeInvalid,
+    /// A list or map has too many entries.
+    TooMany,
+    /// A string is too long.
+    TooLong,
+    /// A list holds the same entry twice.
+    Duplicate,
+}
+
+impl FieldErrorKind {
+    /// The `reason` of a `StatusCause`.
+    pub fn cause_reason(self) -> &'static str {
+        match self {
+            FieldErrorKind::Required => "FieldValueRequired",
+            FieldErrorKind::Invalid => "FieldValueInvalid",
+            FieldErrorKind::NotSupported => "FieldValueNotSupported",
+            FieldErrorKind::TypeInvalid => "FieldValueTypeInvalid",
+            FieldErrorKind::TooMany => "FieldValueTooMany",
+            FieldErrorKind::TooLong => "FieldValueTooLong",
+            FieldErrorKind::Duplicate => "FieldValueDuplicate",
+        }
+    }
+}
+
+/// One invalid field: its path (`spec.resources.cpu`), why, and the message kubectl prints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field, as Kubernetes writes it: `spec.endpoints[0]`.
+    pub field: String,
+    /// The kind of failure.
+    pub kind: FieldErrorKind,
+    /// Human-readable message without the path, e.g. `Required value`.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// A schema whose patterns were compiled once, ready to validate many objects.
+#[derive(Debug)]
+pub struct SchemaValidator {
+    schema: JSONSchemaProps,
+    patterns: HashMap<String, Regex>,
+}
+
+/// A pattern in the schema that is not a valid regular expression.
+#[derive(Debug, thiserror::Error)]
+#[error("schema pattern {pattern:?} is not a valid regular expression: {source}")]
+pub struct InvalidPattern {
+    pattern: String,
+    #[source]
+    source: regex::Error,
+}
+
+impl SchemaValidator {
+    /// Compiles every `pattern` of the schema.
+    pub fn new(schema: JSONSchemaProps) -> Result<Self, InvalidPattern> {
+        let mut patterns = HashMap::new();
+        collect_patterns(&schema, &mut patterns)?;
+        Ok(Self { schema, patterns })
+    }
+
+    /// Every field of `value` that breaks the schema. `metadata` is not looked into: object
+    /// metadata has rules of its own.
+    pub fn validate(&self, value: &Value) -> Vec<FieldError> {
+        let mut errors = Vec::new();
+        self.check(&self.schema, value, &Path::root(), &mut errors);
+        errors
+    }
+
+    fn check(
+        &self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        if value.is_null() {
+            // Nullable or not, a null passes here: the API server prunes the nulls of
+            // non-nullable fields before validating, so a null only matters to `required`,
+            // which the parent object checks.
+            return;
+        }
+        let int_or_string = schema.x_kubernetes_int_or_string == Some(true);
+        if int_or_string {
+            if !(value.is_string() || is_integer(value)) {
+                errors.push(path.error(
+                    FieldErrorKind::TypeInvalid,
+                    format!(
+                        "Invalid value: {}: {} in body must be of type integer-or-string: {}",
+                        quote(value),
+                        path,
+                        json_type(value)
+                    ),
+                ));
+                return;
+            }
+        } else if let Some(expected) = schema.type_.as_deref()
+            && !matches_type(expected, value)
+        {
+            errors.push(path.error(
+                FieldErrorKind::TypeInvalid,
+                format!(
+                    "Invalid value: {}: {} in body must be of type {expected}: {}",
+                    quote(value),
+                    path,
+                    quote_str(json_type(value))
+                ),
+            ));
+            return;
+        }
+
+        self.check_enum(schema, value, path, errors);
+        self.check_string(schema, value, path, errors);
+        check_number(schema, value, path, errors);
+        match value {
+            Value::Object(map) => self.check_object(schema, map, path, errors),
+            Value::Array(items) => self.check_array(schema, items, path, errors),
+            _ => {}
+        }
+        self.check_combinators(schema, value, path, errors);
+    }
+
+    fn check_enum(
+        &self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let Some(allowed) = &schema.enum_ else { return };
+        if allowed.iter().any(|candidate| candidate.0 == *value) {
+            return;
+        }
+        let supported: Vec<String> = allowed
+            .iter()
+            .map(|candidate| quote(&candidate.0))
+            .collect();
+        errors.push(path.error(
+            FieldErrorKind::NotSupported,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                quote(value),
+                supported.join(", ")
+            ),
+        ));
+    }
+
+    fn check_string(
+        &self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let Value::String(text) = value else { return };
+        let length = text.chars().count() as i64;
+        if let Some(max) = schema.max_length
+            && length > max
+        {
+            errors.push(path.error(
+                FieldErrorKind::TooLong,
+                format!("Too long: may not be more than {max} bytes"),
+            ));
+        }
+        if let Some(min) = schema.min_length
+            && length < min
+        {
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!(
+                    "Invalid value: {}: {} in body should be at least {min} chars long",
+                    quote(value),
+                    path
+                ),
+            ));
+        }
+        if let Some(pattern) = &schema.pattern
+            && let Some(regex) = self.patterns.get(pattern)
+            && !regex.is_match(text)
+        {
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!(
+                    "Invalid value: {}: {} in body should match '{pattern}'",
+                    quote(value),
+                    path
+                ),
+            ));
+        }
+    }
+
+    fn check_object(
+        &self,
+        schema: &JSONSchemaProps,
+        map: &serde_json::Map<String, Value>,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        for required in schema.required.iter().flatten() {
+            if map.get(required).is_none_or(Value::is_null) {
+                errors.push(
+                    path.child(required)
+                        .error(FieldErrorKind::Required, "Required value".to_owned()),
+                );
+            }
+        }
+        let count = map.len() as i64;
+        if let Some(max) = schema.max_properties
+            && count > max
+        {
+            errors.push(path.error(
+                FieldErrorKind::TooMany,
+                format!("Too many: {count}: must have at most {max} items"),
+            ));
+        }
+        if let Some(min) = schema.min_properties
+            && count < min
+        {
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!(
+                    "Invalid value: {count}: {path} in body should have at least {min} properties"
+                ),
+            ));
+        }
+        for (key, child) in map {
+            let child_path = path.child(key);
+            if path.is_root() && key == "metadata" {
+                continue;
+            }
+            if let Some(property) = schema
+                .properties
+                .as_ref()
+                .and_then(|properties| properties.get(key))
+            {
+                self.check(property, child, &child_path, errors);
+            } else if let Some(JSONSchemaPropsOrBool::Schema(additional)) =
+                &schema.additional_properties
+            {
+                self.check(additional, child, &child_path, errors);
+            }
+        }
+    }
+
+    fn check_array(
+        &self,
+        schema: &JSONSchemaProps,
+        items: &[Value],
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        let count = items.len() as i64;
+        if let Some(max) = schema.max_items
+            && count > max
+        {
+            errors.push(path.error(
+                FieldErrorKind::TooMany,
+                format!("Too many: {count}: must have at most {max} items"),
+            ));
+        }
+        if let Some(min) = schema.min_items
+            && count < min
+        {
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!("Invalid value: {count}: {path} in body should have at least {min} items"),
+            ));
+        }
+        if schema.unique_items == Some(true) {
+            for (index, item) in items.iter().enumerate() {
+                if items[..index].contains(item) {
+                    errors.push(path.index(index).error(
+                        FieldErrorKind::Duplicate,
+                        format!("Duplicate value: {}", quote(item)),
+                    ));
+                }
+            }
+        }
+        match &schema.items {
+            Some(JSONSchemaPropsOrArray::Schema(item_schema)) => {
+                for (index, item) in items.iter().enumerate() {
+                    self.check(item_schema, item, &path.index(index), errors);
+                }
+            }
+            Some(JSONSchemaPropsOrArray::Schemas(item_schemas)) => {
+                for (index, (item, item_schema)) in items.iter().zip(item_schemas).enumerate() {
+                    self.check(item_schema, item, &path.index(index), errors);
+                }
+            }
+            None => {}
+        }
+    }
+
+    fn check_combinators(
+        &self,
+        schema: &JSONSchemaProps,
+        value: &Value,
+        path: &Path,
+        errors: &mut Vec<FieldError>,
+    ) {
+        for sub in schema.all_of.iter().flatten() {
+            self.check(sub, value, path, errors);
+        }
+        if let Some(any_of) = &schema.any_of
+            && !any_of.iter().any(|sub| self.passes(sub, value, path))
+        {
+            // int-or-string's anyOf of {integer, string} was already enforced as a type check.
+            if schema.x_kubernetes_int_or_string != Some(true) {
+                errors.push(path.error(
+                    FieldErrorKind::Invalid,
+                    format!(
+                        "Invalid value: {}: {path} in body must match at least one schema in anyOf",
+                        quote(value)
+                    ),
+                ));
+            }
+        }
+        if let Some(one_of) = &schema.one_of {
+            let passing = one_of
+                .iter()
+                .filter(|sub| self.passes(sub, value, path))
+                .count();
+            if passing != 1 {
+                let detail = if passing == 0 {
+                    "must validate one and only one schema (oneOf). Found none valid"
+                } else {
+                    "must validate one and only one schema (oneOf). Found more than one valid"
+                };
+                errors.push(path.error(
+                    FieldErrorKind::Invalid,
+                    format!("Invalid value: {}: {path} in body {detail}", quote(value)),
+                ));
+            }
+        }
+        if let Some(not) = &schema.not
+            && self.passes(not, value, path)
+        {
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!(
+                    "Invalid value: {}: {path} in body must not validate the schema (not)",
+                    quote(value)
+                ),
+            ));
+        }
+    }
+
+    fn passes(&self, schema: &JSONSchemaProps, value: &Value, path: &Path) -> bool {
+        let mut scratch = Vec::new();
+        self.check(schema, value, path, &mut scratch);
+        scratch.is_empty()
+    }
+}
+
+fn check_number(
+    schema: &JSONSchemaProps,
+    value: &Value,
+    path: &Path,
+    errors: &mut Vec<FieldError>,
+) {
+    let Some(number) = value.as_f64() else { return };
+    if let Some(minimum) = schema.minimum {
+        let exclusive = schema.exclusive_minimum == Some(true);
+        if number < minimum || (exclusive && number == minimum) {
+            let relation = if exclusive {
+                "greater than"
+            } else {
+                "greater than or equal to"
+            };
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!(
+                    "Invalid value: {}: {path} in body should be {relation} {}",
+                    quote(value),
+                    format_number(minimum)
+                ),
+            ));
+        }
+    }
+    if let Some(maximum) = schema.maximum {
+        let exclusive = schema.exclusive_maximum == Some(true);
+        if number > maximum || (exclusive && number == maximum) {
+            let relation = if exclusive {
+                "less than"
+            } else {
+                "less than or equal to"
+            };
+            errors.push(path.error(
+                FieldErrorKind::Invalid,
+                format!(
+                    "Invalid value: {}: {path} in body should be {relation} {}",
+                    quote(value),
+                    format_number(maximum)
+                ),
+            ));
+        }
+    }
+    if let Some(factor) = schema.multiple_of
+        && factor > 0.0
+        && ((number / factor).round() - number / factor).abs() > 1e-9
+    {
+        errors.push(path.error(
+            FieldErrorKind::Invalid,
+            format!(
+                "Invalid value: {}: {path} in body should be a multiple of {}",
+                quote(value),
+                format_number(factor)
+            ),
+        ));
+    }
+}
+
+fn collect_patterns(
+    schema: &JSONSchemaProps,
+    patterns: &mut HashMap<String, Regex>,
+) -> Result<(), InvalidPattern> {
+    if let Some(pattern) = &schema.pattern
+        && !patterns.contains_key(pattern)
+    {
+        let regex = Regex::new(pattern).map_err(|source| InvalidPattern {
+            pattern: pattern.clone(),
+            source,
+        })?;
+        patterns.insert(pattern.clone(), regex);
+    }
+    let children = schema
+        .properties
+        .iter()
+        .flat_map(|properties| properties.values())
+        .chain(match &schema.additional_properties {
+            Some(JSONSchemaPropsOrBool::Schema(additional)) => Some(additional.as_ref()),
+            _ => None,
+        })
+        .chain(match &schema.items {
+            Some(JSONSchemaPropsOrArray::Schema(items)) => vec![items.as_ref()],
+            Some(JSONSchemaPropsOrArray::Schemas(items)) => items.iter().collect(),
+            None => vec![],
+        })
+        .chain(schema.all_of.iter().flatten())
+        .chain(schema.any_of.iter().flatten())
+        .chain(schema.one_of.iter().flatten())
+        .chain(schema.not.as_deref());
+    for child in children {
+        collect_patterns(child, patterns)?;
+    }
+    Ok(())
+}
+
+fn is_integer(value: &Value) -> bool {
+    value.is_i64() || value.is_u64()
+}
+
+fn matches_type(expected: &str, value: &Value) -> bool {
+    match expected {
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "string" => value.is_string(),
+        "integer" => is_integer(value),
+        "number" => value.is_number(),
+        "boolean" => value.is_boolean(),
+        _ => true,
+    }
+}
+
+fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(n) if n.is_f64() => "number",
+        Value::Number(_) => "integer",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+/// A value as the API server quotes it in messages: strings in double quotes, numbers bare.
+fn quote(value: &Value) -> String {
+    match value {
+        Value::String(text) => quote_str(text),
+        Value::Object(_) => "\"object\"".to_owned(),
+        Value::Array(_) => "\"array\"".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn quote_str(text: &str) -> String {
+    Value::String(text.to_owned()).to_string()
+}
+
+fn format_number(number: f64) -> String {
+    if number.fract() == 0.0 && number.abs() < 1e15 {
+        format!("{}", number as i64)
+    } else {
+        format!("{number}")
+    }
+}
+
+/// A field path in Kubernetes' notation: `spec.endpoints[0]`.
+#[derive(Debug, Clone)]
+struct Path(String);
+
+impl Path {
+    fn root() -> Self {
+        Path(String::new())
+    }
+
+    fn is_root(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn child(&self, key: &str) -> Path {
+        if self.0.is_empty() {
+            Path(key.to_owned())
+        } else {
+            Path(format!("{}.{key}", self.0))
+        }
+    }
+
+    fn index(&self, index: usize) -> Path {
+        Path(format!("{}[{index}]", self.0))
+    }
+
+    fn error(&self, kind: FieldErrorKind, message: String) -> FieldError {
+        FieldError {
+            field: self.0.clone(),
+            kind,
+            message,
+        }
+    }
+}
+
+impl fmt::Display for Path {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("body")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::generate::all_crds;
+    use serde_json::json;
+
+    use super::*;
+
+    fn validator_for(kind: &str) -> SchemaValidator {
+        let crd = all_crds()
+            .into_iter()
+            .find(|crd| crd.spec.names.kind == kind)
+            .unwrap();
+        let schema = crd.spec.versions[0]
+            .schema
+            .clone()
+            .unwrap()
+            .open_api_v3_schema
+            .unwrap();
+        SchemaValidator::new(schema).unwrap()
+    }
+
+    fn container(spec: Value) -> Value {
+        json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+               "metadata": {"name": "web-1", "namespace": "default"}, "spec": spec})
+    }
+
+    fn errors_for(spec: Value) -> Vec<String> {
+        validator_for("LxdContainer")
+            .validate(&container(spec))
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_complete_container_is_valid() {
+        let spec = json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"},
+            "instanceName": "web-1", "resources": {"cpu": 0.5, "memory": "256Mi"}, "state": "Frozen",
+            "placement": {"strategy": "bin-pack", "target": "node2",
+                          "antiAffinity": [{"selector": {"matchLabels": {"app": "web"}}, "topology": "FailureDomain"}]}});
+        assert_eq!(errors_for(spec), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_bad_instance_name_is_refused_naming_the_field_and_the_rule() {
+        for bad in ["web_1", "-web", "1web", "web-", &"a".repeat(64)] {
+            let errors = errors_for(
+                json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "instanceName": bad}),
+            );
+            assert!(
+                errors.iter().any(|e| e.starts_with("spec.instanceName: ")
+                    && (e.contains("should match") || e.contains("Too long"))),
+                "{bad}: {errors:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_negative_or_zero_cpu_is_refused() {
+        for cpu in [json!(-1), json!(0), json!(-0.5)] {
+            let errors = errors_for(
+                json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "resources": {"cpu": cpu}}),
+            );
+            assert_eq!(
+                errors,
+                [format!(
+                    "spec.resources.cpu: Invalid value: {cpu}: spec.resources.cpu in body should be greater than 0"
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn an_unknown_desired_state_is_refused_with_the_supported_values() {
+        let errors = errors_for(
+            json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "state": "Paused"}),
+        );
+        assert_eq!(
+            errors,
+            [
+                r#"spec.state: Unsupported value: "Paused": supported values: "Running", "Stopped", "Frozen""#
+            ]
+        );
+    }
+
+    #[test]
+    fn memory_must_be_a_quantity() {
+        let ok = errors_for(
+            json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "resources": {"memory": 268435456}}),
+        );
+        assert!(ok.is_empty(), "{ok:?}");
+        let errors = errors_for(
+            json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "resources": {"memory": "256 MB"}}),
+        );
+        assert!(
+            errors.len() == 1
+                && errors[0].starts_with("spec.resources.memory: Invalid value: \"256 MB\""),
+            "{errors:?}"
+        );
+        let errors = errors_for(
+            json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "resources": {"memory": true}}),
+        );
+        assert!(
+            errors.len() == 1 && errors[0].contains("integer-or-string"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn missing_required_fields_are_each_named() {
+        let errors =
+            validator_for("LxdContainer").validate(&container(json!({"state": "Running"})));
+        let fields: Vec<(&str, FieldErrorKind)> =
+            errors.iter().map(|e| (e.field.as_str(), e.kind)).collect();
+        assert_eq!(
+            fields,
+            [
+                ("spec.clusterRef", FieldErrorKind::Required),
+                ("spec.image", FieldErrorKind::Required)
+            ]
+        );
+    }
+
+    #[test]
+    fn an_image_needs_exactly_one_of_alias_and_fingerprint() {
+        let both = errors_for(
+            json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox", "fingerprint": "0123456789abcdef"}}),
+        );
+        assert!(
+            both.iter()
+                .any(|e| e.starts_with("spec.image: ") && e.contains("oneOf")),
+            "{both:?}"
+        );
+        let neither = errors_for(json!({"clusterRef": {"name": "local"}, "image": {}}));
+        assert!(
+            neither
+                .iter()
+                .any(|e| e.starts_with("spec.image: ") && e.contains("oneOf")),
+            "{neither:?}"
+        );
+    }
+
+    #[test]
+    fn a_wrong_type_is_refused() {
+        let errors = errors_for(
+            json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}, "profiles": "default"}),
+        );
+        assert_eq!(
+            errors,
+            [
+                r#"spec.profiles: Invalid value: "default": spec.profiles in body must be of type array: "string""#
+            ]
+        );
+    }
+
+    #[test]
+    fn cluster_endpoints_must_be_https_or_unix_urls() {
+        let cluster = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster", "metadata": {"name": "local"},
+            "spec": {"endpoints": ["https://127.0.0.1:8443", "http://10.0.0.1:8443"]}});
+        let errors: Vec<String> = validator_for("LxdCluster")
+            .validate(&cluster)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with(r#"spec.endpoints[1]: Invalid value: "http://10.0.0.1:8443""#),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn every_example_manifest_is_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for doc in text.split("\n---\n") {
+                let manifest: Value = serde_saphyr::from_str(doc).unwrap();
+                let kind = manifest["kind"].as_str().unwrap().to_owned();
+                let errors = validator_for(&kind).validate(&manifest);
+                assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! lxd-operator: runs LXD containers declaratively.
+//!
+//! The binary (`main.rs`) is a thin command line over this library. Each module is one concern:
+//! - [`apiserver`]: the embedded Kubernetes-compatible API server of standalone mode.
+
+#![forbid(unsafe_code)]
+
+pub mod apiserver;

@@ -1,0 +1,249 @@
+//! `LxdCluster`: how to reach one LXD cluster, and what its members look like.
+
+// Every `printcolumn(...)` of kube's derive repeats `type_ = ...`, which clippy takes for a
+// duplicated attribute.
+#![allow(clippy::duplicated_attributes)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::shared::{Condition, DNS_SUBDOMAIN_PATTERN, MEMBER_NAME_PATTERN, SecretReference};
+
+/// An LXD endpoint: `https://host:port` of a cluster member, or `unix:///path/to/unix.socket`.
+pub const ENDPOINT_PATTERN: &str = r"^(https://[^/\s]+/?|unix:///\S+)$";
+/// A SHA-256 certificate fingerprint: 64 hex digits, optionally prefixed `sha256:` and
+/// separated by colons in pairs as `openssl x509 -fingerprint` prints it.
+pub const FINGERPRINT_PATTERN: &str =
+    r"^(sha256:|SHA256:)?([0-9a-fA-F]{64}|([0-9a-fA-F]{2}:){31}[0-9a-fA-F]{2})$";
+
+/// How to reach one LXD cluster: its member endpoints, the client certificate the operator
+/// authenticates with, and the server certificate it pins.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "lxd-operator.dev",
+    version = "v1alpha1",
+    kind = "LxdCluster",
+    plural = "lxdclusters",
+    shortname = "lxdcl",
+    category = "lxd",
+    status = "LxdClusterStatus",
+    derive = "PartialEq",
+    doc = "An LXD cluster the operator places containers on: its endpoints, credentials, and members as last seen.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = r#".status.conditions[?(@.type=="Ready")].status"#
+    ),
+    printcolumn(
+        name = "Members",
+        type_ = "string",
+        description = "Online members / all members",
+        json_path = ".status.memberSummary"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Endpoint",
+        type_ = "string",
+        priority = 1,
+        json_path = ".spec.endpoints[0]"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+pub struct LxdClusterSpec {
+    /// Endpoints of the cluster's members, tried in order: `https://host:port` URLs, or one
+    /// `unix:///path/to/unix.socket` for an LXD on the operator's own host. Listing several
+    /// members keeps the cluster reachable when one of them is down.
+    #[schemars(length(min = 1, max = 64), inner(regex(pattern = ENDPOINT_PATTERN)))]
+    pub endpoints: Vec<String>,
+
+    /// Secret (type `kubernetes.io/tls`, keys `tls.crt` and `tls.key`) holding the client
+    /// certificate and key the operator presents to LXD. The certificate must be trusted by
+    /// the cluster (`lxc config trust add`, or `lxd-operator lxd trust` with a token). Required
+    /// for `https://` endpoints; unused for a unix socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert_secret_ref: Option<SecretReference>,
+
+    /// The certificate the cluster's members must present. Every member of an LXD cluster
+    /// serves the same cluster certificate, so one pin covers all endpoints. Required for
+    /// `https://` endpoints unless `insecureSkipTlsVerify` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_certificate: Option<ServerCertificatePin>,
+
+    /// Accept any server certificate. For development only: anyone on the network path can
+    /// impersonate the cluster. The operator logs a warning on every connection.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub insecure_skip_tls_verify: bool,
+
+    /// LXD project the operator creates and looks for instances in.
+    #[serde(default = "default_project")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
+    )]
+    pub project: String,
+
+    /// Name of the LxdPlacementPolicy used by containers on this cluster that name neither a
+    /// policy nor a strategy. Without it, the built-in `least-loaded` strategy applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub default_placement_policy: Option<String>,
+
+    /// How often, in seconds, the operator refreshes members, capacity and load into status,
+    /// besides refreshing on LXD events.
+    #[serde(default = "default_member_sync_interval_seconds")]
+    #[schemars(range(min = 5, max = 3600))]
+    pub member_sync_interval_seconds: u32,
+}
+
+fn default_project() -> String {
+    "default".to_owned()
+}
+
+fn default_member_sync_interval_seconds() -> u32 {
+    30
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+/// The server certificate to pin: the PEM certificate itself, or the SHA-256 fingerprint of
+/// its DER encoding (what `lxc info` prints as `certificate_fingerprint`). Set one of the two.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerCertificatePin {
+    /// The cluster certificate in PEM form (`-----BEGIN CERTIFICATE-----` ...), e.g. the
+    /// `cluster.crt` of a member's LXD directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 65536),
+        regex(pattern = r"-----BEGIN CERTIFICATE-----")
+    )]
+    pub pem: Option<String>,
+    /// SHA-256 fingerprint of the certificate: 64 hex digits, optionally `sha256:`-prefixed or
+    /// colon-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = FINGERPRINT_PATTERN))]
+    pub fingerprint: Option<String>,
+}
+
+/// What the operator last saw of the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LxdClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` is True when the cluster answers and trusts the operator. When False, its
+    /// reason says why: Unreachable, Untrusted, CertificateMismatch, InvalidSpec, ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Online members and all members, as `online/total`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_summary: Option<String>,
+    /// One entry per cluster member (one entry named after the host for a standalone LXD).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberStatus>,
+}
+
+/// One LXD cluster member as last seen.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStatus {
+    /// Member name (`server_name` in LXD).
+    #[schemars(regex(pattern = MEMBER_NAME_PATTERN))]
+    pub name: String,
+    /// The member's API address, e.g. `https://10.0.0.2:8443`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub url: String,
+    /// LXD's status of the member: Online, Offline, Evacuated, Blocked, ...
+    pub status: String,
+    /// LXD's message about the member's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Cluster roles of the member (database, database-leader, event-hub, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// The member's failure domain (`default` unless configured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_domain: Option<String>,
+    /// CPU architecture, e.g. `x86_64`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    /// Cluster groups the member belongs to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Labels of the member, read from its `user.*` member config keys (`user.` removed), for
+    /// member selectors.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// What the member has in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<MemberCapacity>,
+    /// What the operator's own containers on this member ask for (their `resources`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed: Option<MemberUsage>,
+    /// What the member actually uses right now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<MemberLoad>,
+    /// When the operator last heard from the member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen: Option<Time>,
+}
+
+/// Total resources of a member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberCapacity {
+    /// Logical CPUs (threads).
+    pub cpus: u32,
+    /// Memory in bytes.
+    pub memory_bytes: u64,
+}
+
+/// Resources requested by a set of instances on a member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberUsage {
+    /// CPU cores requested.
+    pub cpus: f64,
+    /// Memory requested, in bytes.
+    pub memory_bytes: u64,
+    /// Number of instances.
+    pub instances: u32,
+}
+
+/// Live usage of a member.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberLoad {
+    /// 1-minute load average, where the LXD version reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load1: Option<f64>,
+    /// 5-minute load average, where the LXD version reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load5: Option<f64>,
+    /// 15-minute load average, where the LXD version reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load15: Option<f64>,
+    /// Host memory in use, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_used_bytes: Option<u64>,
+    /// CPU used by all instances on the member, in cores, averaged since the previous sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_cpu_cores: Option<f64>,
+    /// Memory used by all instances on the member, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance_memory_bytes: Option<u64>,
+    /// Number of instances on the member, ours or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instances: Option<u32>,
+}

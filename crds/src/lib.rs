@@ -1,0 +1,26 @@
+//! The API of lxd-operator: the custom resources users apply (group `lxd-operator.dev`,
+//! version `v1alpha1`).
+//!
+//! - [`LxdCluster`] (cluster-scoped): how to reach one LXD cluster, and what it looks like now.
+//! - [`LxdContainer`] (namespaced): one LXD container, where it runs and in which state.
+//! - [`LxdPlacementPolicy`] (cluster-scoped): a named placement strategy.
+//!
+//! This crate holds types only. The CRD YAML in `charts/lxd-operator/crds/` is generated from
+//! them by `lxd-operator crds` (see [`generate::crd_yaml`]) and never edited by hand.
+
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod container;
+pub mod generate;
+pub mod policy;
+pub mod shared;
+
+pub use cluster::{LxdCluster, LxdClusterSpec, LxdClusterStatus};
+pub use container::{LxdContainer, LxdContainerSpec, LxdContainerStatus};
+pub use policy::{LxdPlacementPolicy, LxdPlacementPolicySpec, LxdPlacementPolicyStatus};
+
+/// The API group of every kind in this crate.
+pub const GROUP: &str = "lxd-operator.dev";
+/// The one served and stored version.
+pub const VERSION: &str = "v1alpha1";
