@@ -1,1 +1,128 @@
-//! Helpers shared by the integration tests.
+//! What the integration tests share: the real LXD test cluster that `hack/lxd-cluster.sh`
+//! brings up, found through the variables of `hack/lxd-cluster.sh env`.
+
+#![allow(clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The LXD test cluster, as `hack/lxd-cluster.sh env` describes it.
+#[derive(Debug, Clone)]
+pub struct TestCluster {
+    /// Member names, in order: `node1`, `node2`, ...
+    pub members: Vec<String>,
+    /// `https://127.0.0.<i>:8443` of each member, in the same order.
+    pub endpoints: Vec<String>,
+    /// The operator's client certificate and key (PEM).
+    pub client_cert: PathBuf,
+    /// The client key (PKCS#8 PEM).
+    pub client_key: PathBuf,
+    /// The cluster certificate every member serves (PEM).
+    pub server_cert: PathBuf,
+    /// SHA-256 of the cluster certificate's DER, in hex.
+    pub server_fingerprint: String,
+    /// Each member's `LXD_DIR`, for `lxc` through its always-trusted unix socket.
+    pub lxd_dirs: Vec<PathBuf>,
+}
+
+impl TestCluster {
+    /// The running test cluster. Reads the exports of `hack/lxd-cluster.sh env` (which
+    /// `hack/test.sh` sets) or asks the script itself; panics with the command to run when no
+    /// cluster is up.
+    pub fn get() -> &'static TestCluster {
+        static CLUSTER: OnceLock<TestCluster> = OnceLock::new();
+        CLUSTER.get_or_init(|| {
+            let vars = cluster_env();
+            let var = |name: &str| {
+                vars.get(name)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("hack/lxd-cluster.sh env did not set {name}"))
+            };
+            let size: usize = var("LXD_CLUSTER_SIZE")
+                .parse()
+                .expect("LXD_CLUSTER_SIZE is a number");
+            TestCluster {
+                members: var("LXD_MEMBERS").split(',').map(str::to_owned).collect(),
+                endpoints: var("LXD_ENDPOINTS").split(',').map(str::to_owned).collect(),
+                client_cert: var("LXD_CLIENT_CERT").into(),
+                client_key: var("LXD_CLIENT_KEY").into(),
+                server_cert: var("LXD_SERVER_CERT").into(),
+                server_fingerprint: var("LXD_SERVER_FINGERPRINT"),
+                lxd_dirs: (1..=size)
+                    .map(|i| PathBuf::from(var(&format!("LXD_DIR_NODE{i}"))))
+                    .collect(),
+            }
+        })
+    }
+
+    /// Runs `lxc ARGS` against member `index` (0-based) through its unix socket.
+    pub fn lxc_on(&self, index: usize, args: &[&str]) -> Output {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_DIR", &self.lxd_dirs[index])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run lxc: {e}"))
+    }
+
+    /// Runs `lxc ARGS` against the first member and returns its standard output; panics with
+    /// lxc's own message when it fails.
+    pub fn lxc(&self, args: &[&str]) -> String {
+        let output = self.lxc_on(0, args);
+        assert!(
+            output.status.success(),
+            "lxc {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+}
+
+fn cluster_env() -> HashMap<String, String> {
+    let names = [
+        "LXD_CLUSTER_SIZE",
+        "LXD_MEMBERS",
+        "LXD_ENDPOINTS",
+        "LXD_CLIENT_CERT",
+        "LXD_CLIENT_KEY",
+        "LXD_SERVER_CERT",
+        "LXD_SERVER_FINGERPRINT",
+    ];
+    if names.iter().all(|name| std::env::var_os(name).is_some()) {
+        return std::env::vars()
+            .filter(|(name, _)| name.starts_with("LXD_"))
+            .collect();
+    }
+    let script = repo_root().join("hack/lxd-cluster.sh");
+    let output = Command::new(&script)
+        .arg("env")
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+    assert!(
+        output.status.success(),
+        "no LXD test cluster is running ({}). Start one with `hack/lxd-cluster.sh up`, or run every test with `hack/test.sh`.",
+        String::from_utf8_lossy(&output.stderr).trim()
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| line.strip_prefix("export "))
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+/// A name unique to this test run, for instances and objects a test creates.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{prefix}-{}-{:x}", std::process::id(), nanos & 0xffff)
+}
