@@ -2,7 +2,9 @@
 //!
 //! The binary (`main.rs`) is a thin command line over this library. Each module is one concern:
 //! - [`apiserver`]: the embedded Kubernetes-compatible API server of standalone mode.
+//! - [`lxd`]: the client of LXD clusters.
 
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod lxd;

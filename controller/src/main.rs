@@ -1,9 +1,12 @@
 //! The `lxd-operator` command.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use lxd_operator::lxd::{ClientIdentity, ServerTrust, trust};
 
 /// Runs LXD containers declaratively, on a Kubernetes cluster or standalone.
 #[derive(Debug, Parser)]
@@ -17,12 +20,39 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of every kind as YAML.
     Crds,
+    /// Talk to an LXD cluster directly.
+    #[command(subcommand)]
+    Lxd(LxdCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum LxdCommand {
+    /// Have LXD trust a client certificate, with a trust token from `lxc config trust add`.
+    Trust(TrustArgs),
+}
+
+#[derive(Debug, Args)]
+struct TrustArgs {
+    /// The member to redeem the token at, `https://host:port`. The token names the member that
+    /// issued it, and only that member accepts it: this must be one of its addresses.
+    #[arg(long)]
+    endpoint: Option<String>,
+    /// The trust token (base64), as `lxc config trust add` prints it.
+    #[arg(long, env = "LXD_TRUST_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The client certificate to have trusted (PEM).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Crds => print_crds(),
+        Command::Lxd(LxdCommand::Trust(args)) => trust_certificate(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -36,5 +66,37 @@ fn main() -> ExitCode {
 fn print_crds() -> anyhow::Result<()> {
     let yaml = lxd_operator_crds::generate::crd_yaml()?;
     std::io::stdout().lock().write_all(yaml.as_bytes())?;
+    Ok(())
+}
+
+fn trust_certificate(args: &TrustArgs) -> anyhow::Result<()> {
+    let token = trust::TrustToken::decode(&args.token)?;
+    if let Some(endpoint) = &args.endpoint {
+        let wanted = lxd_operator::lxd::Endpoint::parse(endpoint)?;
+        anyhow::ensure!(
+            token.endpoints()?.contains(&wanted),
+            "the token was issued by the member at {:?}; LXD accepts it only there (and burns it when redeemed elsewhere), not at {endpoint}",
+            token.addresses
+        );
+    }
+    let read = |path: &PathBuf| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let identity = ClientIdentity::from_pem(&read(&args.cert)?, &read(&args.key)?)?;
+    let fingerprint = identity.fingerprint();
+    let trust = ServerTrust::from_fingerprint(&token.fingerprint)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(trust::redeem(&token, identity, Some(trust)))?;
+    match outcome {
+        trust::TrustOutcome::Trusted => println!(
+            "certificate {fingerprint} is now trusted by {}",
+            token.addresses.join(", ")
+        ),
+        trust::TrustOutcome::AlreadyTrusted => {
+            println!("certificate {fingerprint} was already trusted; the token was not used")
+        }
+    }
     Ok(())
 }

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use lxd_operator::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, ServerTrust};
+
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -116,6 +118,81 @@ fn cluster_env() -> HashMap<String, String> {
         .filter_map(|line| line.split_once('='))
         .map(|(name, value)| (name.to_owned(), value.trim_matches('\'').to_owned()))
         .collect()
+}
+
+impl TestCluster {
+    /// A client of the cluster through the members at these (0-based) indexes, in this order,
+    /// with the operator's certificate and the server pinned by fingerprint.
+    pub fn client(&self, members: &[usize]) -> LxdClient {
+        let endpoints = members
+            .iter()
+            .map(|&i| Endpoint::parse(&self.endpoints[i]).expect("endpoint"))
+            .collect();
+        let identity = ClientIdentity::from_pem(
+            &std::fs::read(&self.client_cert).expect("client cert"),
+            &std::fs::read(&self.client_key).expect("client key"),
+        )
+        .expect("client identity");
+        let trust = ServerTrust::from_fingerprint(&self.server_fingerprint).expect("fingerprint");
+        LxdClient::new(ClientConfig::new(endpoints, Some(identity), trust)).expect("client")
+    }
+
+    /// A client of every member, in order.
+    pub fn client_all(&self) -> LxdClient {
+        self.client(&(0..self.members.len()).collect::<Vec<_>>())
+    }
+
+    /// Runs `hack/lxd-cluster.sh ARGS` (e.g. `stop-member 2`), panicking when it fails.
+    pub fn script(&self, args: &[&str]) {
+        let status = Command::new(repo_root().join("hack/lxd-cluster.sh"))
+            .args(args)
+            .status()
+            .expect("run hack/lxd-cluster.sh");
+        assert!(
+            status.success(),
+            "hack/lxd-cluster.sh {} failed",
+            args.join(" ")
+        );
+    }
+
+    /// Waits until LXD reports every member ONLINE, for at most `timeout`.
+    pub fn wait_all_online(&self, timeout: std::time::Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let output = self.lxc_on(0, &["cluster", "list", "--format", "csv"]);
+            let listing = String::from_utf8_lossy(&output.stdout);
+            if listing
+                .lines()
+                .filter(|line| line.contains(",ONLINE,"))
+                .count()
+                == self.members.len()
+            {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "members not all online after {timeout:?}:\n{listing}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(500));
+        }
+    }
+}
+
+/// The `lxd-operator` binary of this build (`cargo build` puts it beside the test binaries).
+pub fn operator_binary() -> PathBuf {
+    let test_binary = std::env::current_exe().expect("test binary path");
+    // target/debug/deps/<test> -> target/debug/lxd-operator
+    let path = test_binary
+        .parent()
+        .and_then(Path::parent)
+        .map(|dir| dir.join("lxd-operator"))
+        .expect("target folder");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build -p lxd-operator`",
+        path.display()
+    );
+    path
 }
 
 /// A name unique to this test run, for instances and objects a test creates.

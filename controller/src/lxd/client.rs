@@ -1,0 +1,594 @@
+//! The connection to one LXD cluster: its endpoints, which of them answer, and the one place
+//! where every request is sent, answered and mapped to [`LxdError`].
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{LxdError, Result};
+use super::tls::{ClientIdentity, ServerTrust, client_config};
+
+/// How long a call may take unless it says otherwise.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long connecting to one member may take before the next one is tried.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Idle connections kept per endpoint.
+const MAX_IDLE_CONNECTIONS_PER_ENDPOINT: usize = 16;
+/// An endpoint that failed is tried last for this long, then trusted again.
+const UNHEALTHY_FOR: Duration = Duration::from_secs(15);
+
+/// Where one LXD member (or a standalone LXD) is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `https://host:port`.
+    Https { host: String, port: u16 },
+    /// A local unix socket (always trusted by LXD, no TLS).
+    Unix(PathBuf),
+}
+
+impl Endpoint {
+    /// Reads `https://host[:port]` (port 8443 by default) or `unix:///path/to/unix.socket`.
+    pub fn parse(text: &str) -> Result<Endpoint> {
+        let bad = |why: &str| LxdError::Config {
+            message: format!("endpoint {text:?}: {why}"),
+        };
+        if let Some(path) = text.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(bad(
+                    "a unix endpoint needs an absolute path: unix:///path/to/unix.socket",
+                ));
+            }
+            return Ok(Endpoint::Unix(PathBuf::from(path)));
+        }
+        let url = url::Url::parse(text).map_err(|e| bad(&e.to_string()))?;
+        if url.scheme() != "https" {
+            return Err(bad("must be https://host:port or unix:///path"));
+        }
+        if url.path() != "/" && !url.path().is_empty() {
+            return Err(bad("must not have a path"));
+        }
+        let host = url
+            .host_str()
+            .ok_or_else(|| bad("has no host"))?
+            .trim_matches(['[', ']'])
+            .to_owned();
+        Ok(Endpoint::Https {
+            host,
+            port: url.port().unwrap_or(8443),
+        })
+    }
+
+    /// How the endpoint is written in logs and errors.
+    pub fn display(&self) -> String {
+        match self {
+            Endpoint::Https { host, port } if host.contains(':') => {
+                format!("https://[{host}]:{port}")
+            }
+            Endpoint::Https { host, port } => format!("https://{host}:{port}"),
+            Endpoint::Unix(path) => format!("unix://{}", path.display()),
+        }
+    }
+}
+
+/// Everything needed to talk to one LXD cluster.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Member endpoints, tried in this order while they answer.
+    pub endpoints: Vec<Endpoint>,
+    /// The client certificate presented over HTTPS (none for a unix socket).
+    pub identity: Option<ClientIdentity>,
+    /// How the server certificate is checked.
+    pub trust: ServerTrust,
+    /// The LXD project of every instance, profile, image and operation call.
+    pub project: String,
+    /// Timeout of a call that does not set its own.
+    pub request_timeout: Duration,
+    /// Timeout of connecting to one endpoint.
+    pub connect_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration with the default project and timeouts.
+    pub fn new(
+        endpoints: Vec<Endpoint>,
+        identity: Option<ClientIdentity>,
+        trust: ServerTrust,
+    ) -> Self {
+        ClientConfig {
+            endpoints,
+            identity,
+            trust,
+            project: "default".to_owned(),
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// A client of one LXD cluster. Cheap to clone; clones share connections and endpoint health.
+#[derive(Clone, Debug)]
+pub struct LxdClient {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) config: ClientConfig,
+    pub(crate) endpoints: Vec<EndpointClient>,
+    /// Whether `GET /1.0/cluster/members/<name>/state` exists (LXD 5.0.2 answers 501).
+    pub(crate) member_state_supported: Mutex<Option<bool>>,
+}
+
+#[derive(Debug)]
+pub(crate) struct EndpointClient {
+    pub(crate) endpoint: Endpoint,
+    base: String,
+    http: reqwest::Client,
+    failed_at: Mutex<Option<Instant>>,
+}
+
+/// The JSON envelope of every LXD answer.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Envelope {
+    #[serde(rename = "type", default)]
+    pub(crate) kind: String,
+    #[serde(default)]
+    pub(crate) error_code: u16,
+    #[serde(default)]
+    pub(crate) error: String,
+    #[serde(default)]
+    pub(crate) operation: String,
+    #[serde(default)]
+    pub(crate) metadata: Value,
+}
+
+/// One request to LXD, before it is sent.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) query: Vec<(String, String)>,
+    pub(crate) body: Option<Value>,
+    pub(crate) if_match: Option<String>,
+    pub(crate) timeout: Option<Duration>,
+    /// Send to this endpoint first (index into the configured endpoints).
+    pub(crate) prefer: Option<usize>,
+    /// The answer is plain text (metrics), not LXD's JSON envelope.
+    pub(crate) raw: bool,
+}
+
+impl Call {
+    pub(crate) fn new(method: Method, path: impl Into<String>) -> Call {
+        Call {
+            method,
+            path: path.into(),
+            query: Vec::new(),
+            body: None,
+            if_match: None,
+            timeout: None,
+            prefer: None,
+            raw: false,
+        }
+    }
+
+    pub(crate) fn get(path: impl Into<String>) -> Call {
+        Call::new(Method::GET, path)
+    }
+
+    pub(crate) fn query(mut self, key: &str, value: impl Into<String>) -> Call {
+        self.query.push((key.to_owned(), value.into()));
+        self
+    }
+
+    pub(crate) fn json(mut self, body: &impl Serialize) -> Result<Call> {
+        self.body = Some(serde_json::to_value(body).map_err(|e| LxdError::Config {
+            message: format!("cannot encode request: {e}"),
+        })?);
+        Ok(self)
+    }
+
+    pub(crate) fn timeout(mut self, timeout: Duration) -> Call {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    pub(crate) fn if_match(mut self, etag: &str) -> Call {
+        self.if_match = Some(etag.to_owned());
+        self
+    }
+
+    pub(crate) fn prefer(mut self, endpoint: usize) -> Call {
+        self.prefer = Some(endpoint);
+        self
+    }
+
+    /// Whether sending it twice does no harm, so a failure after it may have arrived can be
+    /// retried on another member.
+    fn is_idempotent(&self) -> bool {
+        matches!(
+            self.method,
+            Method::GET | Method::HEAD | Method::PUT | Method::DELETE
+        )
+    }
+}
+
+/// A successful answer.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    /// Which endpoint answered.
+    pub(crate) endpoint: usize,
+    pub(crate) etag: Option<String>,
+    pub(crate) envelope: Envelope,
+}
+
+impl Answer {
+    pub(crate) fn metadata<T: DeserializeOwned>(self) -> Result<T> {
+        serde_json::from_value(self.envelope.metadata.clone()).map_err(|e| {
+            LxdError::UnexpectedResponse {
+                endpoint: String::new(),
+                status: 200,
+                detail: format!("metadata does not have the expected shape: {e}"),
+                body: quote(&self.envelope.metadata.to_string()),
+            }
+        })
+    }
+}
+
+impl LxdClient {
+    /// Prepares connections to every endpoint; nothing is sent yet.
+    pub fn new(config: ClientConfig) -> Result<LxdClient> {
+        if config.endpoints.is_empty() {
+            return Err(LxdError::Config {
+                message: "no endpoints".to_owned(),
+            });
+        }
+        if config.trust == ServerTrust::InsecureSkipVerify {
+            tracing::warn!(
+                "LXD server certificates are not verified (insecure skip verify): anyone on the network path can impersonate the cluster"
+            );
+        }
+        let endpoints = config
+            .endpoints
+            .iter()
+            .map(|endpoint| EndpointClient::new(endpoint, &config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(LxdClient {
+            inner: Arc::new(Inner {
+                config,
+                endpoints,
+                member_state_supported: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// The configuration this client was made with.
+    pub fn config(&self) -> &ClientConfig {
+        &self.inner.config
+    }
+
+    /// The endpoints in the order the next call tries them: answering ones first, in configured
+    /// order, then those that failed lately.
+    pub fn endpoint_order(&self) -> Vec<usize> {
+        let (healthy, unhealthy): (Vec<usize>, Vec<usize>) = (0..self.inner.endpoints.len())
+            .partition(|&index| self.inner.endpoints[index].is_healthy());
+        healthy.into_iter().chain(unhealthy).collect()
+    }
+
+    /// The endpoint at `index`, as configured.
+    pub fn endpoint(&self, index: usize) -> Option<&Endpoint> {
+        self.inner.endpoints.get(index).map(|e| &e.endpoint)
+    }
+
+    /// Sends a call, moving on to the next endpoint when a member cannot be reached or answers
+    /// that it is unavailable (502, 503, 504). A member that answers with an error of LXD's own
+    /// (400, 404, a 500 with LXD's message, ...) is not asked again elsewhere: another member
+    /// would give the same answer, and a create might run twice.
+    pub(crate) async fn send(&self, call: Call) -> Result<Answer> {
+        let mut order = self.endpoint_order();
+        if let Some(preferred) = call.prefer.filter(|&p| p < self.inner.endpoints.len()) {
+            order.retain(|&index| index != preferred);
+            order.insert(0, preferred);
+        }
+        let mut failures = Vec::new();
+        for index in order {
+            let endpoint = &self.inner.endpoints[index];
+            match endpoint.send(&call, &self.inner.config).await {
+                Ok(answer) => {
+                    endpoint.mark_healthy();
+                    return Ok(Answer {
+                        endpoint: index,
+                        ..answer
+                    });
+                }
+                Err(Failure::Unreachable(message)) => {
+                    endpoint.mark_failed();
+                    tracing::debug!(endpoint = %endpoint.endpoint.display(), %message, "LXD endpoint unreachable; trying the next");
+                    failures.push(format!("{}: {message}", endpoint.endpoint.display()));
+                }
+                Err(Failure::MaybeArrived(error)) if call.is_idempotent() => {
+                    endpoint.mark_failed();
+                    failures.push(format!("{}: {error}", endpoint.endpoint.display()));
+                }
+                Err(Failure::MaybeArrived(error) | Failure::Answered(error)) => {
+                    endpoint.mark_healthy();
+                    return Err(error);
+                }
+            }
+        }
+        Err(LxdError::Unavailable {
+            message: failures.join("; "),
+        })
+    }
+
+    /// Sends a call whose answer is plain text, and returns the text.
+    pub(crate) async fn send_raw(&self, mut call: Call) -> Result<String> {
+        call.raw = true;
+        let answer = self.send(call).await?;
+        Ok(answer
+            .envelope
+            .metadata
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    }
+
+    /// Sends a call and reads the answer's metadata as `T`.
+    pub(crate) async fn fetch<T: DeserializeOwned>(&self, call: Call) -> Result<T> {
+        self.send(call).await?.metadata()
+    }
+}
+
+/// Why one endpoint did not give an answer.
+enum Failure {
+    /// Nothing reached LXD (connection refused, TLS failure before the request, ...) or it said
+    /// it is unavailable: safe to try another member.
+    Unreachable(String),
+    /// The request may have reached LXD (a timeout waiting for the answer).
+    MaybeArrived(LxdError),
+    /// LXD answered with an error of its own.
+    Answered(LxdError),
+}
+
+impl EndpointClient {
+    fn new(endpoint: &Endpoint, config: &ClientConfig) -> Result<EndpointClient> {
+        let builder = reqwest::Client::builder()
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .pool_max_idle_per_host(MAX_IDLE_CONNECTIONS_PER_ENDPOINT)
+            .pool_idle_timeout(Duration::from_secs(60))
+            .user_agent(concat!("lxd-operator/", env!("CARGO_PKG_VERSION")));
+        // reqwest wants a TLS configuration even for a unix socket, where it goes unused.
+        let tls = client_config(
+            config.identity.as_ref(),
+            &config.trust,
+            &[b"h2", b"http/1.1"],
+        )?;
+        let builder = builder.tls_backend_preconfigured(tls);
+        let (builder, base) = match endpoint {
+            Endpoint::Https { .. } => (builder, endpoint.display()),
+            Endpoint::Unix(path) => (builder.unix_socket(path.clone()), "http://lxd".to_owned()),
+        };
+        let http = builder.build().map_err(|e| LxdError::Config {
+            message: format!("cannot set up HTTP client for {}: {e}", endpoint.display()),
+        })?;
+        Ok(EndpointClient {
+            endpoint: endpoint.clone(),
+            base,
+            http,
+            failed_at: Mutex::new(None),
+        })
+    }
+
+    fn is_healthy(&self) -> bool {
+        self.failed_at
+            .lock()
+            .map(|failed| failed.is_none_or(|at| at.elapsed() > UNHEALTHY_FOR))
+            .unwrap_or(true)
+    }
+
+    fn mark_failed(&self) {
+        if let Ok(mut failed) = self.failed_at.lock() {
+            *failed = Some(Instant::now());
+        }
+    }
+
+    fn mark_healthy(&self) {
+        if let Ok(mut failed) = self.failed_at.lock() {
+            *failed = None;
+        }
+    }
+
+    async fn send(
+        &self,
+        call: &Call,
+        config: &ClientConfig,
+    ) -> std::result::Result<Answer, Failure> {
+        let display = self.endpoint.display();
+        let url = format!("{}{}", self.base, call.path);
+        let mut query = call.query.clone();
+        if !query.iter().any(|(key, _)| key == "project") {
+            query.push(("project".to_owned(), config.project.clone()));
+        }
+        let timeout = call.timeout.unwrap_or(config.request_timeout);
+        let mut request = self
+            .http
+            .request(call.method.clone(), &url)
+            .query(&query)
+            .timeout(timeout);
+        if let Some(body) = &call.body {
+            request = request.json(body);
+        }
+        if let Some(etag) = &call.if_match {
+            request = request.header(reqwest::header::IF_MATCH, etag);
+        }
+        let response = match request.send().await {
+            Ok(response) => response,
+            Err(error) => return Err(classify_send_error(&display, error, timeout, call)),
+        };
+        let status = response.status().as_u16();
+        let etag = response
+            .headers()
+            .get(reqwest::header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let bytes = match response.bytes().await {
+            Ok(bytes) => bytes,
+            Err(error) => return Err(classify_send_error(&display, error, timeout, call)),
+        };
+        if call.raw && status == 200 {
+            let text = String::from_utf8_lossy(&bytes).into_owned();
+            let envelope = Envelope {
+                kind: "sync".to_owned(),
+                error_code: 0,
+                error: String::new(),
+                operation: String::new(),
+                metadata: Value::String(text),
+            };
+            return Ok(Answer {
+                endpoint: 0,
+                etag,
+                envelope,
+            });
+        }
+        if matches!(status, 502..=504) {
+            return Err(Failure::Unreachable(format!(
+                "HTTP {status}: {}",
+                quote(&String::from_utf8_lossy(&bytes))
+            )));
+        }
+        let envelope: Envelope = match serde_json::from_slice(&bytes) {
+            Ok(envelope) => envelope,
+            Err(e) => {
+                return Err(Failure::Answered(LxdError::UnexpectedResponse {
+                    endpoint: display,
+                    status,
+                    detail: format!("not an LXD JSON answer ({e})"),
+                    body: quote(&String::from_utf8_lossy(&bytes)),
+                }));
+            }
+        };
+        if envelope.kind == "error" || status >= 400 {
+            let code = if envelope.error_code != 0 {
+                envelope.error_code
+            } else {
+                status
+            };
+            let message = if envelope.error.is_empty() {
+                format!("HTTP {status}")
+            } else {
+                envelope.error.clone()
+            };
+            if code == 403 {
+                return Err(Failure::Answered(LxdError::Untrusted { message }));
+            }
+            return Err(Failure::Answered(LxdError::from_lxd(code, &message)));
+        }
+        Ok(Answer {
+            endpoint: 0,
+            etag,
+            envelope,
+        })
+    }
+}
+
+fn classify_send_error(
+    endpoint: &str,
+    error: reqwest::Error,
+    timeout: Duration,
+    call: &Call,
+) -> Failure {
+    let chain = error_chain(&error);
+    if error.is_connect() {
+        // A pin mismatch shows up as a connect error too, but no other member will pass it.
+        if chain.contains("certificate") || chain.contains("Certificate") {
+            return Failure::Answered(LxdError::Tls {
+                endpoint: endpoint.to_owned(),
+                message: chain,
+            });
+        }
+        return Failure::Unreachable(chain);
+    }
+    if error.is_timeout() {
+        return Failure::MaybeArrived(LxdError::Timeout {
+            what: format!("{} {} at {endpoint}", call.method, call.path),
+            after: timeout,
+        });
+    }
+    Failure::MaybeArrived(LxdError::Unavailable {
+        message: format!("{endpoint}: {chain}"),
+    })
+}
+
+/// The error and its sources, joined: reqwest's own message alone hides the cause.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// At most 500 characters of a body, for error messages.
+pub(crate) fn quote(body: &str) -> String {
+    const LIMIT: usize = 500;
+    if body.chars().count() <= LIMIT {
+        body.to_owned()
+    } else {
+        format!("{}…", body.chars().take(LIMIT).collect::<String>())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_read_as_users_write_them() {
+        assert_eq!(
+            Endpoint::parse("https://127.0.0.2:8443").unwrap(),
+            Endpoint::Https {
+                host: "127.0.0.2".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("https://lxd.example.org").unwrap(),
+            Endpoint::Https {
+                host: "lxd.example.org".into(),
+                port: 8443
+            }
+        );
+        assert_eq!(
+            Endpoint::parse("https://[::1]:9443/").unwrap().display(),
+            "https://[::1]:9443"
+        );
+        assert_eq!(
+            Endpoint::parse("unix:///var/snap/lxd/common/lxd/unix.socket").unwrap(),
+            Endpoint::Unix("/var/snap/lxd/common/lxd/unix.socket".into())
+        );
+        for bad in [
+            "http://127.0.0.1:8443",
+            "unix://relative.socket",
+            "https://host/1.0",
+            "127.0.0.1:8443",
+        ] {
+            let error = Endpoint::parse(bad).unwrap_err();
+            assert!(matches!(error, LxdError::Config { .. }), "{bad}: {error}");
+            assert!(error.to_string().contains(bad), "{error}");
+        }
+    }
+
+    #[test]
+    fn long_bodies_are_quoted_short() {
+        assert_eq!(quote("short"), "short");
+        assert_eq!(quote(&"x".repeat(600)).chars().count(), 501);
+    }
+}

@@ -1,0 +1,26 @@
+//! The operator's only door to LXD: a client of one LXD cluster over HTTPS (mutual TLS, the
+//! server pinned by certificate) or a local unix socket.
+//!
+//! - [`client`]: endpoints, failover between members, request/answer mapping to [`LxdError`].
+//! - [`tls`]: client identity and server pinning.
+//! - [`cluster`], [`instances`]: typed calls ([`types`] holds the shapes).
+//! - [`operations`]: waiting where an operation lives; settling lost operations; create-or-adopt.
+//! - [`events`]: the cluster's event stream, reconnecting.
+//! - [`metrics`]: per-instance usage from `/1.0/metrics`.
+//! - [`trust`]: redeeming trust tokens.
+
+pub mod client;
+pub mod cluster;
+pub mod error;
+pub mod events;
+pub mod instances;
+pub mod metrics;
+pub mod operations;
+pub mod tls;
+pub mod trust;
+pub mod types;
+
+pub use client::{ClientConfig, Endpoint, LxdClient};
+pub use error::{LxdError, Result};
+pub use operations::{CreateOutcome, Intent, OperationHandle, Settlement};
+pub use tls::{ClientIdentity, ServerTrust};

@@ -1,0 +1,513 @@
+//! What LXD sends and receives, limited to the fields the operator uses. Unknown fields are
+//! ignored and missing ones take their defaults, so newer LXD versions read the same.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// LXD sends `null` for empty lists and maps in places; read it as empty.
+fn null_as_empty<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
+    deserializer: D,
+) -> Result<T, D::Error> {
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
+/// `GET /1.0`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServerInfo {
+    /// `trusted` or `untrusted`.
+    pub auth: String,
+    /// API extensions the server supports.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub api_extensions: Vec<String>,
+    /// The server's environment.
+    pub environment: ServerEnvironment,
+}
+
+/// The `environment` of `GET /1.0`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ServerEnvironment {
+    /// Whether the server is a member of a cluster.
+    pub server_clustered: bool,
+    /// The answering member's name.
+    pub server_name: String,
+    /// LXD's version, e.g. `5.0.2`.
+    pub server_version: String,
+    /// SHA-256 of the server (cluster) certificate.
+    pub certificate_fingerprint: String,
+}
+
+impl ServerInfo {
+    /// Whether the client is trusted.
+    pub fn is_trusted(&self) -> bool {
+        self.auth == "trusted"
+    }
+}
+
+/// One cluster member, from `GET /1.0/cluster/members?recursion=1`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct ClusterMember {
+    /// Member name.
+    pub server_name: String,
+    /// API address, `https://host:port`.
+    pub url: String,
+    /// Roles (database, database-leader, event-hub, ...).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub roles: Vec<String>,
+    /// `Online`, `Offline`, `Evacuated`, `Blocked`, ...
+    pub status: String,
+    /// LXD's words about the status.
+    pub message: String,
+    /// CPU architecture.
+    pub architecture: String,
+    /// Failure domain.
+    pub failure_domain: String,
+    /// Member configuration (`scheduler.instance`, `user.*`, ...).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Cluster groups.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub groups: Vec<String>,
+}
+
+/// `GET /1.0/resources`: the parts placement needs.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Resources {
+    /// CPUs.
+    pub cpu: CpuResources,
+    /// Memory.
+    pub memory: MemoryResources,
+}
+
+/// CPU resources of a member.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct CpuResources {
+    /// Logical CPUs (threads).
+    pub total: u32,
+}
+
+/// Memory of a member (host-wide: members sharing a host report the same figures).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MemoryResources {
+    /// Bytes in total.
+    pub total: u64,
+    /// Bytes in use.
+    pub used: u64,
+}
+
+/// `GET /1.0/storage-pools/<pool>/resources`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct StoragePoolResources {
+    /// Disk space.
+    pub space: UsedTotal,
+    /// Inodes.
+    pub inodes: UsedTotal,
+}
+
+/// A used/total pair.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct UsedTotal {
+    /// In use.
+    pub used: u64,
+    /// In total.
+    pub total: u64,
+}
+
+/// `GET /1.0/cluster/members/<name>/state` (LXD 5.x after 5.0.2; absent in 5.0.2).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MemberState {
+    /// System information of the member.
+    pub sysinfo: MemberSysinfo,
+}
+
+/// The `sysinfo` of a member's state.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct MemberSysinfo {
+    /// 1, 5 and 15 minute load averages.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub load_averages: Vec<f64>,
+    /// Free RAM, bytes.
+    pub freeram: u64,
+    /// Total RAM, bytes.
+    pub totalram: u64,
+    /// Processes.
+    pub processes: u64,
+}
+
+/// A cluster group.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ClusterGroup {
+    /// Group name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Member names.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub members: Vec<String>,
+}
+
+/// An instance, from `GET /1.0/instances/<name>` or a recursive list.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Instance {
+    /// Name.
+    pub name: String,
+    /// `Running`, `Stopped`, `Frozen`, `Error`, ...
+    pub status: String,
+    /// LXD's status code (103 running, 102 stopped, 110 frozen).
+    pub status_code: u16,
+    /// The member it is on.
+    pub location: String,
+    /// `container` or `virtual-machine`.
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    /// Its own configuration (without what profiles add).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Its own devices.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    /// Configuration with profiles applied.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub expanded_config: BTreeMap<String, String>,
+    /// Profiles, in order.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub profiles: Vec<String>,
+    /// Whether it is deleted when it stops.
+    pub ephemeral: bool,
+    /// Architecture.
+    pub architecture: String,
+    /// Description.
+    pub description: String,
+    /// Whether stateful stop is enabled.
+    pub stateful: bool,
+    /// Runtime state, with `recursion=2` or from `GET .../state`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<InstanceState>,
+}
+
+/// The config key that ties an instance to the custom resource that owns it.
+pub const UID_KEY: &str = "user.lxd-operator.uid";
+
+impl Instance {
+    /// The uid of the custom resource that created it, if the operator did.
+    pub fn owner_uid(&self) -> Option<&str> {
+        self.config.get(UID_KEY).map(String::as_str)
+    }
+
+    /// Whether it is running (frozen counts as not running).
+    pub fn is_running(&self) -> bool {
+        self.status_code == 103 || self.status == "Running"
+    }
+
+    /// The writable part, for `PUT /1.0/instances/<name>`.
+    pub fn to_put(&self) -> InstancePut {
+        InstancePut {
+            config: self.config.clone(),
+            devices: self.devices.clone(),
+            profiles: self.profiles.clone(),
+            ephemeral: self.ephemeral,
+            description: self.description.clone(),
+            architecture: self.architecture.clone(),
+            stateful: self.stateful,
+        }
+    }
+}
+
+/// `GET /1.0/instances/<name>/state`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct InstanceState {
+    /// `Running`, `Stopped`, `Frozen`, ...
+    pub status: String,
+    /// LXD's status code.
+    pub status_code: u16,
+    /// PID of init, when running.
+    pub pid: i64,
+    /// Process count.
+    pub processes: i64,
+    /// CPU usage.
+    pub cpu: CpuUsage,
+    /// Memory usage.
+    pub memory: MemoryUsage,
+    /// Network interfaces by name.
+    pub network: Option<BTreeMap<String, NetworkState>>,
+}
+
+/// CPU time an instance used.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct CpuUsage {
+    /// Nanoseconds.
+    pub usage: i64,
+}
+
+/// Memory an instance uses.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct MemoryUsage {
+    /// Bytes.
+    pub usage: i64,
+}
+
+/// One network interface of an instance.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NetworkState {
+    /// Its addresses.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub addresses: Vec<NetworkAddress>,
+}
+
+/// One address of an interface.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct NetworkAddress {
+    /// `inet` or `inet6`.
+    pub family: String,
+    /// The address.
+    pub address: String,
+    /// `global`, `link`, `local`.
+    pub scope: String,
+}
+
+impl InstanceState {
+    /// Global addresses of every interface but loopback, IPv4 first in interface order.
+    pub fn addresses(&self, family: &str) -> Vec<String> {
+        self.network
+            .iter()
+            .flatten()
+            .filter(|(name, _)| name.as_str() != "lo")
+            .flat_map(|(_, interface)| interface.addresses.iter())
+            .filter(|address| address.family == family && address.scope == "global")
+            .map(|address| address.address.clone())
+            .collect()
+    }
+}
+
+/// The writable part of an instance (`PUT /1.0/instances/<name>`).
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+pub struct InstancePut {
+    /// Configuration.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Devices.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    /// Profiles.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub profiles: Vec<String>,
+    /// Ephemeral.
+    pub ephemeral: bool,
+    /// Description.
+    pub description: String,
+    /// Architecture.
+    pub architecture: String,
+    /// Stateful.
+    pub stateful: bool,
+}
+
+/// `POST /1.0/instances`.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct InstanceCreate {
+    /// Name.
+    pub name: String,
+    /// `container`.
+    #[serde(rename = "type")]
+    pub instance_type: String,
+    /// The image.
+    pub source: InstanceSource,
+    /// Profiles; LXD applies `default` when absent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub profiles: Option<Vec<String>>,
+    /// Configuration.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Devices.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    /// Ephemeral.
+    pub ephemeral: bool,
+    /// Description.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// Where an instance's root file system comes from.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct InstanceSource {
+    /// `image`.
+    #[serde(rename = "type")]
+    pub source_type: String,
+    /// Image alias.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// Image fingerprint (or a unique prefix).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+}
+
+impl InstanceSource {
+    /// A local image by alias.
+    pub fn alias(alias: &str) -> Self {
+        InstanceSource {
+            source_type: "image".to_owned(),
+            alias: Some(alias.to_owned()),
+            fingerprint: None,
+        }
+    }
+
+    /// A local image by fingerprint.
+    pub fn fingerprint(fingerprint: &str) -> Self {
+        InstanceSource {
+            source_type: "image".to_owned(),
+            alias: None,
+            fingerprint: Some(fingerprint.to_owned()),
+        }
+    }
+}
+
+/// Where to create an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// LXD's own choice.
+    Any,
+    /// This member.
+    Member(String),
+    /// Any member of this cluster group.
+    Group(String),
+}
+
+/// A state change, `PUT /1.0/instances/<name>/state`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateAction {
+    /// Start.
+    Start,
+    /// Stop (gracefully unless forced).
+    Stop,
+    /// Restart.
+    Restart,
+    /// Freeze.
+    Freeze,
+    /// Unfreeze.
+    Unfreeze,
+}
+
+impl StateAction {
+    /// The status an instance has once the action is done.
+    pub fn resulting_status(self) -> &'static str {
+        match self {
+            StateAction::Start | StateAction::Restart | StateAction::Unfreeze => "Running",
+            StateAction::Stop => "Stopped",
+            StateAction::Freeze => "Frozen",
+        }
+    }
+}
+
+/// The body of a state change.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct StateChange {
+    pub(crate) action: StateAction,
+    /// Seconds to wait for a graceful stop; -1 waits forever.
+    pub(crate) timeout: i64,
+    pub(crate) force: bool,
+    pub(crate) stateful: bool,
+}
+
+/// An operation, from an async answer or `GET /1.0/operations/<id>`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(default)]
+pub struct Operation {
+    /// Its id.
+    pub id: String,
+    /// `task`, `websocket`, `token`.
+    pub class: String,
+    /// What it does.
+    pub description: String,
+    /// `Running`, `Success`, `Failure`, `Cancelled`, ...
+    pub status: String,
+    /// LXD's status code (103 running, 200 success, 400 failure, 401 cancelled).
+    pub status_code: u16,
+    /// The error of a failed operation.
+    pub err: String,
+    /// The member that runs it.
+    pub location: String,
+    /// What it acts on: `{"instances": ["/1.0/instances/x"]}`.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub resources: BTreeMap<String, Vec<String>>,
+    /// Operation-specific data (a token's secret, ...).
+    pub metadata: Value,
+}
+
+impl Operation {
+    /// Whether it has ended, one way or the other.
+    pub fn is_done(&self) -> bool {
+        self.status_code >= 200
+            || matches!(self.status.as_str(), "Success" | "Failure" | "Cancelled")
+    }
+}
+
+/// An image in the image store.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Image {
+    /// SHA-256.
+    pub fingerprint: String,
+    /// Aliases.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub aliases: Vec<ImageAliasRef>,
+    /// Architecture.
+    pub architecture: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Properties (os, release, description, ...).
+    #[serde(deserialize_with = "null_as_empty")]
+    pub properties: BTreeMap<String, String>,
+}
+
+/// An alias named by an image.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ImageAliasRef {
+    /// Alias name.
+    pub name: String,
+}
+
+/// `GET /1.0/images/aliases/<name>`.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ImageAlias {
+    /// Alias name.
+    pub name: String,
+    /// The fingerprint it points at.
+    pub target: String,
+}
+
+/// A profile.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Profile {
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Configuration.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub config: BTreeMap<String, String>,
+    /// Devices.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+}

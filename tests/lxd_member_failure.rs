@@ -1,0 +1,181 @@
+//! The LXD client when members die: calls move on to the members that answer, an operation on
+//! a dead member is reported lost and settled from the instance once the member is back, and the
+//! event stream resumes after its daemon restarts. One test, run alone: it stops members.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use lxd_operator::lxd::events::{EventStreamItem, LifecycleAction};
+use lxd_operator::lxd::types::{InstanceCreate, InstanceSource, StateAction, Target};
+use lxd_operator::lxd::{Intent, LxdError, Settlement};
+use lxd_operator_tests::{TestCluster, unique_name};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn busybox(name: &str) -> InstanceCreate {
+    InstanceCreate {
+        name: name.to_owned(),
+        instance_type: "container".to_owned(),
+        source: InstanceSource::alias("busybox"),
+        ..InstanceCreate::default()
+    }
+}
+
+#[tokio::test]
+async fn the_client_survives_members_that_die() {
+    let cluster = TestCluster::get();
+    calls_move_on_when_the_first_member_is_down(cluster).await;
+    cluster.wait_all_online(Duration::from_secs(60));
+    an_operation_on_a_dead_member_is_lost_then_settled_when_it_is_back(cluster).await;
+    cluster.wait_all_online(Duration::from_secs(60));
+    the_event_stream_resumes_after_its_daemon_restarts(cluster).await;
+    cluster.wait_all_online(Duration::from_secs(60));
+}
+
+async fn calls_move_on_when_the_first_member_is_down(cluster: &TestCluster) {
+    let client = cluster.client_all();
+    cluster.script(&["stop-member", "1"]);
+    let members = client
+        .members()
+        .await
+        .expect("members through the other endpoints");
+    assert_eq!(members.len(), cluster.members.len());
+    assert_eq!(
+        client.endpoint_order().last(),
+        Some(&0),
+        "the dead endpoint is tried last"
+    );
+    // A second call goes straight to a healthy member.
+    let started = std::time::Instant::now();
+    client.server_info().await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    cluster.script(&["start-member", "1"]);
+}
+
+async fn an_operation_on_a_dead_member_is_lost_then_settled_when_it_is_back(cluster: &TestCluster) {
+    let client = cluster.client_all();
+    let name = unique_name("lost");
+    let node2 = Target::Member(cluster.members[1].clone());
+    let handle = client
+        .create_instance(&busybox(&name), &node2)
+        .await
+        .unwrap();
+    client.wait(&handle, WAIT).await.unwrap();
+    let handle = client
+        .change_state(&name, StateAction::Start, None, false)
+        .await
+        .unwrap();
+    client.wait(&handle, WAIT).await.unwrap();
+
+    // A graceful stop of busybox takes about 2.7 s: kill the member's daemon while it runs.
+    let handle = client
+        .change_state(
+            &name,
+            StateAction::Stop,
+            Some(Duration::from_secs(30)),
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(handle.operation.location, cluster.members[1]);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    cluster.script(&["stop-member", "2"]);
+    match client.wait(&handle, WAIT).await {
+        Err(LxdError::OperationLost { id, message }) => assert_eq!(id, handle.id, "{message}"),
+        other => panic!("expected OperationLost, got {other:?}"),
+    }
+
+    cluster.script(&["start-member", "2"]);
+    let intent = Intent::ChangeState {
+        name: &name,
+        action: StateAction::Stop,
+    };
+    // Right after its restart the member may still say it is unavailable: retry, as the
+    // controller does with backoff.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let settled = loop {
+        match client.settle_lost(&intent).await {
+            Err(error) if error.is_transient() && std::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => break other.unwrap(),
+        }
+    };
+    let real = cluster
+        .lxc(&["list", &name, "--format", "csv", "--columns", "s"])
+        .trim()
+        .to_owned();
+    match settled {
+        Settlement::Done(Some(instance)) => assert_eq!(
+            (instance.status.to_uppercase(), real.as_str()),
+            ("STOPPED".to_owned(), "STOPPED")
+        ),
+        Settlement::NotDone(Some(instance)) => assert_eq!(instance.status.to_uppercase(), real),
+        other => panic!("unexpected settlement {other:?} (lxc says {real})"),
+    }
+    let handle = client
+        .change_state(&name, StateAction::Stop, None, true)
+        .await
+        .unwrap();
+    let _ = client.wait(&handle, WAIT).await;
+    let handle = client.delete_instance(&name).await.unwrap();
+    client.wait(&handle, WAIT).await.unwrap();
+}
+
+async fn the_event_stream_resumes_after_its_daemon_restarts(cluster: &TestCluster) {
+    let client = cluster.client(&[2]);
+    let mut events = client.events(&["lifecycle"]);
+    assert!(matches!(
+        tokio::time::timeout(Duration::from_secs(10), events.recv()).await,
+        Ok(Some(EventStreamItem::Connected { .. }))
+    ));
+    cluster.script(&["stop-member", "3"]);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(30), events.recv())
+            .await
+            .expect("no disconnect noticed")
+        {
+            Some(EventStreamItem::Disconnected { .. }) => break,
+            Some(_) => continue,
+            None => panic!("stream ended"),
+        }
+    }
+    cluster.script(&["start-member", "3"]);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(60), events.recv())
+            .await
+            .expect("no reconnect")
+        {
+            Some(EventStreamItem::Connected { .. }) => break,
+            Some(_) => continue,
+            None => panic!("stream ended"),
+        }
+    }
+    let writer = cluster.client(&[0]);
+    let name = unique_name("resumed");
+    let handle = writer
+        .create_instance(&busybox(&name), &Target::Member(cluster.members[0].clone()))
+        .await
+        .unwrap();
+    writer.wait(&handle, WAIT).await.unwrap();
+    loop {
+        let item = tokio::time::timeout(Duration::from_secs(5), events.recv())
+            .await
+            .expect("no event after the restart");
+        if let Some(EventStreamItem::Event(event)) = item
+            && event.instance_name().as_deref() == Some(name.as_str())
+            && event
+                .lifecycle()
+                .is_some_and(|l| l.action == LifecycleAction::InstanceCreated)
+        {
+            break;
+        }
+    }
+    let handle = writer.delete_instance(&name).await.unwrap();
+    writer.wait(&handle, WAIT).await.unwrap();
+}
