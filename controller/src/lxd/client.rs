@@ -19,6 +19,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Idle connections kept per endpoint.
 const MAX_IDLE_CONNECTIONS_PER_ENDPOINT: usize = 16;
+/// Requests in flight to one cluster at once; more wait for a free slot. Bounds connections
+/// (and LXD's load) when a burst of reconciles talks to the cluster at the same time.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
 /// An endpoint that failed is tried last for this long, then trusted again.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(15);
 
@@ -122,6 +125,7 @@ pub(crate) struct Inner {
     pub(crate) endpoints: Vec<EndpointClient>,
     /// Whether `GET /1.0/cluster/members/<name>/state` exists (LXD 5.0.2 answers 501).
     pub(crate) member_state_supported: Mutex<Option<bool>>,
+    in_flight: tokio::sync::Semaphore,
 }
 
 #[derive(Debug)]
@@ -262,6 +266,7 @@ impl LxdClient {
                 config,
                 endpoints,
                 member_state_supported: Mutex::new(None),
+                in_flight: tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT),
             }),
         })
     }
@@ -289,6 +294,14 @@ impl LxdClient {
     /// (400, 404, a 500 with LXD's message, ...) is not asked again elsewhere: another member
     /// would give the same answer, and a create might run twice.
     pub(crate) async fn send(&self, call: Call) -> Result<Answer> {
+        let _slot = self
+            .inner
+            .in_flight
+            .acquire()
+            .await
+            .map_err(|_| LxdError::Unavailable {
+                message: "client is shutting down".to_owned(),
+            })?;
         let mut order = self.endpoint_order();
         if let Some(preferred) = call.prefer.filter(|&p| p < self.inner.endpoints.len()) {
             order.retain(|&index| index != preferred);
