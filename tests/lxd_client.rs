@@ -11,18 +11,9 @@ use lxd_operator::lxd::types::{InstanceCreate, InstanceSource, StateAction, Targ
 use lxd_operator::lxd::{
     ClientConfig, ClientIdentity, Endpoint, Intent, LxdClient, LxdError, ServerTrust, Settlement,
 };
-use lxd_operator_tests::{TestCluster, operator_binary, unique_name};
+use lxd_operator_tests::{TestCluster, busybox, operator_binary, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn busybox(name: &str) -> InstanceCreate {
-    InstanceCreate {
-        name: name.to_owned(),
-        instance_type: "container".to_owned(),
-        source: InstanceSource::alias("busybox"),
-        ..InstanceCreate::default()
-    }
-}
 
 async fn create(client: &LxdClient, request: &InstanceCreate, member: &str) {
     let handle = client

@@ -7,20 +7,11 @@
 use std::time::Duration;
 
 use lxd_operator::lxd::events::{EventStreamItem, LifecycleAction};
-use lxd_operator::lxd::types::{InstanceCreate, InstanceSource, StateAction, Target};
+use lxd_operator::lxd::types::{StateAction, Target};
 use lxd_operator::lxd::{Intent, LxdError, Settlement};
-use lxd_operator_tests::{TestCluster, unique_name};
+use lxd_operator_tests::{TestCluster, busybox, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-fn busybox(name: &str) -> InstanceCreate {
-    InstanceCreate {
-        name: name.to_owned(),
-        instance_type: "container".to_owned(),
-        source: InstanceSource::alias("busybox"),
-        ..InstanceCreate::default()
-    }
-}
 
 #[tokio::test]
 async fn the_client_survives_members_that_die() {

@@ -15,6 +15,17 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The `openAPIV3Schema` of a CRD's one version.
+fn root_schema(crd: &CustomResourceDefinition) -> &JSONSchemaProps {
+    crd.spec.versions[0]
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap()
+}
+
 fn yaml_documents(yaml: &str) -> Vec<&str> {
     yaml.split("\n---\n").skip(1).collect()
 }
@@ -106,13 +117,7 @@ fn every_kind_has_status_printer_columns_short_names_and_the_lxd_category() {
 #[test]
 fn every_schema_is_structural() {
     for crd in all_crds() {
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap();
+        let schema = root_schema(&crd);
         let mut problems = Vec::new();
         check_structural(schema, &crd.spec.names.kind, &mut problems);
         assert!(
@@ -140,13 +145,7 @@ fn every_field_is_documented_for_kubectl_explain() {
         }
     }
     for crd in all_crds() {
-        let schema = crd.spec.versions[0]
-            .schema
-            .as_ref()
-            .unwrap()
-            .open_api_v3_schema
-            .as_ref()
-            .unwrap();
+        let schema = root_schema(&crd);
         let mut missing = Vec::new();
         walk(schema, &crd.spec.names.kind, &mut missing);
         assert!(

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use lxd_operator::lxd::types::{InstanceCreate, InstanceSource};
 use lxd_operator::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, ServerTrust};
 
 /// The repository's root folder.
@@ -193,6 +194,16 @@ pub fn operator_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// A request for a busybox container (the test cluster's image) named `name`.
+pub fn busybox(name: &str) -> InstanceCreate {
+    InstanceCreate {
+        name: name.to_owned(),
+        instance_type: "container".to_owned(),
+        source: InstanceSource::alias("busybox"),
+        ..InstanceCreate::default()
+    }
 }
 
 /// A name unique to this test run, for instances and objects a test creates.
