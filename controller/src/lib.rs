@@ -3,8 +3,12 @@
 //! The binary (`main.rs`) is a thin command line over this library. Each module is one concern:
 //! - [`apiserver`]: the embedded Kubernetes-compatible API server of standalone mode.
 //! - [`lxd`]: the client of LXD clusters.
+//! - [`reconcile`]: one reconciler per kind.
+//! - [`quantity`]: Kubernetes quantities as bytes.
 
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
 pub mod lxd;
+pub mod quantity;
+pub mod reconcile;

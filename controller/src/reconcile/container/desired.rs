@@ -1,0 +1,351 @@
+//! What LXD should hold for an LxdContainer: its spec checked against the rules the schema
+//! cannot express, and mapped onto LXD's instance fields. Pure: no I/O.
+
+use std::collections::BTreeMap;
+
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::container::{DesiredState, ImageSource};
+
+use crate::lxd::types::{InstanceCreate, InstanceSource, UID_KEY};
+use crate::quantity::parse_bytes;
+
+use super::naming::instance_name;
+
+/// Config keys naming the custom resource that owns an instance.
+pub const NAMESPACE_KEY: &str = "user.lxd-operator.namespace";
+/// See [`NAMESPACE_KEY`].
+pub const NAME_KEY: &str = "user.lxd-operator.name";
+
+/// A spec the operator cannot carry out as written: names the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {rule}")]
+pub struct SpecError {
+    /// Path of the offending field, e.g. `spec.config[limits.memory]`.
+    pub field: String,
+    /// The rule it breaks.
+    pub rule: String,
+}
+
+fn spec_error(field: impl Into<String>, rule: impl Into<String>) -> SpecError {
+    SpecError {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}
+
+/// The instance an LxdContainer asks for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredInstance {
+    /// LXD instance name.
+    pub name: String,
+    /// Where its root file system comes from.
+    pub source: InstanceSource,
+    /// Profiles (LXD's `default` when the spec names none).
+    pub profiles: Vec<String>,
+    /// Whether the spec named profiles at all.
+    pub profiles_given: bool,
+    /// Config: the spec's keys, the resource limits, and the owner keys.
+    pub config: BTreeMap<String, String>,
+    /// Devices.
+    pub devices: BTreeMap<String, BTreeMap<String, String>>,
+    /// Ephemeral.
+    pub ephemeral: bool,
+    /// The state to keep it in.
+    pub state: DesiredState,
+    /// Requested CPU cores (for placement).
+    pub cpu: Option<f64>,
+    /// Requested memory in bytes (for placement).
+    pub memory_bytes: Option<u64>,
+}
+
+impl DesiredInstance {
+    /// Reads and checks a container's spec.
+    pub fn from_container(container: &LxdContainer) -> Result<DesiredInstance, SpecError> {
+        let namespace = container.metadata.namespace.as_deref().unwrap_or("default");
+        let name = container
+            .metadata
+            .name
+            .as_deref()
+            .ok_or_else(|| spec_error("metadata.name", "is required"))?;
+        let uid = container
+            .metadata
+            .uid
+            .as_deref()
+            .ok_or_else(|| spec_error("metadata.uid", "is required"))?;
+        let spec = &container.spec;
+
+        let source = match &spec.image {
+            ImageSource {
+                alias: Some(alias),
+                fingerprint: None,
+            } => InstanceSource::alias(alias),
+            ImageSource {
+                alias: None,
+                fingerprint: Some(fingerprint),
+            } => InstanceSource::fingerprint(fingerprint),
+            _ => {
+                return Err(spec_error(
+                    "spec.image",
+                    "set exactly one of alias and fingerprint",
+                ));
+            }
+        };
+
+        let mut config = BTreeMap::new();
+        for (key, value) in &spec.config {
+            let field = format!("spec.config[{key}]");
+            if key.starts_with("volatile.") || key.starts_with("image.") {
+                return Err(spec_error(
+                    field,
+                    "keys under volatile. and image. belong to LXD",
+                ));
+            }
+            if key.starts_with("user.lxd-operator.") {
+                return Err(spec_error(
+                    field,
+                    "keys under user.lxd-operator. belong to the operator",
+                ));
+            }
+            if matches!(
+                key.as_str(),
+                "limits.cpu" | "limits.cpu.allowance" | "limits.memory"
+            ) {
+                return Err(spec_error(
+                    field,
+                    "set CPU and memory limits with spec.resources",
+                ));
+            }
+            config.insert(key.clone(), value.clone());
+        }
+
+        let resources = spec.resources.clone().unwrap_or_default();
+        if let Some(cpu) = resources.cpu {
+            if !(cpu.is_finite() && cpu > 0.0) {
+                return Err(spec_error(
+                    "spec.resources.cpu",
+                    "must be a number greater than 0",
+                ));
+            }
+            config.extend(cpu_limits(cpu));
+        }
+        let memory_bytes = match &resources.memory {
+            Some(memory) => {
+                let bytes = parse_bytes(memory)
+                    .map_err(|e| spec_error("spec.resources.memory", e.to_string()))?;
+                config.insert("limits.memory".to_owned(), bytes.to_string());
+                Some(bytes)
+            }
+            None => None,
+        };
+
+        config.insert(UID_KEY.to_owned(), uid.to_owned());
+        config.insert(NAMESPACE_KEY.to_owned(), namespace.to_owned());
+        config.insert(NAME_KEY.to_owned(), name.to_owned());
+
+        Ok(DesiredInstance {
+            name: spec
+                .instance_name
+                .clone()
+                .unwrap_or_else(|| instance_name(namespace, name)),
+            source,
+            profiles: spec
+                .profiles
+                .clone()
+                .unwrap_or_else(|| vec!["default".to_owned()]),
+            profiles_given: spec.profiles.is_some(),
+            config,
+            devices: spec.devices.clone(),
+            ephemeral: spec.ephemeral,
+            state: spec.state,
+            cpu: resources.cpu,
+            memory_bytes,
+        })
+    }
+
+    /// The create request for it.
+    pub fn create_request(&self) -> InstanceCreate {
+        InstanceCreate {
+            name: self.name.clone(),
+            instance_type: "container".to_owned(),
+            source: self.source.clone(),
+            profiles: self.profiles_given.then(|| self.profiles.clone()),
+            config: self.config.clone(),
+            devices: self.devices.clone(),
+            ephemeral: self.ephemeral,
+            description: String::new(),
+        }
+    }
+}
+
+/// Whole cores limit the CPUs (`limits.cpu`); a fraction also caps CPU time per 100 ms
+/// (`limits.cpu.allowance`), so 0.5 means half of one core and 1.5 one and a half of two.
+fn cpu_limits(cpu: f64) -> Vec<(String, String)> {
+    let cores = cpu.ceil().max(1.0) as u64;
+    let mut limits = vec![("limits.cpu".to_owned(), cores.to_string())];
+    if cpu.fract() != 0.0 {
+        let millis = (cpu * 100.0).round().max(1.0) as u64;
+        limits.push((
+            "limits.cpu.allowance".to_owned(),
+            format!("{millis}ms/100ms"),
+        ));
+    }
+    limits
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lxd_operator_crds::container::{ContainerResources, LxdContainerSpec};
+    use lxd_operator_crds::shared::{ClusterReference, IntOrString};
+
+    fn container(edit: impl FnOnce(&mut LxdContainerSpec)) -> LxdContainer {
+        let mut spec = LxdContainerSpec {
+            cluster_ref: ClusterReference {
+                name: "local".into(),
+            },
+            instance_name: None,
+            image: ImageSource {
+                alias: Some("busybox".into()),
+                fingerprint: None,
+            },
+            profiles: None,
+            config: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            resources: None,
+            ephemeral: false,
+            state: DesiredState::Running,
+            placement: None,
+        };
+        edit(&mut spec);
+        let mut container = LxdContainer::new("web-1", spec);
+        container.metadata.namespace = Some("default".into());
+        container.metadata.uid = Some("1234-uid".into());
+        container
+    }
+
+    #[test]
+    fn resources_become_lxd_limits_and_the_owner_is_recorded() {
+        let desired = DesiredInstance::from_container(&container(|spec| {
+            spec.resources = Some(ContainerResources {
+                cpu: Some(1.5),
+                memory: Some(IntOrString::String("256Mi".into())),
+            });
+            spec.config.insert("user.role".into(), "web".into());
+        }))
+        .unwrap();
+        assert_eq!(desired.name, "default-web-1");
+        let keys: Vec<(&str, &str)> = desired
+            .config
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                ("limits.cpu", "2"),
+                ("limits.cpu.allowance", "150ms/100ms"),
+                ("limits.memory", "268435456"),
+                ("user.lxd-operator.name", "web-1"),
+                ("user.lxd-operator.namespace", "default"),
+                ("user.lxd-operator.uid", "1234-uid"),
+                ("user.role", "web"),
+            ]
+        );
+        assert_eq!(desired.memory_bytes, Some(268_435_456));
+        assert_eq!(
+            desired.create_request().profiles,
+            None,
+            "no profiles field: LXD applies default"
+        );
+    }
+
+    #[test]
+    fn a_whole_cpu_sets_no_allowance() {
+        let desired = DesiredInstance::from_container(&container(|spec| {
+            spec.resources = Some(ContainerResources {
+                cpu: Some(2.0),
+                memory: None,
+            });
+        }))
+        .unwrap();
+        assert_eq!(
+            desired.config.get("limits.cpu").map(String::as_str),
+            Some("2")
+        );
+        assert!(!desired.config.contains_key("limits.cpu.allowance"));
+    }
+
+    #[test]
+    fn reserved_keys_and_bad_sizes_name_the_field_and_the_rule() {
+        type Edit = Box<dyn Fn(&mut LxdContainerSpec)>;
+        let cases: Vec<(Edit, &str, &str)> = vec![
+            (
+                Box::new(|s| {
+                    s.config.insert("volatile.uuid".into(), "x".into());
+                }),
+                "spec.config[volatile.uuid]",
+                "belong to LXD",
+            ),
+            (
+                Box::new(|s| {
+                    s.config.insert("user.lxd-operator.uid".into(), "x".into());
+                }),
+                "spec.config[user.lxd-operator.uid]",
+                "belong to the operator",
+            ),
+            (
+                Box::new(|s| {
+                    s.config.insert("limits.memory".into(), "1G".into());
+                }),
+                "spec.config[limits.memory]",
+                "spec.resources",
+            ),
+            (
+                Box::new(|s| {
+                    s.resources = Some(ContainerResources {
+                        cpu: None,
+                        memory: Some(IntOrString::String("lots".into())),
+                    })
+                }),
+                "spec.resources.memory",
+                "not a quantity",
+            ),
+            (
+                Box::new(|s| {
+                    s.resources = Some(ContainerResources {
+                        cpu: Some(-1.0),
+                        memory: None,
+                    })
+                }),
+                "spec.resources.cpu",
+                "greater than 0",
+            ),
+            (
+                Box::new(|s| {
+                    s.image = ImageSource {
+                        alias: Some("a".into()),
+                        fingerprint: Some("abcdef012345".into()),
+                    }
+                }),
+                "spec.image",
+                "exactly one",
+            ),
+        ];
+        for (edit, field, rule) in cases {
+            let error = DesiredInstance::from_container(&container(|spec| edit(spec))).unwrap_err();
+            assert_eq!(error.field, field);
+            assert!(error.rule.contains(rule), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_explicit_instance_name_and_profiles_are_kept() {
+        let desired = DesiredInstance::from_container(&container(|spec| {
+            spec.instance_name = Some("legacy-web".into());
+            spec.profiles = Some(vec![]);
+        }))
+        .unwrap();
+        assert_eq!(desired.name, "legacy-web");
+        assert_eq!(desired.create_request().profiles, Some(vec![]));
+    }
+}

@@ -1,0 +1,3 @@
+//! One reconciler per kind.
+
+pub mod container;
