@@ -5,6 +5,7 @@
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`quantity`]: Kubernetes quantities as bytes.
+//! - [`telemetry`]: logging and its format.
 
 #![forbid(unsafe_code)]
 
@@ -12,3 +13,4 @@ pub mod apiserver;
 pub mod lxd;
 pub mod quantity;
 pub mod reconcile;
+pub mod telemetry;

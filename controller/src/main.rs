@@ -12,6 +12,9 @@ use lxd_operator::lxd::{ClientIdentity, ServerTrust, trust};
 #[derive(Debug, Parser)]
 #[command(name = "lxd-operator", version, about)]
 struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: lxd_operator::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -20,6 +23,8 @@ struct Cli {
 enum Command {
     /// Print the CustomResourceDefinitions of every kind as YAML.
     Crds,
+    /// Run the controller against the Kubernetes API in KUBECONFIG (or in-cluster config).
+    Run,
     /// Talk to an LXD cluster directly.
     #[command(subcommand)]
     Lxd(LxdCommand),
@@ -50,7 +55,9 @@ struct TrustArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    lxd_operator::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
+        Command::Run => run_controller(),
         Command::Crds => print_crds(),
         Command::Lxd(LxdCommand::Trust(args)) => trust_certificate(&args),
     };
@@ -99,4 +106,17 @@ fn trust_certificate(args: &TrustArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn run_controller() -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
+        lxd_operator::reconcile::run(client).await;
+        Ok(())
+    })
 }

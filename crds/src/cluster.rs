@@ -146,6 +146,9 @@ pub struct LxdClusterStatus {
     /// reason says why: Unreachable, Untrusted, CertificateMismatch, InvalidSpec, ...
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+    /// When members, capacity and load were last read from LXD.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_sync_time: Option<Time>,
     /// Online members and all members, as `online/total`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_summary: Option<String>,

@@ -1,7 +1,620 @@
 //! The LxdContainer reconciler, as a pipeline: resolve the cluster, validate the spec into a
 //! [`desired::DesiredInstance`], decide the next step ([`decide::next_step`], pure), apply it
-//! to LXD, write status.
+//! to LXD, write status. Steps repeat within one reconcile until the instance is as desired.
 
 pub mod decide;
 pub mod desired;
 pub mod naming;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
+use kube::{Resource, ResourceExt};
+use lxd_operator_crds::container::{ContainerPhase, DesiredState, PlacementStatus};
+use lxd_operator_crds::shared::{CONDITION_READY, CONDITION_SCHEDULED};
+use lxd_operator_crds::{LxdCluster, LxdContainer, LxdContainerStatus};
+
+use self::decide::{Step, next_step};
+use self::desired::DesiredInstance;
+use super::status::{condition, set_condition, write_status};
+use super::{Context, Error};
+use crate::lxd::types::{Instance, StateAction, Target};
+use crate::lxd::{CreateOutcome, Intent, LxdClient, LxdError, Settlement};
+
+/// The finalizer that keeps an LxdContainer until its instance is deleted.
+pub const FINALIZER: &str = "lxd-operator.dev/instance";
+/// How long one LXD operation may take.
+const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long a graceful stop may take before it is forced.
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Steps taken in one reconcile before handing back to the queue.
+const MAX_STEPS: usize = 8;
+
+/// Reconciles one LxdContainer (the finalizer wraps apply and cleanup).
+pub async fn reconcile(container: Arc<LxdContainer>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = container
+        .namespace()
+        .unwrap_or_else(|| "default".to_owned());
+    let api: Api<LxdContainer> = Api::namespaced(ctx.client.clone(), &namespace);
+    finalizer(&api, FINALIZER, container, |event| async {
+        match event {
+            FinalizerEvent::Apply(container) => apply(&container, &api, &ctx).await,
+            FinalizerEvent::Cleanup(container) => cleanup(&container, &api, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| Error::Finalizer(Box::new(error)))
+}
+
+/// What to do when a reconcile fails: LXD and API hiccups are retried soon.
+pub fn error_policy(container: Arc<LxdContainer>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(container = %format!("{}/{}", container.namespace().unwrap_or_default(), container.name_any()), %error, "LxdContainer reconcile failed");
+    Action::requeue(Duration::from_secs(if error.is_transient() {
+        2
+    } else {
+        15
+    }))
+}
+
+/// A status under construction, with the previous one for condition times.
+struct StatusWriter<'a> {
+    container: &'a LxdContainer,
+    api: &'a Api<LxdContainer>,
+    previous: LxdContainerStatus,
+    status: LxdContainerStatus,
+}
+
+impl<'a> StatusWriter<'a> {
+    fn new(container: &'a LxdContainer, api: &'a Api<LxdContainer>) -> Self {
+        let previous = container.status.clone().unwrap_or_default();
+        let mut status = previous.clone();
+        status.observed_generation = container.metadata.generation;
+        StatusWriter {
+            container,
+            api,
+            previous,
+            status,
+        }
+    }
+
+    fn condition(&mut self, type_: &str, ok: bool, reason: &str, message: impl Into<String>) {
+        let generation = self.container.metadata.generation;
+        set_condition(
+            &mut self.status.conditions,
+            condition(
+                &self.previous.conditions,
+                type_,
+                ok,
+                reason,
+                message,
+                generation,
+            ),
+        );
+    }
+
+    fn not_ready(&mut self, phase: ContainerPhase, reason: &str, message: impl Into<String>) {
+        self.status.phase = Some(phase);
+        self.condition(CONDITION_READY, false, reason, message);
+    }
+
+    async fn write(&self) -> Result<(), Error> {
+        write_status(
+            self.api,
+            self.container,
+            self.container.status.as_ref(),
+            &self.status,
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+async fn apply(
+    container: &LxdContainer,
+    api: &Api<LxdContainer>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let mut status = StatusWriter::new(container, api);
+    if status.status.phase.is_none() {
+        status.status.phase = Some(ContainerPhase::Pending);
+    }
+
+    // Validate: a spec the operator cannot carry out waits for a change.
+    let desired = match DesiredInstance::from_container(container) {
+        Ok(desired) => desired,
+        Err(error) => {
+            status.not_ready(ContainerPhase::Failed, "InvalidSpec", error.to_string());
+            status.write().await?;
+            publish(
+                ctx,
+                container,
+                EventType::Warning,
+                "InvalidSpec",
+                error.to_string(),
+            )
+            .await;
+            return Ok(Action::await_change());
+        }
+    };
+    status.status.instance_name = Some(desired.name.clone());
+
+    // Resolve the cluster.
+    let cluster_name = &container.spec.cluster_ref.name;
+    let Some(client) = ctx.connections.get(cluster_name).map(|c| c.client.clone()) else {
+        status.not_ready(
+            ContainerPhase::Pending,
+            "ClusterNotReady",
+            format!("LxdCluster {cluster_name} is not connected (yet); see its Ready condition"),
+        );
+        status.write().await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    };
+    ctx.index_instance(cluster_name, &desired.name, container);
+
+    let result = converge(container, &desired, &client, ctx, &mut status).await;
+    match result {
+        Ok(instance) => {
+            observe_running(&client, &instance, &mut status).await;
+            status.write().await?;
+            Ok(Action::requeue(ctx.resync))
+        }
+        Err(Failure::Permanent { reason, message }) => {
+            status.not_ready(ContainerPhase::Failed, reason, message.clone());
+            status.write().await?;
+            publish(ctx, container, EventType::Warning, reason, message).await;
+            Ok(Action::requeue(Duration::from_secs(60)))
+        }
+        Err(Failure::Waiting {
+            phase,
+            reason,
+            message,
+            retry,
+        }) => {
+            status.not_ready(phase, reason, message);
+            status.write().await?;
+            Ok(Action::requeue(retry))
+        }
+        Err(Failure::Transient(error)) => {
+            status.condition(CONDITION_READY, false, "LxdError", error.to_string());
+            status.write().await?;
+            Err(Error::Lxd(error))
+        }
+    }
+}
+
+/// Why converging stopped short.
+enum Failure {
+    /// Retrying without a change of spec will not help (bad image, invalid config, name taken).
+    Permanent {
+        reason: &'static str,
+        message: String,
+    },
+    /// Not possible now; try again later.
+    Waiting {
+        phase: ContainerPhase,
+        reason: &'static str,
+        message: String,
+        retry: Duration,
+    },
+    /// LXD hiccup: back off and retry.
+    Transient(LxdError),
+}
+
+impl From<LxdError> for Failure {
+    fn from(error: LxdError) -> Self {
+        match error {
+            LxdError::Invalid { message } | LxdError::OperationFailed { message } => {
+                Failure::Permanent {
+                    reason: "LxdRefused",
+                    message,
+                }
+            }
+            LxdError::NotFound { message } => Failure::Permanent {
+                reason: "NotFound",
+                message,
+            },
+            other => Failure::Transient(other),
+        }
+    }
+}
+
+/// Takes steps until the instance is as desired, and returns it.
+async fn converge(
+    container: &LxdContainer,
+    desired: &DesiredInstance,
+    client: &LxdClient,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<Instance, Failure> {
+    let uid = container.metadata.uid.clone().unwrap_or_default();
+    for _ in 0..MAX_STEPS {
+        let observed = find_instance(client, &uid, &desired.name).await?;
+        let member = observed
+            .as_ref()
+            .map(|i| i.location.clone())
+            .or_else(|| status.status.member.clone());
+        match next_step(desired, observed.as_ref(), member.as_deref()) {
+            Step::InSync => {
+                return observed.ok_or_else(|| {
+                    Failure::Transient(LxdError::NotFound {
+                        message: "instance vanished".to_owned(),
+                    })
+                });
+            }
+            Step::Place => {
+                let (member, explanation) = place(container, client).await?;
+                status.status.member = Some(member.clone());
+                status.status.phase = Some(ContainerPhase::Scheduled);
+                status.status.placement = Some(PlacementStatus {
+                    policy: Some(placement_policy_name(container)),
+                    explanation: explanation.clone(),
+                    decided_at: Some(Time(jiff::Timestamp::now())),
+                });
+                status.condition(
+                    CONDITION_SCHEDULED,
+                    true,
+                    "Placed",
+                    format!("placed on {member}: {explanation}"),
+                );
+                // Recorded before creating, so a crash between the two recreates on this member.
+                status.write().await.map_err(|e| {
+                    Failure::Transient(LxdError::Unavailable {
+                        message: e.to_string(),
+                    })
+                })?;
+                publish(
+                    ctx,
+                    container,
+                    EventType::Normal,
+                    "Scheduled",
+                    format!("placed on {member}: {explanation}"),
+                )
+                .await;
+            }
+            Step::Create { member } => {
+                status.status.phase = Some(ContainerPhase::Creating);
+                let outcome = client
+                    .create_or_adopt(
+                        &desired.create_request(),
+                        &Target::Member(member.clone()),
+                        &uid,
+                        OPERATION_TIMEOUT,
+                    )
+                    .await
+                    .map_err(|error| match error {
+                        LxdError::AlreadyExists { message } => Failure::Permanent {
+                            reason: "NameConflict",
+                            message,
+                        },
+                        LxdError::NotFound { message } if message.contains("member") => {
+                            // The chosen member is gone: choose again.
+                            status.status.member = None;
+                            Failure::Waiting {
+                                phase: ContainerPhase::Pending,
+                                reason: "MemberGone",
+                                message,
+                                retry: Duration::from_secs(1),
+                            }
+                        }
+                        other => Failure::from(other),
+                    })?;
+                let (reason, verb) = match outcome {
+                    CreateOutcome::Created(_) => ("Created", "created"),
+                    CreateOutcome::Adopted(_) => ("Adopted", "adopted"),
+                };
+                publish(
+                    ctx,
+                    container,
+                    EventType::Normal,
+                    reason,
+                    format!("instance {} {verb} on {member}", desired.name),
+                )
+                .await;
+            }
+            Step::Update(put) => {
+                let current = client.instance(&desired.name).await?;
+                let handle = client
+                    .update_instance(&desired.name, &put, current.etag.as_deref())
+                    .await;
+                match handle {
+                    Ok(handle) => match client.wait(&handle, OPERATION_TIMEOUT).await {
+                        Ok(_) => {
+                            publish(
+                                ctx,
+                                container,
+                                EventType::Normal,
+                                "Updated",
+                                "instance configuration updated",
+                            )
+                            .await
+                        }
+                        Err(
+                            LxdError::Invalid { message } | LxdError::OperationFailed { message },
+                        ) => {
+                            // Some changes LXD applies only to a stopped instance: report, never force.
+                            return Err(Failure::Waiting {
+                                phase: phase_of(&current.value.status),
+                                reason: "UpdateRefused",
+                                message: format!("LXD refused the change: {message}"),
+                                retry: Duration::from_secs(30),
+                            });
+                        }
+                        Err(error) => return Err(Failure::Transient(error)),
+                    },
+                    Err(LxdError::Conflict { .. }) => continue,
+                    Err(error) => return Err(error.into()),
+                }
+            }
+            Step::ChangeState(action) => change_state(client, &desired.name, action).await?,
+            Step::NameTaken { owner } => {
+                return Err(Failure::Permanent {
+                    reason: "NameConflict",
+                    message: format!(
+                        "an LXD instance named {} already exists and belongs to {}; set spec.instanceName to use another name",
+                        desired.name,
+                        owner
+                            .map(|uid| format!("the object with uid {uid}"))
+                            .unwrap_or_else(|| "no LxdContainer".to_owned())
+                    ),
+                });
+            }
+        }
+    }
+    Err(Failure::Transient(LxdError::Unavailable {
+        message: "still converging".to_owned(),
+    }))
+}
+
+/// The instance of this container: by owner uid, else by name.
+async fn find_instance(
+    client: &LxdClient,
+    uid: &str,
+    name: &str,
+) -> Result<Option<Instance>, LxdError> {
+    if let Some(instance) = client.instance_by_uid(uid).await? {
+        return Ok(Some(instance));
+    }
+    match client.instance(name).await {
+        Ok(found) => Ok(Some(found.value)),
+        Err(LxdError::NotFound { .. }) => Ok(None),
+        Err(error) => Err(error),
+    }
+}
+
+async fn change_state(client: &LxdClient, name: &str, action: StateAction) -> Result<(), Failure> {
+    let timeout = (action == StateAction::Stop).then_some(STOP_TIMEOUT);
+    let handle = client.change_state(name, action, timeout, false).await?;
+    match client
+        .wait_or_settle(
+            &handle,
+            &Intent::ChangeState { name, action },
+            OPERATION_TIMEOUT,
+        )
+        .await
+    {
+        Ok(Settlement::Done(_) | Settlement::NotDone(_) | Settlement::InProgress(_)) => Ok(()),
+        Err(LxdError::Timeout { .. }) if action == StateAction::Stop => {
+            // A graceful stop that did not finish: force it.
+            let handle = client
+                .change_state(name, StateAction::Stop, None, true)
+                .await?;
+            client.wait(&handle, OPERATION_TIMEOUT).await?;
+            Ok(())
+        }
+        // "already running" and the like: the next look decides.
+        Err(LxdError::OperationFailed { .. } | LxdError::Invalid { .. }) => Ok(()),
+        Err(error) => Err(Failure::Transient(error)),
+    }
+}
+
+/// Chooses a member: the pinned target, else the online member with the fewest instances.
+/// The placement engine replaces this rule.
+async fn place(container: &LxdContainer, client: &LxdClient) -> Result<(String, String), Failure> {
+    let members = client.members().await?;
+    let online: Vec<&str> = members
+        .iter()
+        .filter(|m| m.status == "Online")
+        .map(|m| m.server_name.as_str())
+        .collect();
+    let placement = container.spec.placement.clone().unwrap_or_default();
+    if let Some(target) = &placement.target {
+        if online.contains(&target.as_str()) {
+            return Ok((target.clone(), "pinned by spec.placement.target".to_owned()));
+        }
+        let message = if members.iter().any(|m| &m.server_name == target) {
+            format!(
+                "0/{} members: the pinned member {target} is not online",
+                members.len()
+            )
+        } else {
+            format!(
+                "0/{} members: the pinned member {target} does not exist",
+                members.len()
+            )
+        };
+        return Err(Failure::Waiting {
+            phase: ContainerPhase::Unschedulable,
+            reason: "Unschedulable",
+            message,
+            retry: Duration::from_secs(15),
+        });
+    }
+    let instances = client.instances().await?;
+    let count = |member: &str| instances.iter().filter(|i| i.location == member).count();
+    let best = online
+        .iter()
+        .min_by_key(|member| (count(member), **member))
+        .ok_or_else(|| Failure::Waiting {
+            phase: ContainerPhase::Unschedulable,
+            reason: "Unschedulable",
+            message: format!("0/{} members: {} offline", members.len(), members.len()),
+            retry: Duration::from_secs(15),
+        })?;
+    let explanation = online
+        .iter()
+        .map(|m| format!("{m}: {} instances", count(m)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((
+        (*best).to_owned(),
+        format!("fewest instances ({explanation})"),
+    ))
+}
+
+fn placement_policy_name(container: &LxdContainer) -> String {
+    let placement = container.spec.placement.clone().unwrap_or_default();
+    placement
+        .policy
+        .or_else(|| {
+            placement
+                .strategy
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "fewest-instances".to_owned())
+}
+
+fn phase_of(status: &str) -> ContainerPhase {
+    match status {
+        "Running" => ContainerPhase::Running,
+        "Frozen" => ContainerPhase::Frozen,
+        _ => ContainerPhase::Stopped,
+    }
+}
+
+/// Fills phase, member, addresses and Ready from the instance as it is.
+async fn observe_running(client: &LxdClient, instance: &Instance, status: &mut StatusWriter<'_>) {
+    status.status.phase = Some(phase_of(&instance.status));
+    status.status.member = Some(instance.location.clone());
+    status.condition(
+        CONDITION_SCHEDULED,
+        true,
+        "Placed",
+        format!("runs on {}", instance.location),
+    );
+    if instance.is_running() {
+        if let Ok(state) = client.instance_state(&instance.name).await {
+            status.status.ipv4 = state.addresses("inet");
+            status.status.ipv6 = state.addresses("inet6");
+        }
+    } else {
+        status.status.ipv4.clear();
+        status.status.ipv6.clear();
+    }
+    let wanted = match status.container.spec.state {
+        DesiredState::Running => "Running",
+        DesiredState::Stopped => "Stopped",
+        DesiredState::Frozen => "Frozen",
+    };
+    let message = format!(
+        "instance {} is {} on {}",
+        instance.name, instance.status, instance.location
+    );
+    status.condition(
+        CONDITION_READY,
+        instance.status == wanted,
+        &instance.status.clone(),
+        message,
+    );
+}
+
+async fn cleanup(
+    container: &LxdContainer,
+    api: &Api<LxdContainer>,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let cluster_name = &container.spec.cluster_ref.name;
+    let uid = container.metadata.uid.clone().unwrap_or_default();
+    let mut status = StatusWriter::new(container, api);
+    let client = match ctx.connections.get(cluster_name) {
+        Some(connection) => connection.client.clone(),
+        None if cluster_gone(ctx, cluster_name).await => return Ok(Action::await_change()),
+        None => {
+            status.not_ready(ContainerPhase::Deleting, "ClusterUnreachable", format!("deletion waits for LxdCluster {cluster_name} to be reachable, so that the instance is not left behind"));
+            status.write().await?;
+            return Err(Error::ClusterNotReady {
+                cluster: cluster_name.clone(),
+            });
+        }
+    };
+    let Some(instance) = client.instance_by_uid(&uid).await? else {
+        return Ok(Action::await_change());
+    };
+    status.status.phase = Some(ContainerPhase::Deleting);
+    status.write().await?;
+    if instance.status != "Stopped" {
+        let handle = client
+            .change_state(&instance.name, StateAction::Stop, Some(STOP_TIMEOUT), false)
+            .await?;
+        if client
+            .wait(&handle, STOP_TIMEOUT + Duration::from_secs(10))
+            .await
+            .is_err()
+        {
+            let handle = client
+                .change_state(&instance.name, StateAction::Stop, None, true)
+                .await?;
+            let _ = client.wait(&handle, OPERATION_TIMEOUT).await;
+        }
+    }
+    let handle = client.delete_instance(&instance.name).await?;
+    match client
+        .wait_or_settle(
+            &handle,
+            &Intent::Delete {
+                name: &instance.name,
+            },
+            OPERATION_TIMEOUT,
+        )
+        .await?
+    {
+        Settlement::Done(_) => {
+            publish(
+                ctx,
+                container,
+                EventType::Normal,
+                "Deleted",
+                format!("instance {} deleted", instance.name),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        other => Err(Error::Lxd(LxdError::OperationFailed {
+            message: format!("instance {} not deleted yet: {other:?}", instance.name),
+        })),
+    }
+}
+
+/// Whether the LxdCluster itself no longer exists (then there is nothing to clean up through).
+async fn cluster_gone(ctx: &Context, name: &str) -> bool {
+    let api: Api<LxdCluster> = Api::all(ctx.client.clone());
+    matches!(api.get_opt(name).await, Ok(None))
+}
+
+async fn publish(
+    ctx: &Context,
+    container: &LxdContainer,
+    type_: EventType,
+    reason: &str,
+    note: impl Into<String>,
+) {
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.into()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx
+        .recorder
+        .publish(&event, &container.object_ref(&()))
+        .await
+    {
+        tracing::warn!(%error, "cannot publish an Event");
+    }
+}

@@ -1,3 +1,225 @@
-//! One reconciler per kind.
+//! One reconciler per kind, and what they share: the [`Context`] and the loop that runs them.
+//!
+//! LXD is outside Kubernetes' watches, so reconcilers requeue on success with a resync
+//! interval, and each cluster's LXD event stream wakes the container whose instance changed
+//! (within a second of a `lxc stop` behind our back), and every container of a cluster when the
+//! stream reconnects (events may have been missed).
 
+pub mod cluster;
+pub mod connections;
 pub mod container;
+pub mod status;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{finalizer, watcher};
+use lxd_operator_crds::{LxdCluster, LxdContainer};
+use tokio::sync::mpsc;
+
+use self::connections::{ClusterSignal, Connections};
+use crate::lxd::LxdError;
+use crate::lxd::events::{EventStreamItem, LifecycleAction};
+
+/// How often a container is checked against LXD when nothing happened.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Errors of a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Talking to the Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Talking to LXD failed.
+    #[error("LXD: {0}")]
+    Lxd(#[from] LxdError),
+    /// The container's cluster is not connected.
+    #[error("LxdCluster {cluster} is not connected")]
+    ClusterNotReady { cluster: String },
+    /// Adding or removing the finalizer failed, or the reconcile inside it did.
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// Whether retrying soon may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Lxd(error) => error.is_transient(),
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.is_transient()
+                }
+                _ => true,
+            },
+            Error::Kube(_) | Error::ClusterNotReady { .. } => true,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes (or embedded) API.
+    pub client: kube::Client,
+    /// LXD clients by cluster.
+    pub connections: Connections,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// How often containers are checked when nothing happened.
+    pub resync: Duration,
+    /// Which container owns which instance, for LXD events: (cluster, instance) → container.
+    instances: Mutex<HashMap<(String, String), ObjectRef<LxdContainer>>>,
+    /// Clusters whose status should be refreshed at once (member events).
+    refresh: Mutex<HashSet<String>>,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("connections", &self.connections)
+            .field("resync", &self.resync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    fn new(client: kube::Client, signals: mpsc::UnboundedSender<ClusterSignal>) -> Self {
+        let reporter = Reporter {
+            controller: "lxd-operator".to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            connections: Connections::new(signals),
+            resync: RESYNC_INTERVAL,
+            instances: Mutex::new(HashMap::new()),
+            refresh: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// Remembers that `container` owns the instance `instance` on `cluster`.
+    pub fn index_instance(&self, cluster: &str, instance: &str, container: &LxdContainer) {
+        if let Ok(mut index) = self.instances.lock() {
+            index.insert(
+                (cluster.to_owned(), instance.to_owned()),
+                ObjectRef::from_obj(container),
+            );
+        }
+    }
+
+    fn container_of(&self, cluster: &str, instance: &str) -> Option<ObjectRef<LxdContainer>> {
+        self.instances
+            .lock()
+            .ok()?
+            .get(&(cluster.to_owned(), instance.to_owned()))
+            .cloned()
+    }
+
+    fn containers_of(&self, cluster: &str) -> Vec<ObjectRef<LxdContainer>> {
+        self.instances
+            .lock()
+            .map(|index| {
+                index
+                    .iter()
+                    .filter(|((c, _), _)| c == cluster)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn request_cluster_refresh(&self, cluster: &str) {
+        if let Ok(mut refresh) = self.refresh.lock() {
+            refresh.insert(cluster.to_owned());
+        }
+    }
+
+    /// Whether a refresh of `cluster` was requested (and clears the request).
+    pub fn take_cluster_refresh(&self, cluster: &str) -> bool {
+        self.refresh
+            .lock()
+            .map(|mut refresh| refresh.remove(cluster))
+            .unwrap_or(false)
+    }
+}
+
+/// Runs both reconcilers until SIGTERM or SIGINT; reconciles in progress finish first.
+pub async fn run(client: kube::Client) {
+    let (signal_sender, mut signals) = mpsc::unbounded_channel::<ClusterSignal>();
+    let ctx = Arc::new(Context::new(client.clone(), signal_sender));
+    let (container_trigger, container_refs) =
+        futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
+    let (cluster_trigger, cluster_refs) =
+        futures::channel::mpsc::unbounded::<ObjectRef<LxdCluster>>();
+
+    // LXD events → the reconciles they concern.
+    let router_ctx = ctx.clone();
+    tokio::spawn(async move {
+        while let Some(ClusterSignal { cluster, item }) = signals.recv().await {
+            match item {
+                EventStreamItem::Event(event) => {
+                    let member_event = event.lifecycle().is_some_and(|l| {
+                        matches!(
+                            l.action,
+                            LifecycleAction::ClusterMemberAdded
+                                | LifecycleAction::ClusterMemberRemoved
+                                | LifecycleAction::ClusterMemberUpdated
+                                | LifecycleAction::ClusterMemberRenamed
+                        )
+                    });
+                    if member_event {
+                        router_ctx.request_cluster_refresh(&cluster);
+                        let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
+                    }
+                    if let Some(reference) = event
+                        .instance_name()
+                        .and_then(|name| router_ctx.container_of(&cluster, &name))
+                    {
+                        let _ = container_trigger.unbounded_send(reference);
+                    }
+                }
+                EventStreamItem::Connected { endpoint } => {
+                    tracing::info!(%cluster, %endpoint, "LXD event stream connected");
+                    for reference in router_ctx.containers_of(&cluster) {
+                        let _ = container_trigger.unbounded_send(reference);
+                    }
+                }
+                EventStreamItem::Disconnected { endpoint, error } => {
+                    tracing::warn!(%cluster, %endpoint, %error, "LXD event stream broke; reconnecting");
+                    router_ctx.request_cluster_refresh(&cluster);
+                    let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
+                }
+            }
+        }
+    });
+
+    let clusters = Controller::new(
+        Api::<LxdCluster>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .reconcile_on(cluster_refs)
+    .shutdown_on_signal()
+    .run(cluster::reconcile, cluster::error_policy, ctx.clone())
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            tracing::debug!(%error, "LxdCluster reconcile");
+        }
+    });
+    let containers = Controller::new(Api::<LxdContainer>::all(client), watcher::Config::default())
+        .reconcile_on(container_refs)
+        .shutdown_on_signal()
+        .run(container::reconcile, container::error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "LxdContainer reconcile");
+            }
+        });
+    futures::join!(clusters, containers);
+}

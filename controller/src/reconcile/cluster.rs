@@ -1,0 +1,308 @@
+//! The LxdCluster reconciler: connect with the spec's endpoints, Secret and pin; read members,
+//! capacity, what our containers take and live load into status; report `Ready`; publish an
+//! Event when a member goes offline or comes back.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::Api;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use lxd_operator_crds::cluster::{MemberCapacity, MemberLoad, MemberStatus, MemberUsage};
+use lxd_operator_crds::shared::CONDITION_READY;
+use lxd_operator_crds::{LxdCluster, LxdClusterStatus};
+
+use super::connections::ConnectionError;
+use super::status::{condition, set_condition, write_status};
+use super::{Context, Error};
+use crate::lxd::types::{ClusterMember, Instance, UID_KEY};
+use crate::lxd::{LxdClient, LxdError};
+
+/// Reconciles one LxdCluster.
+pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let name = cluster.name_any();
+    let interval = Duration::from_secs(u64::from(cluster.spec.member_sync_interval_seconds));
+    let previous = cluster.status.clone().unwrap_or_default();
+    // Our own status write wakes this reconciler again: skip LXD until the interval is up,
+    // unless the spec changed or an LXD event asked for a refresh.
+    if let Some(wait) = time_until_next_sync(&cluster, interval)
+        && !ctx.take_cluster_refresh(&name)
+    {
+        return Ok(Action::requeue(wait));
+    }
+    let generation = cluster.metadata.generation;
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.last_sync_time = Some(Time(jiff::Timestamp::now()));
+    match observe(&cluster, &ctx).await {
+        Ok(members) => {
+            let online = members.iter().filter(|m| m.status == "Online").count();
+            status.member_summary = Some(format!("{online}/{}", members.len()));
+            let message = format!("{online} of {} members online", members.len());
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    &previous.conditions,
+                    CONDITION_READY,
+                    true,
+                    "Connected",
+                    message,
+                    generation,
+                ),
+            );
+            status.members = members;
+        }
+        Err(error) => {
+            let reason = error.reason();
+            tracing::warn!(cluster = %name, %reason, %error, "LXD cluster not ready");
+            set_condition(
+                &mut status.conditions,
+                condition(
+                    &previous.conditions,
+                    CONDITION_READY,
+                    false,
+                    reason,
+                    error.to_string(),
+                    generation,
+                ),
+            );
+        }
+    }
+    announce_member_changes(&cluster, &previous, &status, &ctx).await;
+    let api: Api<LxdCluster> = Api::all(ctx.client.clone());
+    write_status(&api, &cluster, cluster.status.as_ref(), &status).await?;
+    Ok(Action::requeue(interval))
+}
+
+/// What to do when a reconcile fails: try again soon.
+pub fn error_policy(_cluster: Arc<LxdCluster>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "LxdCluster reconcile failed");
+    Action::requeue(Duration::from_secs(5))
+}
+
+fn time_until_next_sync(cluster: &LxdCluster, interval: Duration) -> Option<Duration> {
+    let status = cluster.status.as_ref()?;
+    if status.observed_generation != cluster.metadata.generation {
+        return None;
+    }
+    let last = status.last_sync_time.as_ref()?.0;
+    let elapsed = jiff::Timestamp::now().duration_since(last).unsigned_abs();
+    interval
+        .checked_sub(elapsed)
+        .filter(|left| *left > Duration::from_millis(500))
+}
+
+/// Why a cluster is not ready, as the `reason` of its Ready condition.
+#[derive(Debug, thiserror::Error)]
+enum NotReady {
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+    #[error(transparent)]
+    Lxd(#[from] LxdError),
+}
+
+impl NotReady {
+    fn reason(&self) -> &'static str {
+        match self {
+            NotReady::Connection(ConnectionError::InvalidSpec { .. }) => "InvalidSpec",
+            NotReady::Connection(ConnectionError::Secret { .. } | ConnectionError::Kube(_)) => {
+                "SecretUnavailable"
+            }
+            NotReady::Connection(ConnectionError::Lxd(error)) | NotReady::Lxd(error) => match error
+            {
+                LxdError::Untrusted { .. } => "Untrusted",
+                LxdError::Tls { .. } => "CertificateMismatch",
+                LxdError::Config { .. } => "InvalidSpec",
+                _ => "Unreachable",
+            },
+        }
+    }
+}
+
+async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus>, NotReady> {
+    let connection = ctx.connections.connect(&ctx.client, cluster).await?;
+    let client = &connection.client;
+    client.ensure_trusted().await?;
+    let members = client.members().await?;
+    let instances = client.instances().await?;
+    let now = Time(jiff::Timestamp::now());
+    let previous: BTreeMap<String, MemberStatus> = cluster
+        .status
+        .iter()
+        .flat_map(|s| s.members.iter())
+        .map(|m| (m.name.clone(), m.clone()))
+        .collect();
+    let statuses = join_all(members.iter().map(|member| {
+        member_status(
+            client,
+            member,
+            &instances,
+            previous.get(&member.server_name),
+            &now,
+        )
+    }))
+    .await;
+    Ok(statuses)
+}
+
+async fn member_status(
+    client: &LxdClient,
+    member: &ClusterMember,
+    instances: &[Instance],
+    previous: Option<&MemberStatus>,
+    now: &Time,
+) -> MemberStatus {
+    let online = member.status == "Online";
+    let on_member: Vec<&Instance> = instances
+        .iter()
+        .filter(|i| {
+            i.location == member.server_name || i.location.is_empty() || i.location == "none"
+        })
+        .collect();
+    let ours: Vec<&&Instance> = on_member
+        .iter()
+        .filter(|i| i.config.contains_key(UID_KEY))
+        .collect();
+    let managed = MemberUsage {
+        cpus: ours.iter().map(|i| requested_cpu(i)).sum(),
+        memory_bytes: ours.iter().map(|i| requested_memory(i)).sum(),
+        instances: u32::try_from(ours.len()).unwrap_or(u32::MAX),
+    };
+    let (capacity, mut load) = if online {
+        let resources = client.member_resources(&member.server_name).await.ok();
+        let metrics = client
+            .member_instance_metrics(&member.server_name)
+            .await
+            .unwrap_or_default();
+        let state = client
+            .member_state(&member.server_name)
+            .await
+            .ok()
+            .flatten();
+        let averages = state
+            .as_ref()
+            .map(|s| s.sysinfo.load_averages.clone())
+            .unwrap_or_default();
+        let load = MemberLoad {
+            load1: averages.first().copied(),
+            load5: averages.get(1).copied(),
+            load15: averages.get(2).copied(),
+            memory_used_bytes: resources.as_ref().map(|r| r.memory.used),
+            instance_cpu_cores: None,
+            instance_memory_bytes: Some(
+                metrics.iter().map(|m| m.memory_used_bytes).sum::<f64>() as u64
+            ),
+            instances: None,
+        };
+        (
+            resources.map(|r| MemberCapacity {
+                cpus: r.cpu.total,
+                memory_bytes: r.memory.total,
+            }),
+            Some(load),
+        )
+    } else {
+        (
+            previous.and_then(|p| p.capacity.clone()),
+            previous.and_then(|p| p.load.clone()),
+        )
+    };
+    if let Some(load) = load.as_mut() {
+        load.instances = Some(u32::try_from(on_member.len()).unwrap_or(u32::MAX));
+    }
+    MemberStatus {
+        name: member.server_name.clone(),
+        url: member.url.clone(),
+        status: member.status.clone(),
+        message: (!member.message.is_empty()).then(|| member.message.clone()),
+        roles: member.roles.clone(),
+        failure_domain: (!member.failure_domain.is_empty()).then(|| member.failure_domain.clone()),
+        architecture: (!member.architecture.is_empty()).then(|| member.architecture.clone()),
+        groups: member.groups.clone(),
+        labels: member
+            .config
+            .iter()
+            .filter_map(|(k, v)| {
+                k.strip_prefix("user.")
+                    .map(|label| (label.to_owned(), v.clone()))
+            })
+            .collect(),
+        capacity,
+        managed: Some(managed),
+        load,
+        last_seen: if online {
+            Some(now.clone())
+        } else {
+            previous.and_then(|p| p.last_seen.clone())
+        },
+    }
+}
+
+/// CPU cores an instance is limited to (`limits.cpu` as a count, refined by a time allowance).
+pub fn requested_cpu(instance: &Instance) -> f64 {
+    if let Some(allowance) = instance.config.get("limits.cpu.allowance")
+        && let Some((quota, period)) = allowance.split_once('/')
+        && let (Some(quota), Some(period)) = (quota.strip_suffix("ms"), period.strip_suffix("ms"))
+        && let (Ok(quota), Ok(period)) = (quota.parse::<f64>(), period.parse::<f64>())
+        && period > 0.0
+    {
+        return quota / period;
+    }
+    instance
+        .config
+        .get("limits.cpu")
+        .and_then(|cpu| cpu.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// Bytes of memory an instance is limited to (plain bytes, as the operator writes them).
+pub fn requested_memory(instance: &Instance) -> u64 {
+    instance
+        .config
+        .get("limits.memory")
+        .and_then(|memory| memory.trim_end_matches('B').parse().ok())
+        .unwrap_or(0)
+}
+
+async fn announce_member_changes(
+    cluster: &LxdCluster,
+    previous: &LxdClusterStatus,
+    status: &LxdClusterStatus,
+    ctx: &Context,
+) {
+    let before: BTreeMap<&str, &str> = previous
+        .members
+        .iter()
+        .map(|m| (m.name.as_str(), m.status.as_str()))
+        .collect();
+    for member in &status.members {
+        let Some(&was) = before.get(member.name.as_str()) else {
+            continue;
+        };
+        if was == member.status {
+            continue;
+        }
+        let (type_, reason) = if member.status == "Online" {
+            (EventType::Normal, "MemberOnline")
+        } else {
+            (EventType::Warning, "MemberOffline")
+        };
+        let event = KubeEvent {
+            type_,
+            reason: reason.to_owned(),
+            note: Some(format!(
+                "member {} went from {was} to {}",
+                member.name, member.status
+            )),
+            action: "SyncMembers".to_owned(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+            tracing::warn!(%error, "cannot publish an Event");
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! One LXD client per LxdCluster, built from its spec and client Secret, with one event stream
+//! per cluster whose events wake the reconcilers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::ResourceExt;
+use kube::api::Api;
+use lxd_operator_crds::LxdCluster;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::lxd::events::EventStreamItem;
+use crate::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, LxdError, ServerTrust};
+
+/// Why a cluster cannot be connected to as its spec says.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionError {
+    /// The spec is unusable (names the field and the rule).
+    #[error("{field}: {rule}")]
+    InvalidSpec { field: String, rule: String },
+    /// The client certificate Secret cannot be read.
+    #[error("Secret {namespace}/{name}: {reason}")]
+    Secret {
+        namespace: String,
+        name: String,
+        reason: String,
+    },
+    /// Reading the Secret failed.
+    #[error("reading the client Secret: {0}")]
+    Kube(#[source] kube::Error),
+    /// The LXD client could not be set up.
+    #[error(transparent)]
+    Lxd(#[from] LxdError),
+}
+
+/// What the event stream of a cluster reports to the controllers.
+#[derive(Debug, Clone)]
+pub struct ClusterSignal {
+    /// The LxdCluster's name.
+    pub cluster: String,
+    /// What happened.
+    pub item: EventStreamItem,
+}
+
+/// The client of one cluster.
+#[derive(Debug)]
+pub struct Connection {
+    /// The LXD client.
+    pub client: LxdClient,
+    /// Identifies the spec and Secret the client was built from.
+    key: String,
+    events: tokio::task::AbortHandle,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.events.abort();
+    }
+}
+
+/// Clients of every known cluster.
+#[derive(Debug)]
+pub struct Connections {
+    by_cluster: Mutex<HashMap<String, Arc<Connection>>>,
+    signals: mpsc::UnboundedSender<ClusterSignal>,
+}
+
+impl Connections {
+    /// An empty registry whose event streams report into `signals`.
+    pub fn new(signals: mpsc::UnboundedSender<ClusterSignal>) -> Self {
+        Connections {
+            by_cluster: Mutex::new(HashMap::new()),
+            signals,
+        }
+    }
+
+    /// The client of a cluster, if one was set up.
+    pub fn get(&self, cluster: &str) -> Option<Arc<Connection>> {
+        self.by_cluster.lock().ok()?.get(cluster).cloned()
+    }
+
+    /// Forgets a cluster (its event stream stops).
+    pub fn remove(&self, cluster: &str) {
+        if let Ok(mut map) = self.by_cluster.lock() {
+            map.remove(cluster);
+        }
+    }
+
+    /// The client for the cluster as its spec and Secret are now: the existing one when neither
+    /// changed, else a new one (and a new event stream).
+    pub async fn connect(
+        &self,
+        kube: &kube::Client,
+        cluster: &LxdCluster,
+    ) -> Result<Arc<Connection>, ConnectionError> {
+        let name = cluster.name_any();
+        let (config, secret_version) = client_config(kube, cluster).await?;
+        let key = connection_key(cluster, &secret_version);
+        if let Some(existing) = self.get(&name).filter(|c| c.key == key) {
+            return Ok(existing);
+        }
+        let client = LxdClient::new(config)?;
+        let events = spawn_event_forwarder(&client, &name, self.signals.clone());
+        let connection = Arc::new(Connection {
+            client,
+            key,
+            events,
+        });
+        if let Ok(mut map) = self.by_cluster.lock() {
+            map.insert(name, connection.clone());
+        }
+        Ok(connection)
+    }
+}
+
+fn spawn_event_forwarder(
+    client: &LxdClient,
+    cluster: &str,
+    signals: mpsc::UnboundedSender<ClusterSignal>,
+) -> tokio::task::AbortHandle {
+    let mut events = client.events(&["lifecycle"]);
+    let cluster = cluster.to_owned();
+    tokio::spawn(async move {
+        while let Some(item) = events.recv().await {
+            if signals
+                .send(ClusterSignal {
+                    cluster: cluster.clone(),
+                    item,
+                })
+                .is_err()
+            {
+                return;
+            }
+        }
+    })
+    .abort_handle()
+}
+
+fn connection_key(cluster: &LxdCluster, secret_version: &str) -> String {
+    let spec = serde_json::to_string(&cluster.spec).unwrap_or_default();
+    hex::encode(Sha256::digest(
+        format!("{spec}\n{secret_version}").as_bytes(),
+    ))
+}
+
+fn invalid(field: &str, rule: impl Into<String>) -> ConnectionError {
+    ConnectionError::InvalidSpec {
+        field: field.to_owned(),
+        rule: rule.into(),
+    }
+}
+
+/// The LXD client configuration an LxdCluster describes, and the resourceVersion of the Secret
+/// it read.
+async fn client_config(
+    kube: &kube::Client,
+    cluster: &LxdCluster,
+) -> Result<(ClientConfig, String), ConnectionError> {
+    let spec = &cluster.spec;
+    let endpoints = spec
+        .endpoints
+        .iter()
+        .enumerate()
+        .map(|(index, text)| {
+            Endpoint::parse(text)
+                .map_err(|e| invalid(&format!("spec.endpoints[{index}]"), e.to_string()))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if endpoints.is_empty() {
+        return Err(invalid("spec.endpoints", "list at least one endpoint"));
+    }
+    let needs_tls = endpoints
+        .iter()
+        .any(|e| matches!(e, Endpoint::Https { .. }));
+    let trust = match (&spec.server_certificate, spec.insecure_skip_tls_verify) {
+        (_, true) => ServerTrust::InsecureSkipVerify,
+        (Some(pin), false) => match (&pin.pem, &pin.fingerprint) {
+            (Some(pem), None) => ServerTrust::from_certificate_pem(pem.as_bytes())
+                .map_err(|e| invalid("spec.serverCertificate.pem", e.to_string()))?,
+            (None, Some(fingerprint)) => ServerTrust::from_fingerprint(fingerprint)
+                .map_err(|e| invalid("spec.serverCertificate.fingerprint", e.to_string()))?,
+            _ => {
+                return Err(invalid(
+                    "spec.serverCertificate",
+                    "set exactly one of pem and fingerprint",
+                ));
+            }
+        },
+        (None, false) if needs_tls => {
+            return Err(invalid(
+                "spec.serverCertificate",
+                "https endpoints need the server certificate to pin (or insecureSkipTlsVerify)",
+            ));
+        }
+        (None, false) => ServerTrust::InsecureSkipVerify,
+    };
+    let (identity, secret_version) = match &spec.client_cert_secret_ref {
+        Some(reference) => {
+            let secrets: Api<Secret> = Api::namespaced(kube.clone(), &reference.namespace);
+            let secret = secrets.get(&reference.name).await.map_err(|e| match &e {
+                kube::Error::Api(status) if status.code == 404 => ConnectionError::Secret {
+                    namespace: reference.namespace.clone(),
+                    name: reference.name.clone(),
+                    reason: "not found".to_owned(),
+                },
+                _ => ConnectionError::Kube(e),
+            })?;
+            let bad = |reason: String| ConnectionError::Secret {
+                namespace: reference.namespace.clone(),
+                name: reference.name.clone(),
+                reason,
+            };
+            let data = secret.data.clone().unwrap_or_default();
+            let cert = data
+                .get("tls.crt")
+                .ok_or_else(|| bad("has no key tls.crt".to_owned()))?;
+            let key = data
+                .get("tls.key")
+                .ok_or_else(|| bad("has no key tls.key".to_owned()))?;
+            let identity =
+                ClientIdentity::from_pem(&cert.0, &key.0).map_err(|e| bad(e.to_string()))?;
+            (
+                Some(identity),
+                secret.resource_version().unwrap_or_default(),
+            )
+        }
+        None if needs_tls => {
+            return Err(invalid(
+                "spec.clientCertSecretRef",
+                "https endpoints need a client certificate Secret",
+            ));
+        }
+        None => (None, String::new()),
+    };
+    let mut config = ClientConfig::new(endpoints, identity, trust);
+    config.project.clone_from(&spec.project);
+    Ok((config, secret_version))
+}
