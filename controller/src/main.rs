@@ -24,10 +24,17 @@ enum Command {
     /// Print the CustomResourceDefinitions of every kind as YAML.
     Crds,
     /// Run the controller against the Kubernetes API in KUBECONFIG (or in-cluster config).
-    Run,
+    Run(RunArgs),
     /// Talk to an LXD cluster directly.
     #[command(subcommand)]
     Lxd(LxdCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Where to serve /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Subcommand)]
@@ -57,7 +64,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     lxd_operator::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
-        Command::Run => run_controller(),
+        Command::Run(args) => run_controller(&args),
         Command::Crds => print_crds(),
         Command::Lxd(LxdCommand::Trust(args)) => trust_certificate(&args),
     };
@@ -108,7 +115,11 @@ fn trust_certificate(args: &TrustArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_controller() -> anyhow::Result<()> {
+fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use lxd_operator::telemetry::{Metrics, http};
+
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -116,7 +127,14 @@ fn run_controller() -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
-        lxd_operator::reconcile::run(client).await;
+        let metrics = Arc::new(Metrics::new());
+        metrics.leader.set(1);
+        let readiness = Arc::new(http::Readiness::default());
+        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
+        tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+        lxd_operator::reconcile::run(client, metrics, readiness).await;
         Ok(())
     })
 }

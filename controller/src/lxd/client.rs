@@ -78,6 +78,12 @@ impl Endpoint {
     }
 }
 
+/// Told about every request sent to LXD (for metrics).
+pub trait RequestObserver: Send + Sync + std::fmt::Debug {
+    /// One request to `endpoint` answered with `status` (`None`: no answer) after `duration`.
+    fn observe(&self, endpoint: &str, method: &str, status: Option<u16>, duration: Duration);
+}
+
 /// Everything needed to talk to one LXD cluster.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -93,6 +99,8 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Timeout of connecting to one endpoint.
     pub connect_timeout: Duration,
+    /// Told about every request, if set.
+    pub observer: Option<Arc<dyn RequestObserver>>,
 }
 
 impl ClientConfig {
@@ -109,6 +117,7 @@ impl ClientConfig {
             project: "default".to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            observer: None,
         }
     }
 }
@@ -310,7 +319,22 @@ impl LxdClient {
         let mut failures = Vec::new();
         for index in order {
             let endpoint = &self.inner.endpoints[index];
-            match endpoint.send(&call, &self.inner.config).await {
+            let started = Instant::now();
+            let outcome = endpoint.send(&call, &self.inner.config).await;
+            if let Some(observer) = &self.inner.config.observer {
+                let status = match &outcome {
+                    Ok(_) => Some(200),
+                    Err(Failure::Answered(error)) => Some(error_status(error)),
+                    Err(_) => None,
+                };
+                observer.observe(
+                    &endpoint.endpoint.display(),
+                    call.method.as_str(),
+                    status,
+                    started.elapsed(),
+                );
+            }
+            match outcome {
                 Ok(answer) => {
                     endpoint.mark_healthy();
                     return Ok(Answer {
@@ -506,6 +530,19 @@ impl EndpointClient {
             etag,
             envelope,
         })
+    }
+}
+
+/// The HTTP-like status an answered error stands for, for metrics.
+fn error_status(error: &LxdError) -> u16 {
+    match error {
+        LxdError::NotFound { .. } => 404,
+        LxdError::AlreadyExists { .. } => 409,
+        LxdError::Conflict { .. } => 412,
+        LxdError::Invalid { .. } => 400,
+        LxdError::Untrusted { .. } => 403,
+        LxdError::Unavailable { .. } => 503,
+        _ => 500,
     }
 }
 

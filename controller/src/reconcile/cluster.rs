@@ -41,6 +41,13 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     match observe(&cluster, &ctx).await {
         Ok(members) => {
             let online = members.iter().filter(|m| m.status == "Online").count();
+            let labels = crate::telemetry::metrics::ClusterLabels {
+                cluster: name.clone(),
+            };
+            ctx.metrics
+                .members_online
+                .get_or_create(&labels)
+                .set(i64::try_from(online).unwrap_or(i64::MAX));
             status.member_summary = Some(format!("{online}/{}", members.len()));
             let message = format!("{online} of {} members online", members.len());
             set_condition(

@@ -11,6 +11,7 @@ use lxd_operator_crds::LxdCluster;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::lxd::client::RequestObserver;
 use crate::lxd::events::EventStreamItem;
 use crate::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, LxdError, ServerTrust};
 
@@ -65,14 +66,20 @@ impl Drop for Connection {
 pub struct Connections {
     by_cluster: Mutex<HashMap<String, Arc<Connection>>>,
     signals: mpsc::UnboundedSender<ClusterSignal>,
+    observer: Arc<dyn RequestObserver>,
 }
 
 impl Connections {
-    /// An empty registry whose event streams report into `signals`.
-    pub fn new(signals: mpsc::UnboundedSender<ClusterSignal>) -> Self {
+    /// An empty registry whose event streams report into `signals` and whose clients report
+    /// their requests to `observer`.
+    pub fn new(
+        signals: mpsc::UnboundedSender<ClusterSignal>,
+        observer: Arc<dyn RequestObserver>,
+    ) -> Self {
         Connections {
             by_cluster: Mutex::new(HashMap::new()),
             signals,
+            observer,
         }
     }
 
@@ -96,7 +103,8 @@ impl Connections {
         cluster: &LxdCluster,
     ) -> Result<Arc<Connection>, ConnectionError> {
         let name = cluster.name_any();
-        let (config, secret_version) = client_config(kube, cluster).await?;
+        let (mut config, secret_version) = client_config(kube, cluster).await?;
+        config.observer = Some(self.observer.clone());
         let key = connection_key(cluster, &secret_version);
         if let Some(existing) = self.get(&name).filter(|c| c.key == key) {
             return Ok(existing);

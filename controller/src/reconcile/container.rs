@@ -247,7 +247,26 @@ async fn converge(
                 });
             }
             Step::Place => {
-                let (member, explanation) = place(container, client).await?;
+                let started = std::time::Instant::now();
+                let placed = place(container, client).await;
+                let labels = crate::telemetry::metrics::PlacementLabels {
+                    strategy: placement_policy_name(container),
+                    outcome: if placed.is_ok() {
+                        "placed"
+                    } else {
+                        "unschedulable"
+                    }
+                    .to_owned(),
+                };
+                ctx.metrics.placements.get_or_create(&labels).inc();
+                let kind = crate::telemetry::metrics::KindLabels {
+                    kind: "LxdContainer".to_owned(),
+                };
+                ctx.metrics
+                    .placement_duration
+                    .get_or_create(&kind)
+                    .observe(started.elapsed().as_secs_f64());
+                let (member, explanation) = placed?;
                 status.status.member = Some(member.clone());
                 status.status.phase = Some(ContainerPhase::Scheduled);
                 status.status.placement = Some(PlacementStatus {

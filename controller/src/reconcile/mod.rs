@@ -26,6 +26,9 @@ use tokio::sync::mpsc;
 use self::connections::{ClusterSignal, Connections};
 use crate::lxd::LxdError;
 use crate::lxd::events::{EventStreamItem, LifecycleAction};
+use crate::telemetry::Metrics;
+use crate::telemetry::http::Readiness;
+use crate::telemetry::metrics::{ClusterLabels, KindLabels};
 
 /// How often a container is checked against LXD when nothing happened.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -48,6 +51,21 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Lxd(error) => error.metric_label(),
+            Error::ClusterNotReady { .. } => "cluster_not_ready",
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_label()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+
     /// Whether retrying soon may help.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -73,6 +91,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// How often containers are checked when nothing happened.
     pub resync: Duration,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
     /// Which container owns which instance, for LXD events: (cluster, instance) → container.
     instances: Mutex<HashMap<(String, String), ObjectRef<LxdContainer>>>,
     /// Clusters whose status should be refreshed at once (member events).
@@ -89,7 +109,11 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
-    fn new(client: kube::Client, signals: mpsc::UnboundedSender<ClusterSignal>) -> Self {
+    fn new(
+        client: kube::Client,
+        signals: mpsc::UnboundedSender<ClusterSignal>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let reporter = Reporter {
             controller: "lxd-operator".to_owned(),
             instance: std::env::var("POD_NAME").ok(),
@@ -97,8 +121,9 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            connections: Connections::new(signals),
+            connections: Connections::new(signals, metrics.clone()),
             resync: RESYNC_INTERVAL,
+            metrics,
             instances: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::new()),
         }
@@ -150,10 +175,39 @@ impl Context {
     }
 }
 
+/// Runs `reconcile` with its duration, result and concurrency recorded in the metrics.
+async fn measured<T>(
+    ctx: &Context,
+    kind: &str,
+    reconcile: impl Future<Output = Result<T, Error>>,
+) -> Result<T, Error> {
+    let labels = KindLabels {
+        kind: kind.to_owned(),
+    };
+    ctx.metrics
+        .reconciles_in_flight
+        .get_or_create(&labels)
+        .inc();
+    let started = std::time::Instant::now();
+    let result = reconcile.await;
+    ctx.metrics
+        .reconciles_in_flight
+        .get_or_create(&labels)
+        .dec();
+    let outcome = match &result {
+        Ok(_) => "ok",
+        Err(error) => error.metric_label(),
+    };
+    ctx.metrics
+        .observe_reconcile(kind, outcome, started.elapsed());
+    result
+}
+
 /// Runs both reconcilers until SIGTERM or SIGINT; reconciles in progress finish first.
-pub async fn run(client: kube::Client) {
+/// `readiness` turns ready once both caches are synced.
+pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     let (signal_sender, mut signals) = mpsc::unbounded_channel::<ClusterSignal>();
-    let ctx = Arc::new(Context::new(client.clone(), signal_sender));
+    let ctx = Arc::new(Context::new(client.clone(), signal_sender, metrics));
     let (container_trigger, container_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
     let (cluster_trigger, cluster_refs) =
@@ -187,6 +241,13 @@ pub async fn run(client: kube::Client) {
                 }
                 EventStreamItem::Connected { endpoint } => {
                     tracing::info!(%cluster, %endpoint, "LXD event stream connected");
+                    router_ctx
+                        .metrics
+                        .event_stream_connects
+                        .get_or_create(&ClusterLabels {
+                            cluster: cluster.clone(),
+                        })
+                        .inc();
                     for reference in router_ctx.containers_of(&cluster) {
                         let _ = container_trigger.unbounded_send(reference);
                     }
@@ -200,26 +261,47 @@ pub async fn run(client: kube::Client) {
         }
     });
 
-    let clusters = Controller::new(
+    let cluster_controller = Controller::new(
         Api::<LxdCluster>::all(client.clone()),
         watcher::Config::default(),
-    )
-    .reconcile_on(cluster_refs)
-    .shutdown_on_signal()
-    .run(cluster::reconcile, cluster::error_policy, ctx.clone())
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            tracing::debug!(%error, "LxdCluster reconcile");
+    );
+    let container_controller =
+        Controller::new(Api::<LxdContainer>::all(client), watcher::Config::default());
+    let (cluster_store, container_store) =
+        (cluster_controller.store(), container_controller.store());
+    tokio::spawn(async move {
+        if cluster_store.wait_until_ready().await.is_ok()
+            && container_store.wait_until_ready().await.is_ok()
+        {
+            readiness.set_synced(true);
         }
     });
-    let containers = Controller::new(Api::<LxdContainer>::all(client), watcher::Config::default())
+    let clusters = cluster_controller
+        .reconcile_on(cluster_refs)
+        .shutdown_on_signal()
+        .run(
+            |cluster, ctx: Arc<Context>| async move {
+                measured(&ctx.clone(), "LxdCluster", cluster::reconcile(cluster, ctx)).await
+            },
+            cluster::error_policy,
+            ctx.clone(),
+        )
+        .for_each(|_| async {});
+    let containers = container_controller
         .reconcile_on(container_refs)
         .shutdown_on_signal()
-        .run(container::reconcile, container::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                tracing::debug!(%error, "LxdContainer reconcile");
-            }
-        });
+        .run(
+            |container, ctx: Arc<Context>| async move {
+                measured(
+                    &ctx.clone(),
+                    "LxdContainer",
+                    container::reconcile(container, ctx),
+                )
+                .await
+            },
+            container::error_policy,
+            ctx,
+        )
+        .for_each(|_| async {});
     futures::join!(clusters, containers);
 }

@@ -1,0 +1,211 @@
+//! The operator's Prometheus metrics (prefix `lxd_operator_`).
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::lxd::client::RequestObserver;
+
+/// Labels of a reconcile.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReconcileLabels {
+    /// `LxdCluster` or `LxdContainer`.
+    pub kind: String,
+    /// `ok`, or the error's label.
+    pub result: String,
+}
+
+/// Labels of a kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `LxdCluster` or `LxdContainer`.
+    pub kind: String,
+}
+
+/// Labels of a placement decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlacementLabels {
+    /// The strategy or policy.
+    pub strategy: String,
+    /// `placed` or `unschedulable`.
+    pub outcome: String,
+}
+
+/// Labels of an LXD API request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LxdRequestLabels {
+    /// The endpoint that answered (or failed).
+    pub endpoint: String,
+    /// HTTP method.
+    pub method: String,
+    /// HTTP status, or `error`.
+    pub status: String,
+}
+
+/// Labels naming a cluster.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    /// The LxdCluster.
+    pub cluster: String,
+}
+
+/// Every metric, registered once.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Reconciles by kind and result.
+    pub reconciles: Family<ReconcileLabels, Counter>,
+    /// Reconcile duration by kind, seconds.
+    pub reconcile_duration: Family<KindLabels, Histogram>,
+    /// Reconciles running now, by kind (the work queue's busy part).
+    pub reconciles_in_flight: Family<KindLabels, Gauge>,
+    /// Placement decisions by strategy and outcome.
+    pub placements: Family<PlacementLabels, Counter>,
+    /// Placement decision duration, seconds.
+    pub placement_duration: Family<KindLabels, Histogram>,
+    /// LXD API requests by endpoint, method and status.
+    pub lxd_requests: Family<LxdRequestLabels, Counter>,
+    /// LXD API request latency by endpoint, seconds.
+    pub lxd_request_duration: Family<LxdRequestLabels, Histogram>,
+    /// Event stream (re)connections by cluster.
+    pub event_stream_connects: Family<ClusterLabels, Counter>,
+    /// Members online by cluster.
+    pub members_online: Family<ClusterLabels, Gauge>,
+    /// 1 while this process is the leader (or runs without leader election), else 0.
+    pub leader: Gauge,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("lxd_operator");
+        let reconciles = Family::default();
+        let reconcile_duration =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let reconciles_in_flight = Family::default();
+        let placements = Family::default();
+        let placement_duration =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let lxd_requests = Family::default();
+        let lxd_request_duration =
+            Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let event_stream_connects = Family::default();
+        let members_online = Family::default();
+        let leader = Gauge::default();
+        registry.register(
+            "reconciles",
+            "Reconciles by kind and result",
+            reconciles.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "Reconcile duration",
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconciles_in_flight",
+            "Reconciles running now",
+            reconciles_in_flight.clone(),
+        );
+        registry.register(
+            "placement_decisions",
+            "Placement decisions by strategy and outcome",
+            placements.clone(),
+        );
+        registry.register(
+            "placement_duration_seconds",
+            "Placement decision duration",
+            placement_duration.clone(),
+        );
+        registry.register(
+            "lxd_requests",
+            "LXD API requests by endpoint, method and status",
+            lxd_requests.clone(),
+        );
+        registry.register(
+            "lxd_request_duration_seconds",
+            "LXD API request latency",
+            lxd_request_duration.clone(),
+        );
+        registry.register(
+            "lxd_event_stream_connects",
+            "LXD event stream (re)connections",
+            event_stream_connects.clone(),
+        );
+        registry.register(
+            "lxd_members_online",
+            "Members online by cluster",
+            members_online.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 while this process reconciles (leader)",
+            leader.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            reconciles_in_flight,
+            placements,
+            placement_duration,
+            lxd_requests,
+            lxd_request_duration,
+            event_stream_connects,
+            members_online,
+            leader,
+        }
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    /// Counts one reconcile of `kind` that took `duration` and ended in `result`.
+    pub fn observe_reconcile(&self, kind: &str, result: &str, duration: Duration) {
+        self.reconciles
+            .get_or_create(&ReconcileLabels {
+                kind: kind.to_owned(),
+                result: result.to_owned(),
+            })
+            .inc();
+        self.reconcile_duration
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
+}
+
+impl RequestObserver for Metrics {
+    fn observe(&self, endpoint: &str, method: &str, status: Option<u16>, duration: Duration) {
+        let labels = LxdRequestLabels {
+            endpoint: endpoint.to_owned(),
+            method: method.to_owned(),
+            status: status.map_or_else(|| "error".to_owned(), |s| s.to_string()),
+        };
+        self.lxd_requests.get_or_create(&labels).inc();
+        self.lxd_request_duration
+            .get_or_create(&labels)
+            .observe(duration.as_secs_f64());
+    }
+}
