@@ -7,6 +7,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 step() { printf '\n=== %s\n' "$*"; }
 
+step "tools"
+# Helm's own library renders and lints the chart in tests (there is no helm binary).
+python3 -c "import helm_python" 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore helm-python-sdk
+
 step "format"
 cargo fmt --all --check
 

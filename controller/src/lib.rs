@@ -4,12 +4,14 @@
 //! - [`apiserver`]: the embedded Kubernetes-compatible API server of standalone mode.
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
+//! - [`leader`]: leader election among replicas.
 //! - [`quantity`]: Kubernetes quantities as bytes.
 //! - [`telemetry`]: logging and its format.
 
 #![forbid(unsafe_code)]
 
 pub mod apiserver;
+pub mod leader;
 pub mod lxd;
 pub mod quantity;
 pub mod reconcile;

@@ -35,6 +35,40 @@ struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// Reconcile only while holding a Lease, so that one of several replicas is active.
+    #[arg(long)]
+    leader_election: bool,
+    /// Name of the Lease.
+    #[arg(long, default_value = "lxd-operator")]
+    lease_name: String,
+    /// Namespace of the Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    lease_identity: Option<String>,
+    /// How long the Lease holds without renewal: the longest handover when a leader dies.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// How often the leader renews the Lease.
+    #[arg(long, default_value_t = 5)]
+    lease_renew_seconds: u64,
+}
+
+impl RunArgs {
+    fn lease(&self) -> Option<lxd_operator::leader::LeaseConfig> {
+        self.leader_election
+            .then(|| lxd_operator::leader::LeaseConfig {
+                name: self.lease_name.clone(),
+                namespace: self.lease_namespace.clone(),
+                identity: self
+                    .lease_identity
+                    .clone()
+                    .unwrap_or_else(|| format!("lxd-operator-{}", std::process::id())),
+                duration: std::time::Duration::from_secs(self.lease_duration_seconds),
+                renew_interval: std::time::Duration::from_secs(self.lease_renew_seconds),
+            })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,13 +162,46 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             .await
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
         let metrics = Arc::new(Metrics::new());
-        metrics.leader.set(1);
         let readiness = Arc::new(http::Readiness::default());
         let listener = tokio::net::TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
         tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
-        lxd_operator::reconcile::run(client, metrics, readiness).await;
-        Ok(())
+        let Some(lease) = args.lease() else {
+            metrics.leader.set(1);
+            lxd_operator::reconcile::run(client, metrics, readiness).await;
+            return Ok(());
+        };
+        // A standby is healthy and ready: it is waiting for its turn.
+        readiness.set_synced(true);
+        let lease = tokio::select! {
+            lease = lease.acquire(client.clone()) => lease,
+            () = shutdown_signal() => return Ok(()),
+        };
+        metrics.leader.set(1);
+        readiness.set_synced(false);
+        tokio::select! {
+            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness) => {
+                lease.release().await;
+                Ok(())
+            }
+            () = lease.hold() => {
+                metrics.leader.set(0);
+                anyhow::bail!("leadership lost; exiting so that this replica restarts as a standby")
+            }
+        }
     })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(_) => return std::future::pending().await,
+        };
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
 }

@@ -1,0 +1,340 @@
+//! The Helm chart, rendered and linted by Helm's own library (`hack/chart.py`, PyPI
+//! helm-python-sdk): every object parses as its Kubernetes type, the pod passes the restricted
+//! Pod Security Standard, the CRDs are the generated ones, and bad values are refused with a
+//! message naming them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use lxd_operator_crds::LxdCluster;
+use lxd_operator_tests::repo_root;
+use serde_json::{Value, json};
+
+struct Rendered {
+    objects: Vec<Value>,
+    crds: Vec<String>,
+    lint_errors: Vec<String>,
+}
+
+fn render(values: Value) -> Result<Rendered, String> {
+    let output = Command::new("python3")
+        .arg(repo_root().join("hack/chart.py"))
+        .arg(values.to_string())
+        .output()
+        .expect("run hack/chart.py (python3 with helm-python-sdk; hack/test.sh installs it)");
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut objects = Vec::new();
+    for (path, manifest) in report["templates"].as_object().unwrap() {
+        if path.ends_with("NOTES.txt") {
+            continue;
+        }
+        for document in manifest.as_str().unwrap().split("\n---") {
+            if document
+                .lines()
+                .all(|line| line.trim().is_empty() || line.trim_start().starts_with('#'))
+            {
+                continue;
+            }
+            let object: Value = serde_saphyr::from_str(document)
+                .unwrap_or_else(|e| panic!("{path} is not YAML: {e}\n{document}"));
+            objects.push(object);
+        }
+    }
+    let crds = report["crds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|crd| crd["data"].as_str().unwrap().to_owned())
+        .collect();
+    let lint_errors = report["lint"]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["severity"].as_i64() >= Some(3))
+        .map(|m| m.to_string())
+        .collect();
+    Ok(Rendered {
+        objects,
+        crds,
+        lint_errors,
+    })
+}
+
+/// Parses an object as the k8s-openapi type of its kind.
+fn check_type(object: &Value) {
+    let kind = object["kind"].as_str().unwrap();
+    let value = object.clone();
+    let parsed = match kind {
+        "Deployment" => serde_json::from_value::<Deployment>(value).map(drop),
+        "ServiceAccount" => serde_json::from_value::<ServiceAccount>(value).map(drop),
+        "ClusterRole" => serde_json::from_value::<ClusterRole>(value).map(drop),
+        "ClusterRoleBinding" => serde_json::from_value::<ClusterRoleBinding>(value).map(drop),
+        "Role" => serde_json::from_value::<Role>(value).map(drop),
+        "RoleBinding" => serde_json::from_value::<RoleBinding>(value).map(drop),
+        "Service" => serde_json::from_value::<Service>(value).map(drop),
+        "PodDisruptionBudget" => serde_json::from_value::<PodDisruptionBudget>(value).map(drop),
+        "Secret" => serde_json::from_value::<Secret>(value).map(drop),
+        "LxdCluster" => serde_json::from_value::<LxdCluster>(value).map(drop),
+        // No k8s-openapi type: the Prometheus Operator's CRD.
+        "ServiceMonitor" => Ok(assert!(object["spec"]["endpoints"][0]["port"] == "metrics")),
+        other => panic!("unexpected kind {other} in the chart"),
+    };
+    parsed.unwrap_or_else(|e| {
+        panic!("{kind} does not parse as its Kubernetes type: {e}\n{object:#}")
+    });
+}
+
+fn of_kind<'a>(rendered: &'a Rendered, kind: &str) -> Vec<&'a Value> {
+    rendered
+        .objects
+        .iter()
+        .filter(|o| o["kind"] == kind)
+        .collect()
+}
+
+/// The restricted Pod Security Standard, as the API server's admission checks it.
+fn assert_restricted(deployment: &Deployment) {
+    let pod = deployment
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap();
+    let pod_security = pod.security_context.as_ref().expect("pod securityContext");
+    assert_eq!(pod_security.run_as_non_root, Some(true));
+    assert_eq!(
+        pod_security.seccomp_profile.as_ref().unwrap().type_,
+        "RuntimeDefault"
+    );
+    assert!(pod.host_network.is_none() && pod.host_pid.is_none() && pod.host_ipc.is_none());
+    assert!(pod.volumes.iter().flatten().all(|v| v.host_path.is_none()));
+    for container in &pod.containers {
+        let security = container
+            .security_context
+            .as_ref()
+            .expect("container securityContext");
+        assert_eq!(
+            security.allow_privilege_escalation,
+            Some(false),
+            "{}",
+            container.name
+        );
+        assert_eq!(
+            security.read_only_root_filesystem,
+            Some(true),
+            "{}",
+            container.name
+        );
+        assert_eq!(security.privileged, None);
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().drop.as_deref(),
+            Some(&["ALL".to_owned()][..])
+        );
+        assert!(security.capabilities.as_ref().unwrap().add.is_none());
+        let resources = container.resources.as_ref().expect("resources");
+        assert!(
+            resources.requests.is_some() && resources.limits.is_some(),
+            "requests and limits"
+        );
+        assert_eq!(
+            container
+                .liveness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/healthz")
+        );
+        assert_eq!(
+            container
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+    }
+}
+
+#[test]
+fn the_default_chart_renders_lints_and_every_object_is_a_valid_kubernetes_object() {
+    let rendered = render(json!({})).unwrap();
+    assert!(
+        rendered.lint_errors.is_empty(),
+        "helm lint: {:?}",
+        rendered.lint_errors
+    );
+    for object in &rendered.objects {
+        check_type(object);
+    }
+    let kinds: BTreeMap<&str, usize> =
+        rendered
+            .objects
+            .iter()
+            .fold(BTreeMap::new(), |mut kinds, o| {
+                *kinds.entry(o["kind"].as_str().unwrap()).or_default() += 1;
+                kinds
+            });
+    assert_eq!(
+        kinds,
+        BTreeMap::from([
+            ("ClusterRole", 1),
+            ("ClusterRoleBinding", 1),
+            ("Deployment", 1),
+            ("Role", 1),
+            ("RoleBinding", 1),
+            ("Service", 1),
+            ("ServiceAccount", 1)
+        ])
+    );
+    let deployment: Deployment =
+        serde_json::from_value(of_kind(&rendered, "Deployment")[0].clone()).unwrap();
+    assert_restricted(&deployment);
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(1));
+}
+
+#[test]
+fn the_chart_crds_are_the_generated_ones() {
+    let rendered = render(json!({})).unwrap();
+    assert_eq!(
+        rendered.crds,
+        [lxd_operator_crds::generate::crd_yaml().unwrap()],
+        "the chart's CRDs differ from `lxd-operator crds`"
+    );
+}
+
+#[test]
+fn rbac_grants_what_the_controller_uses_and_secrets_can_be_narrowed_to_one_namespace() {
+    let rendered = render(json!({})).unwrap();
+    let role: ClusterRole =
+        serde_json::from_value(of_kind(&rendered, "ClusterRole")[0].clone()).unwrap();
+    let rules = role.rules.unwrap();
+    let grants = |resource: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|r| r.resources.iter().flatten().any(|x| x == resource))
+            .flat_map(|r| r.verbs.clone())
+            .collect()
+    };
+    assert!(grants("lxdcontainers").contains(&"watch".to_owned()));
+    assert!(grants("lxdcontainers/status").contains(&"patch".to_owned()));
+    assert_eq!(grants("lxdcontainers/finalizers"), ["update"]);
+    assert!(grants("events").contains(&"create".to_owned()));
+    assert_eq!(grants("secrets"), ["get"]);
+    assert!(grants("pods").is_empty() && grants("deployments").is_empty());
+
+    let narrowed = render(json!({"rbac": {"secretsNamespace": "lxd-secrets"}})).unwrap();
+    let cluster_role: ClusterRole =
+        serde_json::from_value(of_kind(&narrowed, "ClusterRole")[0].clone()).unwrap();
+    assert!(
+        cluster_role.rules.unwrap().iter().all(|r| !r
+            .resources
+            .iter()
+            .flatten()
+            .any(|x| x == "secrets"))
+    );
+    assert!(
+        of_kind(&narrowed, "Role")
+            .iter()
+            .any(|r| r["metadata"]["namespace"] == "lxd-secrets")
+    );
+}
+
+#[test]
+fn two_replicas_a_service_monitor_and_extra_labels() {
+    let rendered = render(json!({
+        "replicaCount": 2,
+        "metrics": {"serviceMonitor": {"enabled": true, "labels": {"release": "prometheus"}}},
+        "commonLabels": {"team": "platform"},
+        "podDisruptionBudget": {"enabled": true},
+    }))
+    .unwrap();
+    assert!(
+        rendered.lint_errors.is_empty(),
+        "{:?}",
+        rendered.lint_errors
+    );
+    for object in &rendered.objects {
+        check_type(object);
+        assert_eq!(
+            object["metadata"]["labels"]["team"], "platform",
+            "{} lacks the extra label",
+            object["kind"]
+        );
+    }
+    let deployment: Deployment =
+        serde_json::from_value(of_kind(&rendered, "Deployment")[0].clone()).unwrap();
+    assert_eq!(deployment.spec.as_ref().unwrap().replicas, Some(2));
+    assert_restricted(&deployment);
+    let args = deployment.spec.unwrap().template.spec.unwrap().containers[0]
+        .args
+        .clone()
+        .unwrap();
+    assert!(args.contains(&"--leader-election".to_owned()), "{args:?}");
+    assert_eq!(
+        of_kind(&rendered, "ServiceMonitor")[0]["metadata"]["labels"]["release"],
+        "prometheus"
+    );
+    assert_eq!(of_kind(&rendered, "PodDisruptionBudget").len(), 1);
+}
+
+#[test]
+fn an_lxd_cluster_and_its_secret_can_come_from_values() {
+    let rendered = render(json!({"lxdCluster": {
+        "create": true,
+        "endpoints": ["https://10.0.0.1:8443"],
+        "serverCertificateFingerprint": "ab".repeat(32),
+        "clientCertificate": "-----BEGIN CERTIFICATE-----\nx\n-----END CERTIFICATE-----\n",
+        "clientKey": "-----BEGIN PRIVATE KEY-----\nx\n-----END PRIVATE KEY-----\n",
+    }}))
+    .unwrap();
+    for object in &rendered.objects {
+        check_type(object);
+    }
+    let cluster: LxdCluster =
+        serde_json::from_value(of_kind(&rendered, "LxdCluster")[0].clone()).unwrap();
+    let secret = of_kind(&rendered, "Secret")[0];
+    assert_eq!(
+        cluster.spec.client_cert_secret_ref.unwrap().name,
+        secret["metadata"]["name"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn values_that_break_the_schema_fail_with_a_message_naming_them() {
+    let cases = [
+        (json!({"replicaCount": 0}), "replicaCount"),
+        (json!({"logFormat": "xml"}), "logFormat"),
+        (json!({"image": {"pullPolicy": "Sometimes"}}), "pullPolicy"),
+        (json!({"metrics": {"port": "eighty"}}), "port"),
+        (json!({"no": "such value"}), "no"),
+        (
+            json!({"lxdCluster": {"create": true}}),
+            "lxdCluster.endpoints",
+        ),
+    ];
+    for (values, named) in cases {
+        let error = render(values.clone())
+            .err()
+            .unwrap_or_else(|| panic!("{values} was accepted"));
+        assert!(error.contains(named), "{values}: {error}");
+    }
+}
