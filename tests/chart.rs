@@ -85,7 +85,10 @@ fn check_type(object: &Value) {
         "Secret" => serde_json::from_value::<Secret>(value).map(drop),
         "LxdCluster" => serde_json::from_value::<LxdCluster>(value).map(drop),
         // No k8s-openapi type: the Prometheus Operator's CRD.
-        "ServiceMonitor" => Ok(assert!(object["spec"]["endpoints"][0]["port"] == "metrics")),
+        "ServiceMonitor" => {
+            assert_eq!(object["spec"]["endpoints"][0]["port"], "metrics");
+            Ok(())
+        }
         other => panic!("unexpected kind {other} in the chart"),
     };
     parsed.unwrap_or_else(|e| {
