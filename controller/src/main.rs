@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
+use http as http_types;
 use lxd_operator::lxd::{ClientIdentity, ServerTrust, trust};
 
 /// Runs LXD containers declaratively, on a Kubernetes cluster or standalone.
@@ -25,9 +26,33 @@ enum Command {
     Crds,
     /// Run the controller against the Kubernetes API in KUBECONFIG (or in-cluster config).
     Run(RunArgs),
+    /// Serve the embedded Kubernetes-compatible API (our kinds, stored in SQLite) for kubectl.
+    Apiserver(ApiserverArgs),
+    /// The embedded API server and the controller in one process: the way to run on one
+    /// machine. Prints where the kubeconfig is.
+    Standalone(StandaloneArgs),
     /// Talk to an LXD cluster directly.
     #[command(subcommand)]
     Lxd(LxdCommand),
+}
+
+#[derive(Debug, Args)]
+struct ApiserverArgs {
+    /// Folder holding all state (the SQLite store) and the kubeconfig written for kubectl.
+    #[arg(long)]
+    data_dir: PathBuf,
+    /// Address to listen on (plain HTTP: keep it on loopback).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: std::net::SocketAddr,
+}
+
+#[derive(Debug, Args)]
+struct StandaloneArgs {
+    #[command(flatten)]
+    server: ApiserverArgs,
+    /// Where to serve the controller's /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    metrics_addr: std::net::SocketAddr,
 }
 
 #[derive(Debug, Args)]
@@ -99,6 +124,8 @@ fn main() -> ExitCode {
     lxd_operator::telemetry::init_logging(cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run_controller(&args),
+        Command::Apiserver(args) => run_apiserver(&args),
+        Command::Standalone(args) => run_standalone(&args),
         Command::Crds => print_crds(),
         Command::Lxd(LxdCommand::Trust(args)) => trust_certificate(&args),
     };
@@ -204,4 +231,63 @@ async fn shutdown_signal() {
         _ = terminate.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
+}
+
+async fn bind_apiserver(args: &ApiserverArgs) -> anyhow::Result<lxd_operator::apiserver::Server> {
+    anyhow::ensure!(
+        args.listen.ip().is_loopback(),
+        "--listen {}: the embedded API server speaks plain HTTP without authentication, so it listens on loopback only",
+        args.listen
+    );
+    let server = lxd_operator::apiserver::Server::bind(&args.data_dir, args.listen).await?;
+    println!("API server listening on http://{}", server.address);
+    println!(
+        "kubeconfig: {}   (export KUBECONFIG={})",
+        server.kubeconfig.display(),
+        server.kubeconfig.display()
+    );
+    Ok(server)
+}
+
+fn run_apiserver(args: &ApiserverArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = bind_apiserver(args).await?;
+        server.serve(shutdown_signal()).await?;
+        Ok(())
+    })
+}
+
+fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
+    use std::sync::Arc;
+
+    use lxd_operator::telemetry::{Metrics, http};
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let server = bind_apiserver(&args.server).await?;
+        let url: http_types::Uri = format!("http://{}", server.address).parse()?;
+        // The controller talks to the embedded server through kube, as it would to a cluster.
+        let client = kube::Client::try_from(kube::Config::new(url))?;
+        let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve(async move {
+            let _ = server_stopped.await;
+        }));
+        let metrics = Arc::new(Metrics::new());
+        metrics.leader.set(1);
+        let readiness = Arc::new(http::Readiness::default());
+        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
+        tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+        // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
+        lxd_operator::reconcile::run(client, metrics, readiness).await;
+        let _ = stop_server.send(());
+        serving.await??;
+        Ok(())
+    })
 }

@@ -1,0 +1,274 @@
+//! The kinds the server serves: built-in ones, and every CustomResourceDefinition stored, which
+//! becomes servable as soon as it is created.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceColumnDefinition, CustomResourceDefinition, JSONSchemaProps,
+};
+
+use super::validation::SchemaValidator;
+
+/// One resource type.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Plural, lower case (the URL segment).
+    pub plural: String,
+    /// Singular, lower case.
+    pub singular: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespaced or cluster-scoped.
+    pub namespaced: bool,
+    /// Short names (`lxdc`).
+    pub short_names: Vec<String>,
+    /// Categories (`lxd`).
+    pub categories: Vec<String>,
+    /// Whether writes to the main resource ignore `status` and `/status` exists.
+    pub status_subresource: bool,
+    /// Whether this is a custom resource (strategic merge patch refused, schema validated).
+    pub custom: bool,
+    /// Printer columns of a custom resource.
+    pub columns: Vec<CustomResourceColumnDefinition>,
+    /// The schema, for validation and OpenAPI.
+    pub schema: Option<JSONSchemaProps>,
+    /// The compiled schema.
+    pub validator: Option<Arc<SchemaValidator>>,
+    /// Where its objects are stored; two API versions of one thing (Events) share it.
+    pub storage: String,
+}
+
+impl Resource {
+    /// `group/version`, or `version` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The storage key prefix of objects in `namespace` (all namespaces when `None`).
+    pub fn prefix(&self, namespace: Option<&str>) -> String {
+        match (self.namespaced, namespace) {
+            (true, Some(namespace)) => format!("/{}/{namespace}/", self.storage),
+            _ => format!("/{}/", self.storage),
+        }
+    }
+
+    /// The storage key of one object.
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        if self.namespaced {
+            format!(
+                "/{}/{}/{name}",
+                self.storage,
+                namespace.unwrap_or("default")
+            )
+        } else {
+            format!("/{}/-/{name}", self.storage)
+        }
+    }
+
+    /// The verbs discovery lists.
+    pub fn verbs(&self) -> Vec<&'static str> {
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
+    }
+}
+
+fn builtin(
+    group: &str,
+    version: &str,
+    plural: &str,
+    kind: &str,
+    namespaced: bool,
+    short_names: &[&str],
+    storage: &str,
+) -> Resource {
+    Resource {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        plural: plural.to_owned(),
+        singular: kind.to_lowercase(),
+        kind: kind.to_owned(),
+        namespaced,
+        short_names: short_names.iter().map(|s| (*s).to_owned()).collect(),
+        categories: Vec::new(),
+        status_subresource: false,
+        custom: false,
+        columns: Vec::new(),
+        schema: None,
+        validator: None,
+        storage: storage.to_owned(),
+    }
+}
+
+/// The resources a fresh server serves before any CRD.
+fn builtins() -> Vec<Resource> {
+    vec![
+        builtin(
+            "",
+            "v1",
+            "namespaces",
+            "Namespace",
+            false,
+            &["ns"],
+            "namespaces",
+        ),
+        builtin("", "v1", "secrets", "Secret", true, &[], "secrets"),
+        builtin(
+            "",
+            "v1",
+            "configmaps",
+            "ConfigMap",
+            true,
+            &["cm"],
+            "configmaps",
+        ),
+        builtin("", "v1", "events", "Event", true, &["ev"], "events"),
+        builtin(
+            "events.k8s.io",
+            "v1",
+            "events",
+            "Event",
+            true,
+            &["ev"],
+            "events",
+        ),
+        builtin(
+            "coordination.k8s.io",
+            "v1",
+            "leases",
+            "Lease",
+            true,
+            &[],
+            "leases",
+        ),
+        builtin(
+            "apiextensions.k8s.io",
+            "v1",
+            "customresourcedefinitions",
+            "CustomResourceDefinition",
+            false,
+            &["crd", "crds"],
+            "customresourcedefinitions",
+        ),
+    ]
+}
+
+/// Every servable resource.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    resources: Arc<RwLock<Vec<Resource>>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            resources: Arc::new(RwLock::new(builtins())),
+        }
+    }
+}
+
+impl Registry {
+    /// Every resource.
+    pub fn all(&self) -> Vec<Resource> {
+        self.resources.read().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// The resource at `group/version/plural`.
+    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<Resource> {
+        self.resources
+            .read()
+            .ok()?
+            .iter()
+            .find(|r| r.group == group && r.version == version && r.plural == plural)
+            .cloned()
+    }
+
+    /// Groups with their versions, in a stable order (core first).
+    pub fn groups(&self) -> BTreeMap<String, Vec<String>> {
+        let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for resource in self.all() {
+            let versions = groups.entry(resource.group.clone()).or_default();
+            if !versions.contains(&resource.version) {
+                versions.push(resource.version.clone());
+            }
+        }
+        groups
+    }
+
+    /// Serves a CRD's kind (or updates it). Returns an error text when its schema's patterns
+    /// do not compile.
+    pub fn install_crd(&self, crd: &CustomResourceDefinition) -> Result<(), String> {
+        let spec = &crd.spec;
+        let mut added = Vec::new();
+        for version in spec.versions.iter().filter(|v| v.served) {
+            let schema = version
+                .schema
+                .as_ref()
+                .and_then(|s| s.open_api_v3_schema.clone());
+            let validator = match &schema {
+                Some(schema) => Some(Arc::new(
+                    SchemaValidator::new(schema.clone()).map_err(|e| e.to_string())?,
+                )),
+                None => None,
+            };
+            added.push(Resource {
+                group: spec.group.clone(),
+                version: version.name.clone(),
+                plural: spec.names.plural.clone(),
+                singular: spec
+                    .names
+                    .singular
+                    .clone()
+                    .unwrap_or_else(|| spec.names.kind.to_lowercase()),
+                kind: spec.names.kind.clone(),
+                namespaced: spec.scope == "Namespaced",
+                short_names: spec.names.short_names.clone().unwrap_or_default(),
+                categories: spec.names.categories.clone().unwrap_or_default(),
+                status_subresource: version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.status.as_ref())
+                    .is_some(),
+                custom: true,
+                columns: version
+                    .additional_printer_columns
+                    .clone()
+                    .unwrap_or_default(),
+                schema,
+                validator,
+                storage: format!("{}/{}", spec.group, spec.names.plural),
+            });
+        }
+        if let Ok(mut resources) = self.resources.write() {
+            resources
+                .retain(|r| !(r.custom && r.group == spec.group && r.plural == spec.names.plural));
+            resources.extend(added);
+        }
+        Ok(())
+    }
+
+    /// Stops serving a CRD's kind.
+    pub fn remove_crd(&self, crd: &CustomResourceDefinition) {
+        if let Ok(mut resources) = self.resources.write() {
+            resources.retain(|r| {
+                !(r.custom && r.group == crd.spec.group && r.plural == crd.spec.names.plural)
+            });
+        }
+    }
+}

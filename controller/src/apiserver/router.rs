@@ -1,0 +1,421 @@
+//! The HTTP layer: discovery, OpenAPI, and every resource path of the Kubernetes API
+//! (`/api/v1/...`, `/apis/<group>/<version>/...`), dispatched to [`ApiState`].
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::{Value, json};
+
+use super::objects::{ApiState, ListOptions, PatchKind};
+use super::registry::Resource;
+use super::selectors::{FieldSelector, LabelSelector};
+use super::status::ApiError;
+use super::{discovery, openapi, table, watch};
+
+/// Kubernetes' limit on request bodies.
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+
+/// The API server's routes, for tests (driven in-process) and for serving.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route(
+            "/version",
+            get(|| async { json_response(&discovery::version()) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/livez", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .fallback(resources)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+fn json_response(value: &Value) -> Response {
+    let mut response = value.to_string().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+fn with_status(code: u16, value: &Value) -> Response {
+    let mut response = json_response(value);
+    *response.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    response
+}
+
+async fn openapi_index(State(state): State<ApiState>) -> Response {
+    json_response(&openapi::index(&state.registry))
+}
+
+async fn openapi_document(State(state): State<ApiState>, uri: Uri) -> Response {
+    let path = uri.path().trim_start_matches("/openapi/v3/");
+    let segments: Vec<&str> = path.split('/').collect();
+    let (group, version) = match segments.as_slice() {
+        ["api", version] => ("", *version),
+        ["apis", group, version] => (*group, *version),
+        _ => return ApiError::no_route(uri.path()).into_response(),
+    };
+    json_response(&openapi::document(&state.registry, group, version))
+}
+
+/// A parsed resource path.
+#[derive(Debug)]
+struct Target {
+    resource: Resource,
+    namespace: Option<String>,
+    name: Option<String>,
+    subresource: Option<String>,
+}
+
+fn parse_query(uri: &Uri) -> HashMap<String, String> {
+    // kube-rs sends `?&a=b`: empty pairs are skipped.
+    url::form_urlencoded::parse(uri.query().unwrap_or_default().as_bytes())
+        .filter(|(k, _)| !k.is_empty())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+fn header_text(headers: &HeaderMap, name: header::HeaderName) -> &str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+}
+
+fn parse_target(state: &ApiState, path: &str) -> Result<Option<Target>, ApiError> {
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let (group, version, rest) = match segments.as_slice() {
+        ["api", version, rest @ ..] => ("", *version, rest),
+        ["apis", group, version, rest @ ..] => (*group, *version, rest),
+        _ => return Ok(None),
+    };
+    let find = |plural: &str| {
+        state
+            .registry
+            .find(group, version, plural)
+            .ok_or_else(|| ApiError::no_route(path))
+    };
+    let target = match rest {
+        [] => return Ok(None),
+        // A namespace itself, and its subresources.
+        ["namespaces"] => Target {
+            resource: find("namespaces")?,
+            namespace: None,
+            name: None,
+            subresource: None,
+        },
+        ["namespaces", name] => Target {
+            resource: find("namespaces")?,
+            namespace: None,
+            name: Some((*name).to_owned()),
+            subresource: None,
+        },
+        ["namespaces", name, sub @ ("status" | "finalize")] => Target {
+            resource: find("namespaces")?,
+            namespace: None,
+            name: Some((*name).to_owned()),
+            subresource: Some((*sub).to_owned()),
+        },
+        ["namespaces", namespace, plural, tail @ ..] => {
+            let resource = find(plural)?;
+            if !resource.namespaced {
+                return Err(ApiError::no_route(path));
+            }
+            match tail {
+                [] => Target {
+                    resource,
+                    namespace: Some((*namespace).to_owned()),
+                    name: None,
+                    subresource: None,
+                },
+                [name] => Target {
+                    resource,
+                    namespace: Some((*namespace).to_owned()),
+                    name: Some((*name).to_owned()),
+                    subresource: None,
+                },
+                [name, sub] => Target {
+                    resource,
+                    namespace: Some((*namespace).to_owned()),
+                    name: Some((*name).to_owned()),
+                    subresource: Some((*sub).to_owned()),
+                },
+                _ => return Err(ApiError::no_route(path)),
+            }
+        }
+        [plural, tail @ ..] => {
+            let resource = find(plural)?;
+            match tail {
+                [] => Target {
+                    resource,
+                    namespace: None,
+                    name: None,
+                    subresource: None,
+                },
+                [name] if !resource.namespaced => Target {
+                    resource,
+                    namespace: None,
+                    name: Some((*name).to_owned()),
+                    subresource: None,
+                },
+                [name, sub] if !resource.namespaced => Target {
+                    resource,
+                    namespace: None,
+                    name: Some((*name).to_owned()),
+                    subresource: Some((*sub).to_owned()),
+                },
+                _ => return Err(ApiError::no_route(path)),
+            }
+        }
+    };
+    if let Some(sub) = &target.subresource
+        && !(sub == "status" && target.resource.status_subresource)
+    {
+        return Err(ApiError::no_route(path));
+    }
+    Ok(Some(target))
+}
+
+async fn resources(
+    State(state): State<ApiState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    match dispatch(&state, &method, &uri, &headers, &body) {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    }
+}
+
+fn read_body(body: &Bytes) -> Result<Value, ApiError> {
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
+    Ok(ListOptions {
+        labels: LabelSelector::parse(
+            query
+                .get("labelSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )
+        .map_err(ApiError::bad_request)?,
+        fields: FieldSelector::parse(
+            query
+                .get("fieldSelector")
+                .map(String::as_str)
+                .unwrap_or_default(),
+        )
+        .map_err(ApiError::bad_request)?,
+        limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+        continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
+    })
+}
+
+fn dispatch(
+    state: &ApiState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, ApiError> {
+    let path = uri.path();
+    let query = parse_query(uri);
+    let accept = header_text(headers, header::ACCEPT);
+    match (method, path.trim_end_matches('/')) {
+        (&Method::GET, "/api") if discovery::wants_aggregated(accept) => {
+            return Ok(aggregated(&discovery::aggregated(&state.registry, true)));
+        }
+        (&Method::GET, "/api") => return Ok(json_response(&discovery::core_versions())),
+        (&Method::GET, "/apis") if discovery::wants_aggregated(accept) => {
+            return Ok(aggregated(&discovery::aggregated(&state.registry, false)));
+        }
+        (&Method::GET, "/apis") => {
+            return Ok(json_response(&discovery::group_list(&state.registry)));
+        }
+        _ => {}
+    }
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if method == Method::GET {
+        match segments.as_slice() {
+            ["api", version] => {
+                return discovery::resource_list(&state.registry, "", version)
+                    .map(|d| json_response(&d))
+                    .ok_or_else(|| ApiError::no_route(path));
+            }
+            ["apis", group] => {
+                return discovery::group(&state.registry, group)
+                    .map(|d| json_response(&d))
+                    .ok_or_else(|| ApiError::no_route(path));
+            }
+            ["apis", group, version] => {
+                return discovery::resource_list(&state.registry, group, version)
+                    .map(|d| json_response(&d))
+                    .ok_or_else(|| ApiError::no_route(path));
+            }
+            _ => {}
+        }
+    }
+    let target = parse_target(state, path)?.ok_or_else(|| ApiError::no_route(path))?;
+    let resource = &target.resource;
+    let namespace = target.namespace.as_deref();
+    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let status_only = target.subresource.as_deref() == Some("status");
+    let as_table = table::wants_table(accept);
+    match (method.clone(), target.name.as_deref()) {
+        (Method::GET, None) => {
+            let options = list_options(&query)?;
+            if query.get("watch").is_some_and(|w| w == "true" || w == "1") {
+                let request = watch::WatchRequest {
+                    namespace: target.namespace.clone(),
+                    options,
+                    resource_version: query.get("resourceVersion").cloned().unwrap_or_default(),
+                    timeout: Duration::from_secs(
+                        query
+                            .get("timeoutSeconds")
+                            .and_then(|t| t.parse().ok())
+                            .unwrap_or(1800),
+                    ),
+                    bookmarks: query
+                        .get("allowWatchBookmarks")
+                        .is_some_and(|b| b == "true"),
+                    initial_events: query.get("sendInitialEvents").is_some_and(|b| b == "true"),
+                    table: as_table,
+                };
+                return watch::start(state, resource.clone(), request);
+            }
+            let (items, revision, next) = state.list(resource, namespace, &options)?;
+            if as_table {
+                return Ok(json_response(&table::table(
+                    resource,
+                    &items,
+                    revision,
+                    next.as_deref(),
+                )));
+            }
+            let mut metadata = json!({"resourceVersion": revision.to_string()});
+            if let Some(next) = next {
+                metadata["continue"] = json!(next);
+            }
+            let api_version = if resource.kind == "Event" && resource.group.is_empty() {
+                "v1".to_owned()
+            } else {
+                resource.api_version()
+            };
+            Ok(json_response(
+                &json!({"kind": format!("{}List", resource.kind), "apiVersion": api_version, "metadata": metadata, "items": items}),
+            ))
+        }
+        (Method::GET, Some(name)) => {
+            let object = state.get(resource, namespace, name)?;
+            if as_table {
+                let revision = object["metadata"]["resourceVersion"]
+                    .as_str()
+                    .and_then(|r| r.parse().ok())
+                    .unwrap_or(0);
+                return Ok(json_response(&table::table(
+                    resource,
+                    &[object],
+                    revision,
+                    None,
+                )));
+            }
+            Ok(json_response(&object))
+        }
+        (Method::POST, None) => {
+            let created = state.create(resource, namespace, read_body(body)?, dry_run)?;
+            Ok(with_status(201, &created))
+        }
+        (Method::PUT, Some(name)) => Ok(json_response(&state.update(
+            resource,
+            namespace,
+            name,
+            read_body(body)?,
+            status_only,
+            dry_run,
+        )?)),
+        (Method::PATCH, Some(name)) => {
+            let content_type = header_text(headers, header::CONTENT_TYPE);
+            let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+                "application/json-patch+json" => PatchKind::Json,
+                "application/merge-patch+json" | "application/json" | "" => PatchKind::Merge,
+                "application/strategic-merge-patch+json" => PatchKind::Strategic,
+                "application/apply-patch+yaml" => PatchKind::Apply,
+                other => return Err(ApiError::unsupported_media_type(other)),
+            };
+            let patch = read_body(body)?;
+            // The Python client labels every patch merge-patch, JSON patches too.
+            let kind = if kind == PatchKind::Merge && patch.is_array() {
+                PatchKind::Json
+            } else {
+                kind
+            };
+            let (object, created) = state.patch(
+                resource,
+                namespace,
+                name,
+                kind,
+                &patch,
+                status_only,
+                dry_run,
+            )?;
+            Ok(with_status(if created { 201 } else { 200 }, &object))
+        }
+        (Method::DELETE, Some(name)) => {
+            let (code, object) = state.delete(resource, namespace, name, dry_run)?;
+            Ok(with_status(code, &object))
+        }
+        (Method::DELETE, None) => {
+            let options = list_options(&query)?;
+            let (items, revision, _) = state.list(resource, namespace, &options)?;
+            let mut deleted = Vec::new();
+            for item in items {
+                let name = item["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                let item_namespace = item["metadata"]["namespace"].as_str().map(str::to_owned);
+                deleted.push(
+                    state
+                        .delete(resource, item_namespace.as_deref(), &name, dry_run)?
+                        .1,
+                );
+            }
+            Ok(json_response(
+                &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(), "metadata": {"resourceVersion": revision.to_string()}, "items": deleted}),
+            ))
+        }
+        (method, _) => Err(ApiError::method_not_allowed(format!(
+            "{method} is not supported on {path}"
+        ))),
+    }
+}
+
+fn aggregated(value: &Value) -> Response {
+    let mut response = value.to_string().into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+    );
+    response
+        .headers_mut()
+        .insert(header::VARY, HeaderValue::from_static("Accept"));
+    response
+}

@@ -1,0 +1,202 @@
+//! Label and field selectors, as `kubectl get -l` and `--field-selector` send them.
+
+use serde_json::Value;
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+    Exists(String),
+    NotExists(String),
+}
+
+/// A parsed label selector; empty matches everything.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LabelSelector(Vec<Requirement>);
+
+impl LabelSelector {
+    /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
+    pub fn parse(text: &str) -> Result<LabelSelector, String> {
+        let mut requirements = Vec::new();
+        for part in split_top_level(text) {
+            let part = part.trim();
+            if part.is_empty() {
+                continue;
+            }
+            let requirement = if let Some(key) = part.strip_prefix('!') {
+                Requirement::NotExists(key.trim().to_owned())
+            } else if let Some((key, values)) = split_set(part, " notin ") {
+                Requirement::NotIn(key, values)
+            } else if let Some((key, values)) = split_set(part, " in ") {
+                Requirement::In(key, values)
+            } else if let Some((key, value)) = part.split_once("!=") {
+                Requirement::NotEquals(key.trim().to_owned(), value.trim().to_owned())
+            } else if let Some((key, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
+                Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
+            } else if part
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+            {
+                Requirement::Exists(part.to_owned())
+            } else {
+                return Err(format!("unable to parse requirement: {part:?}"));
+            };
+            requirements.push(requirement);
+        }
+        Ok(LabelSelector(requirements))
+    }
+
+    /// Whether the object's labels match.
+    pub fn matches(&self, object: &Value) -> bool {
+        let labels = &object["metadata"]["labels"];
+        let label = |key: &str| labels.get(key).and_then(Value::as_str);
+        self.0.iter().all(|requirement| match requirement {
+            Requirement::Equals(key, value) => label(key) == Some(value.as_str()),
+            Requirement::NotEquals(key, value) => label(key) != Some(value.as_str()),
+            Requirement::In(key, values) => {
+                label(key).is_some_and(|v| values.iter().any(|x| x == v))
+            }
+            Requirement::NotIn(key, values) => {
+                label(key).is_none_or(|v| !values.iter().any(|x| x == v))
+            }
+            Requirement::Exists(key) => label(key).is_some(),
+            Requirement::NotExists(key) => label(key).is_none(),
+        })
+    }
+}
+
+/// Splits on commas outside parentheses.
+fn split_top_level(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0i32, 0usize);
+    for (index, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..index]);
+                start = index + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn split_set(part: &str, operator: &str) -> Option<(String, Vec<String>)> {
+    let (key, rest) = part.split_once(operator)?;
+    let inner = rest.trim().strip_prefix('(')?.strip_suffix(')')?;
+    Some((
+        key.trim().to_owned(),
+        inner
+            .split(',')
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .collect(),
+    ))
+}
+
+/// A parsed field selector: `path=value` and `path!=value` terms on dotted paths.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldSelector(Vec<(String, bool, String)>);
+
+impl FieldSelector {
+    /// Parses `metadata.name=x,involvedObject.uid!=y`.
+    pub fn parse(text: &str) -> Result<FieldSelector, String> {
+        let mut terms = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (path, equal, value) = if let Some((path, value)) = part.split_once("!=") {
+                (path, false, value)
+            } else if let Some((path, value)) =
+                part.split_once("==").or_else(|| part.split_once('='))
+            {
+                (path, true, value)
+            } else {
+                return Err(format!("invalid field selector: {part:?}"));
+            };
+            terms.push((path.trim().to_owned(), equal, value.trim().to_owned()));
+        }
+        Ok(FieldSelector(terms))
+    }
+
+    /// The value a term requires of `metadata.name`, for a watch of one object.
+    pub fn name(&self) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(path, equal, _)| path == "metadata.name" && *equal)
+            .map(|(_, _, v)| v.as_str())
+    }
+
+    /// Whether the object matches.
+    pub fn matches(&self, object: &Value) -> bool {
+        self.0.iter().all(|(path, equal, value)| {
+            let mut current = object;
+            for segment in path.split('.') {
+                current = &current[segment];
+            }
+            let actual = match current {
+                Value::String(s) => s.clone(),
+                Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (actual == *value) == *equal
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn every_label_operator() {
+        let object = json!({"metadata": {"labels": {"app": "web", "tier": "front"}}});
+        for (selector, expected) in [
+            ("app=web", true),
+            ("app==web", true),
+            ("app!=web", false),
+            ("app in (db,web)", true),
+            ("app notin (db,web)", false),
+            ("tier", true),
+            ("!tier", false),
+            ("missing", false),
+            ("!missing", true),
+            ("app=web,tier in (front)", true),
+            ("", true),
+            ("app notin (db)", true),
+        ] {
+            assert_eq!(
+                LabelSelector::parse(selector).unwrap().matches(&object),
+                expected,
+                "{selector}"
+            );
+        }
+    }
+
+    #[test]
+    fn field_selectors_on_dotted_paths() {
+        let event = json!({"metadata": {"name": "e", "namespace": "default"}, "involvedObject": {"kind": "LxdContainer", "uid": "u1"}});
+        let selector = FieldSelector::parse(
+            "involvedObject.kind=LxdContainer,involvedObject.uid=u1,metadata.namespace=default",
+        )
+        .unwrap();
+        assert!(selector.matches(&event));
+        assert!(
+            !FieldSelector::parse("metadata.name!=e")
+                .unwrap()
+                .matches(&event)
+        );
+        assert_eq!(
+            FieldSelector::parse("metadata.name=web-1").unwrap().name(),
+            Some("web-1")
+        );
+    }
+}

@@ -1,0 +1,173 @@
+//! Errors as Kubernetes `Status` objects, mapped in one place (`IntoResponse`), without
+//! internal details.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::validation::FieldError;
+
+/// An error the API answers with.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{code} {reason}: {message}")]
+pub struct ApiError {
+    /// HTTP status.
+    pub code: u16,
+    /// Kubernetes reason (`NotFound`, `AlreadyExists`, `Conflict`, `Invalid`, ...).
+    pub reason: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// `details` of the Status.
+    pub details: Option<Value>,
+}
+
+impl ApiError {
+    fn new(code: u16, reason: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            code,
+            reason,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// 404 for one object.
+    pub fn not_found(group: &str, plural: &str, name: &str) -> ApiError {
+        let resource = if group.is_empty() {
+            plural.to_owned()
+        } else {
+            format!("{plural}.{group}")
+        };
+        ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
+            .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    /// 404 for a path that names no resource.
+    pub fn no_route(path: &str) -> ApiError {
+        ApiError::new(
+            404,
+            "NotFound",
+            format!("the server could not find the requested resource ({path})"),
+        )
+    }
+
+    /// 409 on create.
+    pub fn already_exists(group: &str, plural: &str, name: &str) -> ApiError {
+        let resource = if group.is_empty() {
+            plural.to_owned()
+        } else {
+            format!("{plural}.{group}")
+        };
+        ApiError::new(
+            409,
+            "AlreadyExists",
+            format!("{resource} \"{name}\" already exists"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    /// 409 on a stale resourceVersion.
+    pub fn conflict(group: &str, plural: &str, name: &str) -> ApiError {
+        let resource = if group.is_empty() {
+            plural.to_owned()
+        } else {
+            format!("{plural}.{group}")
+        };
+        ApiError::new(
+            409,
+            "Conflict",
+            format!("Operation cannot be fulfilled on {resource} \"{name}\": the object has been modified; please apply your changes to the latest version and try again"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
+    /// 422 naming each bad field.
+    pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
+        let summary: Vec<String> = errors.iter().map(ToString::to_string).collect();
+        let causes: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"reason": e.kind.cause_reason(), "message": e.message, "field": e.field}))
+            .collect();
+        let message = format!(
+            "{kind}.{group} \"{name}\" is invalid: {}",
+            summary.join(", ")
+        );
+        ApiError::new(422, "Invalid", message)
+            .with_details(json!({"name": name, "group": group, "kind": kind, "causes": causes}))
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(400, "BadRequest", message)
+    }
+
+    /// 405.
+    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
+        ApiError::new(405, "MethodNotAllowed", message)
+    }
+
+    /// 415.
+    pub fn unsupported_media_type(content_type: &str) -> ApiError {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml (not {content_type})"
+            ),
+        )
+    }
+
+    /// 410 Expired, for watches from a compacted revision.
+    pub fn expired(revision: i64, oldest: i64) -> ApiError {
+        ApiError::new(
+            410,
+            "Expired",
+            format!("too old resource version: {revision} ({oldest})"),
+        )
+    }
+
+    /// 500 without internals.
+    pub fn internal(what: impl std::fmt::Display) -> ApiError {
+        tracing::error!(error = %what, "API server internal error");
+        ApiError::new(
+            500,
+            "InternalError",
+            "an internal error occurred; see the server log",
+        )
+    }
+
+    fn with_details(mut self, details: Value) -> ApiError {
+        self.details = Some(details);
+        self
+    }
+
+    /// The `Status` object.
+    pub fn status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": self.message, "reason": self.reason, "code": self.code,
+        });
+        if let Some(details) = &self.details {
+            status["details"] = details.clone();
+        }
+        status
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (code, self.status().to_string()).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+}
+
+impl From<super::storage::StorageError> for ApiError {
+    fn from(error: super::storage::StorageError) -> Self {
+        ApiError::internal(error)
+    }
+}

@@ -1,0 +1,180 @@
+//! Watches: one JSON event per line over a chunked 200 response. A watch starts with the
+//! current objects (resourceVersion empty or 0, or `sendInitialEvents`), or replays the log
+//! from a resourceVersion; then it follows live changes. Bookmarks keep idle watches alive;
+//! a resourceVersion older than the log is an in-stream `ERROR` 410, so clients relist.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{HeaderValue, header};
+use axum::response::Response;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::sync::{broadcast, mpsc};
+
+use super::events;
+use super::objects::{ApiState, ListOptions};
+use super::registry::Resource;
+use super::status::ApiError;
+use super::storage::Change;
+use super::table;
+
+/// How often an idle watch with bookmarks gets one.
+const BOOKMARK_EVERY: Duration = Duration::from_secs(15);
+
+/// What a watch asked for.
+#[derive(Debug, Clone)]
+pub struct WatchRequest {
+    /// Namespace, or all.
+    pub namespace: Option<String>,
+    /// Selectors.
+    pub options: ListOptions,
+    /// `resourceVersion` (empty: start with the current objects).
+    pub resource_version: String,
+    /// `timeoutSeconds`.
+    pub timeout: Duration,
+    /// `allowWatchBookmarks`.
+    pub bookmarks: bool,
+    /// `sendInitialEvents`.
+    pub initial_events: bool,
+    /// Rows of a Table instead of objects.
+    pub table: bool,
+}
+
+fn line(kind: &str, object: &Value) -> Bytes {
+    let mut text = json!({"type": kind, "object": object}).to_string();
+    text.push('\n');
+    Bytes::from(text)
+}
+
+fn bookmark(resource: &Resource, revision: i64, initial_end: bool) -> Value {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    let api_version = if resource.kind == "Event" && resource.group.is_empty() {
+        "v1".to_owned()
+    } else {
+        resource.api_version()
+    };
+    json!({"kind": resource.kind, "apiVersion": api_version, "metadata": metadata})
+}
+
+/// Starts a watch and returns its streaming response.
+pub fn start(
+    state: &ApiState,
+    resource: Resource,
+    request: WatchRequest,
+) -> Result<Response, ApiError> {
+    // Subscribe before reading, so nothing falls between the read and the live stream.
+    let live = state.store.subscribe();
+    let (sender, receiver) = mpsc::channel::<Bytes>(256);
+    let state = state.clone();
+    tokio::spawn(async move {
+        let _ = run(&state, &resource, request, live, &sender).await;
+    });
+    let stream = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|bytes| (Ok::<_, std::convert::Infallible>(bytes), receiver))
+    });
+    let mut response = Response::new(Body::from_stream(stream));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
+}
+
+/// The object (or Table row) a watch event carries.
+fn payload(resource: &Resource, object: &Value, as_table: bool, revision: i64) -> Value {
+    let object = events::present(resource, object.clone());
+    if as_table {
+        table::table(resource, &[object], revision, None)
+    } else {
+        object
+    }
+}
+
+async fn run(
+    state: &ApiState,
+    resource: &Resource,
+    request: WatchRequest,
+    mut live: broadcast::Receiver<Change>,
+    sender: &mpsc::Sender<Bytes>,
+) -> Result<(), ()> {
+    let prefix = resource.prefix(request.namespace.as_deref());
+    let matches = |object: &Value| {
+        let object = events::present(resource, object.clone());
+        request.options.labels.matches(&object) && request.options.fields.matches(&object)
+    };
+    let send = |bytes: Bytes| async move { sender.send(bytes).await.map_err(|_| ()) };
+    let mut last = 0i64;
+    let from: Option<i64> = match request.resource_version.as_str() {
+        "" | "0" => None,
+        text => text.parse().ok(),
+    };
+    if request.initial_events || from.is_none() {
+        let (objects, revision) = state.store.list(&prefix).map_err(|_| ())?;
+        for object in objects.iter().filter(|o| matches(o)) {
+            send(line(
+                "ADDED",
+                &payload(resource, object, request.table, revision),
+            ))
+            .await?;
+        }
+        last = revision;
+        if request.initial_events {
+            send(line("BOOKMARK", &bookmark(resource, revision, true))).await?;
+        }
+    } else if let Some(from) = from {
+        let oldest = state.store.oldest_revision().map_err(|_| ())?;
+        let current = state.store.current_revision().map_err(|_| ())?;
+        if from < oldest.saturating_sub(1) && from < current {
+            send(line("ERROR", &ApiError::expired(from, oldest).status())).await?;
+            return Ok(());
+        }
+        for change in state.store.changes_since(&prefix, from).map_err(|_| ())? {
+            last = change.revision;
+            if matches(&change.object) {
+                send(line(
+                    change.kind.watch_type(),
+                    &payload(resource, &change.object, request.table, change.revision),
+                ))
+                .await?;
+            }
+        }
+        last = last.max(from);
+    }
+    let deadline = tokio::time::Instant::now() + request.timeout;
+    let mut ticker = tokio::time::interval(BOOKMARK_EVERY);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Ok(()),
+            () = sender.closed() => return Ok(()),
+            _ = ticker.tick(), if request.bookmarks => {
+                let revision = state.store.current_revision().map_err(|_| ())?.max(last);
+                send(line("BOOKMARK", &bookmark(resource, revision, false))).await?;
+            }
+            change = live.recv() => match change {
+                Ok(change) => {
+                    if change.revision <= last || !change.key.starts_with(&prefix) {
+                        continue;
+                    }
+                    last = change.revision;
+                    if matches(&change.object) {
+                        send(line(change.kind.watch_type(), &payload(resource, &change.object, request.table, change.revision))).await?;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    // This watcher fell too far behind: make it relist.
+                    send(line("ERROR", &ApiError::expired(last, last).status())).await?;
+                    return Ok(());
+                }
+                Err(broadcast::error::RecvError::Closed) => return Ok(()),
+            }
+        }
+    }
+}
