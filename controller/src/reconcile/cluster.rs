@@ -28,8 +28,10 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     let interval = Duration::from_secs(u64::from(cluster.spec.member_sync_interval_seconds));
     let previous = cluster.status.clone().unwrap_or_default();
     // Our own status write wakes this reconciler again: skip LXD until the interval is up,
-    // unless the spec changed or an LXD event asked for a refresh.
+    // unless the spec changed, an LXD event asked for a refresh, or there is no connection yet
+    // (after a restart).
     if let Some(wait) = time_until_next_sync(&cluster, interval)
+        && ctx.connections.get(&name).is_some()
         && !ctx.take_cluster_refresh(&name)
     {
         return Ok(Action::requeue(wait));

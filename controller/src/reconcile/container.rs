@@ -143,8 +143,9 @@ async fn apply(
     };
     status.status.instance_name = Some(desired.name.clone());
 
-    // Resolve the cluster.
+    // Resolve the cluster. Indexed first, so that the cluster's connection wakes it.
     let cluster_name = &container.spec.cluster_ref.name;
+    ctx.index_instance(cluster_name, &desired.name, container);
     let Some(client) = ctx.connections.get(cluster_name).map(|c| c.client.clone()) else {
         status.not_ready(
             ContainerPhase::Pending,
@@ -154,7 +155,6 @@ async fn apply(
         status.write().await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
-    ctx.index_instance(cluster_name, &desired.name, container);
 
     let result = converge(container, &desired, &client, ctx, &mut status).await;
     match result {
@@ -248,7 +248,7 @@ async fn converge(
             }
             Step::Place => {
                 let started = std::time::Instant::now();
-                let placed = place(container, client).await;
+                let placed = place(container, client, ctx).await;
                 let labels = crate::telemetry::metrics::PlacementLabels {
                     strategy: placement_policy_name(container),
                     outcome: if placed.is_ok() {
@@ -297,7 +297,7 @@ async fn converge(
             }
             Step::Create { member } => {
                 status.status.phase = Some(ContainerPhase::Creating);
-                let outcome = client
+                let created = client
                     .create_or_adopt(
                         &desired.create_request(),
                         &Target::Member(member.clone()),
@@ -321,7 +321,12 @@ async fn converge(
                             }
                         }
                         other => Failure::from(other),
-                    })?;
+                    });
+                if created.is_err() {
+                    ctx.release_reservation(&container.spec.cluster_ref.name, &uid)
+                        .await;
+                }
+                let outcome = created?;
                 let (reason, verb) = match outcome {
                     CreateOutcome::Created(_) => ("Created", "created"),
                     CreateOutcome::Adopted(_) => ("Adopted", "adopted"),
@@ -433,7 +438,17 @@ async fn change_state(client: &LxdClient, name: &str, action: StateAction) -> Re
 
 /// Chooses a member: the pinned target, else the online member with the fewest instances.
 /// The placement engine replaces this rule.
-async fn place(container: &LxdContainer, client: &LxdClient) -> Result<(String, String), Failure> {
+/// Chooses a member: the pinned target, else the online member with the fewest instances,
+/// counting placements already decided whose instance LXD does not show yet (reservations), so
+/// that a burst spreads instead of piling onto the member that looked emptiest. Decisions of
+/// one cluster are serialized by the reservation lock. The placement engine replaces this rule.
+async fn place(
+    container: &LxdContainer,
+    client: &LxdClient,
+    ctx: &Context,
+) -> Result<(String, String), Failure> {
+    let cluster = &container.spec.cluster_ref.name;
+    let uid = container.metadata.uid.clone().unwrap_or_default();
     let members = client.members().await?;
     let online: Vec<&str> = members
         .iter()
@@ -463,8 +478,21 @@ async fn place(container: &LxdContainer, client: &LxdClient) -> Result<(String, 
             retry: Duration::from_secs(15),
         });
     }
+    let mut reservations = ctx.reservations.lock().await;
     let instances = client.instances().await?;
-    let count = |member: &str| instances.iter().filter(|i| i.location == member).count();
+    let visible: std::collections::HashSet<&str> =
+        instances.iter().filter_map(Instance::owner_uid).collect();
+    // A reservation ends when its instance shows up in LXD.
+    reservations.retain(|(reserved_cluster, reserved_uid), _| {
+        reserved_cluster != cluster || !visible.contains(reserved_uid.as_str())
+    });
+    let count = |member: &str| {
+        instances.iter().filter(|i| i.location == member).count()
+            + reservations
+                .iter()
+                .filter(|((c, u), m)| c == cluster && *u != uid && m.as_str() == member)
+                .count()
+    };
     let best = online
         .iter()
         .min_by_key(|member| (count(member), **member))
@@ -479,6 +507,7 @@ async fn place(container: &LxdContainer, client: &LxdClient) -> Result<(String, 
         .map(|m| format!("{m}: {} instances", count(m)))
         .collect::<Vec<_>>()
         .join(", ");
+    reservations.insert((cluster.clone(), uid), (*best).to_owned());
     Ok((
         (*best).to_owned(),
         format!("fewest instances ({explanation})"),
@@ -561,6 +590,7 @@ async fn cleanup(
             });
         }
     };
+    ctx.release_reservation(cluster_name, &uid).await;
     let Some(instance) = client.instance_by_uid(&uid).await? else {
         return Ok(Action::await_change());
     };

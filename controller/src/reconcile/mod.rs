@@ -97,6 +97,9 @@ pub struct Context {
     instances: Mutex<HashMap<(String, String), ObjectRef<LxdContainer>>>,
     /// Clusters whose status should be refreshed at once (member events).
     refresh: Mutex<HashSet<String>>,
+    /// Placements decided whose instance LXD does not show yet: (cluster, container uid) →
+    /// member. Held while deciding, which serializes the decisions of a cluster.
+    pub reservations: tokio::sync::Mutex<HashMap<(String, String), String>>,
 }
 
 impl std::fmt::Debug for Context {
@@ -126,6 +129,7 @@ impl Context {
             metrics,
             instances: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::new()),
+            reservations: tokio::sync::Mutex::new(HashMap::new()),
         }
     }
 
@@ -164,6 +168,14 @@ impl Context {
         if let Ok(mut refresh) = self.refresh.lock() {
             refresh.insert(cluster.to_owned());
         }
+    }
+
+    /// Ends the reservation of a container whose create failed or that is deleted.
+    pub async fn release_reservation(&self, cluster: &str, uid: &str) {
+        self.reservations
+            .lock()
+            .await
+            .remove(&(cluster.to_owned(), uid.to_owned()));
     }
 
     /// Whether a refresh of `cluster` was requested (and clears the request).
