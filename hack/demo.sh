@@ -1,41 +1,59 @@
 #!/usr/bin/env bash
-# The demo: a real 3-member LXD cluster on this machine, what lxd-operator would manage on it,
-# and where everything is. Run as root on a fresh machine; it installs what it needs.
-#
-# Today it brings the cluster up, prints the LxdCluster manifest and the CRDs' kinds, and lists
-# the members; the operator's standalone mode (issue: controller) will apply examples/ here.
+# The demo: a real 3-member LXD cluster on this machine, lxd-operator standalone (its embedded
+# Kubernetes-compatible API server and the controller in one process), the examples applied with
+# kubectl, and where every container landed. Run as root on a fresh machine; it installs what it
+# needs. Everything keeps running afterwards; the last lines say how to use and stop it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
+DATA_DIR=${LXD_OPERATOR_DATA_DIR:-$PWD/target/demo}
+LISTEN=${LXD_OPERATOR_LISTEN:-127.0.0.1:6443}
+METRICS=${LXD_OPERATOR_METRICS:-127.0.0.1:8080}
+export KUBECONFIG=$DATA_DIR/kubeconfig
+
 echo "== Building lxd-operator (debug)"
 cargo build --locked -p lxd-operator
-operator=target/debug/lxd-operator
+operator=$PWD/target/debug/lxd-operator
 
 echo "== Bringing up a 3-member LXD cluster on 127.0.0.1-3:8443"
 hack/lxd-cluster.sh up 3
-eval "$(hack/lxd-cluster.sh env)"
+
+echo "== Starting lxd-operator standalone (API on $LISTEN, state in $DATA_DIR)"
+if [ -f "$DATA_DIR/operator.pid" ] && kill -0 "$(cat "$DATA_DIR/operator.pid")" 2>/dev/null; then
+  kill "$(cat "$DATA_DIR/operator.pid")" && sleep 1
+fi
+mkdir -p "$DATA_DIR"
+setsid "$operator" standalone --data-dir "$DATA_DIR" --listen "$LISTEN" --metrics-addr "$METRICS" \
+  </dev/null >"$DATA_DIR/operator.log" 2>&1 &
+echo $! >"$DATA_DIR/operator.pid"
+for _ in $(seq 1 50); do
+  kubectl version >/dev/null 2>&1 && break
+  sleep 0.2
+done
+kubectl version >/dev/null || { tail -20 "$DATA_DIR/operator.log"; exit 1; }
+
+echo "== Applying the LxdCluster for this cluster, and examples/"
+hack/lxd-cluster.sh manifest | kubectl apply -f -
+kubectl apply -f examples/
+
+echo "== Waiting until every container is Ready"
+kubectl wait lxdc --all --for=condition=Ready --timeout=120s
 
 echo
-echo "== Members"
-lxc cluster list
-
+echo "== kubectl get lxdc -o wide"
+kubectl get lxdc -o wide
 echo
-echo "== The API lxd-operator serves (from the generated CRDs)"
-"$operator" crds | awk '/^  names:/{n=1} n&&/kind:/{print "  kind: " $2; n=0}'
-
-echo
-echo "== The LxdCluster for this cluster (hack/lxd-cluster.sh manifest)"
-hack/lxd-cluster.sh manifest | sed -n '/^kind: LxdCluster/,$p'
-
-echo
-echo "== Example containers (examples/)"
-grep -h '^metadata:' examples/*.yaml | sed 's/^metadata: /  /'
+echo "== lxc list (the same containers, as LXD sees them)"
+LXD_DIR=$PWD/target/lxd-cluster/node1 lxc list -c nsL
 
 cat <<EOF
 
-The cluster keeps running. Try it:
-  eval "\$(hack/lxd-cluster.sh env)"   # LXD_DIR and friends for this shell
-  lxc launch busybox hello --target node2
-  lxc list
-Stop and remove everything:  hack/lxd-cluster.sh down
+lxd-operator runs in the background (pid $(cat "$DATA_DIR/operator.pid"), log $DATA_DIR/operator.log).
+  export KUBECONFIG=$KUBECONFIG
+  kubectl get lxd                       # clusters, containers, policies
+  kubectl describe lxdc web-1           # status and events
+  kubectl patch lxdc batch-1 --type merge -p '{"spec":{"state":"Running"}}'
+  eval "\$(hack/lxd-cluster.sh env)"; lxc list
+Metrics: curl http://$METRICS/metrics
+Stop everything:  kill \$(cat $DATA_DIR/operator.pid); hack/lxd-cluster.sh down
 EOF
