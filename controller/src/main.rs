@@ -283,6 +283,9 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
+        if let Ok(address) = listener.local_addr() {
+            println!("metrics and health on http://{address}");
+        }
         tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
         lxd_operator::reconcile::run(client, metrics, readiness).await;

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod operator;
+
 use lxd_operator::lxd::types::{InstanceCreate, InstanceSource};
 use lxd_operator::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, ServerTrust};
 
@@ -194,6 +196,60 @@ pub fn operator_binary() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// The LxdCluster named `local` and its client Secret, for this test cluster.
+pub fn cluster_manifest() -> String {
+    let output = Command::new(repo_root().join("hack/lxd-cluster.sh"))
+        .arg("manifest")
+        .output()
+        .expect("run hack/lxd-cluster.sh manifest");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// An instance the operator manages, as LXD lists it.
+#[derive(Debug, Clone)]
+pub struct ManagedInstance {
+    /// Instance name.
+    pub name: String,
+    /// `Running`, `Stopped`, ...
+    pub status: String,
+    /// Member.
+    pub location: String,
+    /// `user.lxd-operator.uid`.
+    pub uid: String,
+    /// `user.lxd-operator.name`.
+    pub owner_name: String,
+}
+
+/// The instances LXD holds for LxdContainers of `namespace`.
+pub fn managed_instances(cluster: &TestCluster, namespace: &str) -> Vec<ManagedInstance> {
+    let listing: serde_json::Value =
+        serde_json::from_str(&cluster.lxc(&["list", "--format", "json"])).expect("lxc list JSON");
+    listing
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| i["config"]["user.lxd-operator.namespace"] == namespace)
+        .map(|i| ManagedInstance {
+            name: i["name"].as_str().unwrap_or_default().to_owned(),
+            status: i["status"].as_str().unwrap_or_default().to_owned(),
+            location: i["location"].as_str().unwrap_or_default().to_owned(),
+            uid: i["config"]["user.lxd-operator.uid"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            owner_name: i["config"]["user.lxd-operator.name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect()
 }
 
 /// A request for a busybox container (the test cluster's image) named `name`.

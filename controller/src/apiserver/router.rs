@@ -273,6 +273,12 @@ fn dispatch(
             _ => {}
         }
     }
+    // Built-in kinds are sent as protobuf by kubectl's typed commands: refuse it, and client-go
+    // sends JSON instead.
+    let content_type = header_text(headers, header::CONTENT_TYPE);
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return Err(ApiError::unsupported_media_type(content_type));
+    }
     let target = parse_target(state, path)?.ok_or_else(|| ApiError::no_route(path))?;
     let resource = &target.resource;
     let namespace = target.namespace.as_deref();

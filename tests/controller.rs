@@ -1,0 +1,292 @@
+//! The controller end to end, as a user drives it: `kubectl apply` of LxdContainers against
+//! `lxd-operator standalone`, and what then holds in the real LXD cluster and in status.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use lxd_operator_tests::operator::{Mode, Operator, wait_for};
+use lxd_operator_tests::{TestCluster, cluster_manifest, managed_instances, unique_name};
+use serde_json::Value;
+
+fn operator() -> Operator {
+    let operator = Operator::start(Mode::Standalone);
+    operator.apply(&cluster_manifest());
+    operator
+}
+
+fn namespace(operator: &Operator, prefix: &str) -> String {
+    let namespace = unique_name(prefix);
+    operator.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
+    ));
+    namespace
+}
+
+fn container(namespace: &str, name: &str, extra: &str) -> String {
+    format!(
+        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n{extra}"
+    )
+}
+
+/// Phase of every LxdContainer in the namespace.
+fn phases(operator: &Operator, namespace: &str) -> BTreeMap<String, (String, String)> {
+    let list: Value =
+        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdc", "-n", namespace, "-o", "json"]))
+            .unwrap();
+    list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| {
+            let name = item["metadata"]["name"].as_str().unwrap().to_owned();
+            let phase = item["status"]["phase"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            let member = item["status"]["member"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            (name, (phase, member))
+        })
+        .collect()
+}
+
+fn lxd_status(cluster: &TestCluster, instance: &str) -> String {
+    let output = cluster.lxc_on(0, &["list", instance, "--format", "csv", "--columns", "s"]);
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+#[test]
+fn ten_containers_applied_at_once_run_within_a_minute_on_more_than_one_member() {
+    let cluster = TestCluster::get();
+    let operator = operator();
+    let namespace = namespace(&operator, "ten");
+    let manifests: Vec<String> = (1..=10)
+        .map(|i| {
+            container(
+                &namespace,
+                &format!("c{i}"),
+                "  resources: {cpu: 0.5, memory: 64Mi}\n",
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    operator.apply(&manifests.join("---\n"));
+    let running = wait_for(Duration::from_secs(60), "ten Running containers", || {
+        let phases = phases(&operator, &namespace);
+        (phases.len() == 10 && phases.values().all(|(phase, _)| phase == "Running"))
+            .then_some(phases)
+    });
+    println!("10 containers Running after {:?}", started.elapsed());
+    let members: BTreeSet<&String> = running.values().map(|(_, member)| member).collect();
+    assert!(members.len() > 1, "all on one member: {running:?}");
+    let instances = managed_instances(cluster, &namespace);
+    assert_eq!(
+        instances.len(),
+        10,
+        "each container once in LXD: {instances:?}"
+    );
+    for instance in &instances {
+        assert_eq!(
+            running[&instance.owner_name].1, instance.location,
+            "status names the member LXD reports"
+        );
+        assert!(!instance.uid.is_empty());
+    }
+    let table = operator.kubectl_ok(&["get", "lxdc", "-n", &namespace]);
+    assert!(
+        table.contains("MEMBER") && table.contains("node"),
+        "{table}"
+    );
+}
+
+#[test]
+fn the_desired_state_and_config_changes_reach_lxd() {
+    let cluster = TestCluster::get();
+    let operator = operator();
+    let namespace = namespace(&operator, "state");
+    operator.apply(&container(
+        &namespace,
+        "app",
+        "  config: {user.note: first}\n",
+    ));
+    let instance = format!("{namespace}-app");
+    wait_for(Duration::from_secs(60), "app Running", || {
+        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
+    });
+
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "app",
+        "-n",
+        &namespace,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"state":"Stopped"}}"#,
+    ]);
+    wait_for(Duration::from_secs(30), "app Stopped in LXD", || {
+        (lxd_status(cluster, &instance) == "STOPPED").then_some(())
+    });
+    wait_for(Duration::from_secs(10), "phase Stopped", || {
+        (phases(&operator, &namespace)["app"].0 == "Stopped").then_some(())
+    });
+
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "app",
+        "-n",
+        &namespace,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"state":"Running"}}"#,
+    ]);
+    wait_for(Duration::from_secs(30), "app Running again", || {
+        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
+    });
+
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "app",
+        "-n",
+        &namespace,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"config":{"user.note":"second"}}}"#,
+    ]);
+    wait_for(Duration::from_secs(30), "the config change in LXD", || {
+        let output = cluster.lxc_on(0, &["config", "get", &instance, "user.note"]);
+        (String::from_utf8_lossy(&output.stdout).trim() == "second").then_some(())
+    });
+}
+
+#[test]
+fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
+    let cluster = TestCluster::get();
+    let operator = operator();
+    let namespace = namespace(&operator, "drift");
+    operator.apply(&container(&namespace, "keep", ""));
+    let instance = format!("{namespace}-keep");
+    wait_for(Duration::from_secs(60), "keep Running", || {
+        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
+    });
+
+    cluster.lxc(&["stop", "--force", &instance]);
+    let stopped = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "the stopped instance to run again",
+        || (lxd_status(cluster, &instance) == "RUNNING").then_some(()),
+    );
+    println!("restarted after {:?}", stopped.elapsed());
+
+    cluster.lxc(&["delete", "--force", &instance]);
+    let deleted = Instant::now();
+    wait_for(
+        Duration::from_secs(5),
+        "the deleted instance to run again",
+        || (lxd_status(cluster, &instance) == "RUNNING").then_some(()),
+    );
+    println!("recreated after {:?}", deleted.elapsed());
+    assert_eq!(managed_instances(cluster, &namespace).len(), 1);
+}
+
+#[test]
+fn deleting_containers_deletes_their_instances() {
+    let cluster = TestCluster::get();
+    let operator = operator();
+    let namespace = namespace(&operator, "delete");
+    let manifests: Vec<String> = (1..=3)
+        .map(|i| container(&namespace, &format!("d{i}"), ""))
+        .collect();
+    operator.apply(&manifests.join("---\n"));
+    wait_for(Duration::from_secs(60), "three instances", || {
+        (managed_instances(cluster, &namespace).len() == 3).then_some(())
+    });
+    operator.kubectl_ok(&["delete", "lxdc", "d1", "-n", &namespace, "--timeout=60s"]);
+    let left: BTreeSet<String> = managed_instances(cluster, &namespace)
+        .into_iter()
+        .map(|i| i.owner_name)
+        .collect();
+    assert_eq!(left, BTreeSet::from(["d2".to_owned(), "d3".to_owned()]));
+    operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    assert!(
+        managed_instances(cluster, &namespace).is_empty(),
+        "instances left behind"
+    );
+}
+
+#[test]
+fn a_nonexistent_image_fails_with_lxds_message_and_leaves_no_instance() {
+    let cluster = TestCluster::get();
+    let operator = operator();
+    let namespace = namespace(&operator, "noimage");
+    operator.apply(
+        &container(&namespace, "ghost", "").replace("alias: busybox", "alias: no-such-image"),
+    );
+    let object: Value = wait_for(Duration::from_secs(30), "phase Failed", || {
+        let object: Value = serde_json::from_str(
+            &operator.kubectl_ok(&["get", "lxdc", "ghost", "-n", &namespace, "-o", "json"]),
+        )
+        .unwrap();
+        (object["status"]["phase"] == "Failed").then_some(object)
+    });
+    let ready = object["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready["status"], "False");
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("Image alias not found"),
+        "{ready}"
+    );
+    assert!(managed_instances(cluster, &namespace).is_empty());
+    let described = operator.kubectl_ok(&["describe", "lxdc", "ghost", "-n", &namespace]);
+    assert!(
+        described.contains("Image alias not found"),
+        "the Event is shown:\n{described}"
+    );
+}
+
+#[test]
+fn an_invalid_spec_is_refused_naming_the_field() {
+    let operator = operator();
+    let namespace = namespace(&operator, "invalid");
+    let output = operator.kubectl(&["apply", "-f", "-"]);
+    drop(output);
+    let manifest = container(
+        &namespace,
+        "bad",
+        "  state: Paused\n  resources: {cpu: -1}\n",
+    );
+    let mut child = std::process::Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", operator.kubeconfig())
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), manifest.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        error.contains("spec.state: Unsupported value: \"Paused\""),
+        "{error}"
+    );
+    assert!(error.contains("spec.resources.cpu"), "{error}");
+}

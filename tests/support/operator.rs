@@ -1,0 +1,196 @@
+//! `lxd-operator standalone` (or `apiserver`) started by a test on free loopback ports, with its
+//! own data folder, and kubectl pointed at it. Killed when dropped.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::operator_binary;
+
+/// Which command to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// API server and controller.
+    Standalone,
+    /// API server only.
+    Apiserver,
+}
+
+/// A running operator process.
+#[derive(Debug)]
+pub struct Operator {
+    child: Child,
+    mode: Mode,
+    data_dir: tempfile::TempDir,
+    listen: String,
+    /// `http://127.0.0.1:<port>` of the API.
+    pub api_url: String,
+    /// `http://127.0.0.1:<port>` of /metrics, /healthz, /readyz (standalone only).
+    pub metrics_url: Option<String>,
+}
+
+impl Operator {
+    /// Starts a fresh process.
+    pub fn start(mode: Mode) -> Operator {
+        let data_dir = tempfile::Builder::new()
+            .prefix("lxd-operator-test")
+            .tempdir()
+            .expect("temp dir");
+        Self::spawn(mode, data_dir, "127.0.0.1:0".to_owned())
+    }
+
+    fn spawn(mode: Mode, data_dir: tempfile::TempDir, listen: String) -> Operator {
+        let mut command = Command::new(operator_binary());
+        match mode {
+            Mode::Standalone => command.args(["standalone", "--metrics-addr", "127.0.0.1:0"]),
+            Mode::Apiserver => command.arg("apiserver"),
+        };
+        command
+            .arg("--data-dir")
+            .arg(data_dir.path())
+            .args(["--listen", &listen]);
+        let log = std::fs::File::create(data_dir.path().join("operator.log")).expect("log file");
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .env("RUST_LOG", "info,lxd_operator=debug")
+            .spawn()
+            .expect("start lxd-operator");
+        let stdout = child.stdout.take().expect("stdout");
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = sender.send(line);
+            }
+        });
+        let mut api_url = None;
+        let mut metrics_url = None;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api_url.is_none() || (mode == Mode::Standalone && metrics_url.is_none()) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = receiver.recv_timeout(left).unwrap_or_else(|_| {
+                let log = std::fs::read_to_string(data_dir.path().join("operator.log"))
+                    .unwrap_or_default();
+                panic!("lxd-operator did not start:\n{log}")
+            });
+            if let Some(url) = line.strip_prefix("API server listening on ") {
+                api_url = Some(url.trim().to_owned());
+            }
+            if let Some(url) = line.strip_prefix("metrics and health on ") {
+                metrics_url = Some(url.trim().to_owned());
+            }
+        }
+        let api_url = api_url.expect("api url");
+        let listen = api_url.trim_start_matches("http://").to_owned();
+        Operator {
+            child,
+            mode,
+            data_dir,
+            listen,
+            api_url,
+            metrics_url,
+        }
+    }
+
+    /// The kubeconfig it wrote.
+    pub fn kubeconfig(&self) -> PathBuf {
+        self.data_dir.path().join("kubeconfig")
+    }
+
+    /// Its data folder.
+    pub fn data_dir(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Kills it and starts it again on the same data folder and port.
+    pub fn crash_and_restart(self) -> Operator {
+        let mut this = self;
+        this.kill();
+        let data_dir =
+            std::mem::replace(&mut this.data_dir, tempfile::tempdir().expect("temp dir"));
+        let (mode, listen) = (this.mode, this.listen.clone());
+        drop(this);
+        Self::spawn(mode, data_dir, listen)
+    }
+
+    /// Runs kubectl against it.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", self.kubeconfig())
+            .output()
+            .expect("run kubectl")
+    }
+
+    /// Runs kubectl and returns its output; panics with kubectl's message when it fails.
+    pub fn kubectl_ok(&self, args: &[&str]) -> String {
+        let output = self.kubectl(args);
+        assert!(
+            output.status.success(),
+            "kubectl {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) -> String {
+        use std::io::Write;
+        let mut child = Command::new("kubectl")
+            .args(["apply", "-f", "-"])
+            .env("KUBECONFIG", self.kubeconfig())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(yaml.as_bytes())
+            .expect("write manifest");
+        let output = child.wait_with_output().expect("kubectl apply");
+        assert!(
+            output.status.success(),
+            "kubectl apply failed: {}\n{yaml}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("operator.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `check` until it returns `Some`, for at most `timeout`.
+pub fn wait_for<T>(timeout: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
