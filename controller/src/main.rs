@@ -44,6 +44,10 @@ struct ApiserverArgs {
     /// Address to listen on (plain HTTP: keep it on loopback).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: std::net::SocketAddr,
+    /// Changes kept for watches that resume from an older resourceVersion; older ones get
+    /// `410 Expired` and relist. Small values are for tests of that path.
+    #[arg(long, default_value_t = lxd_operator::apiserver::storage::DEFAULT_HISTORY, hide = true)]
+    watch_history: i64,
 }
 
 #[derive(Debug, Args)]
@@ -239,7 +243,9 @@ async fn bind_apiserver(args: &ApiserverArgs) -> anyhow::Result<lxd_operator::ap
         "--listen {}: the embedded API server speaks plain HTTP without authentication, so it listens on loopback only",
         args.listen
     );
-    let server = lxd_operator::apiserver::Server::bind(&args.data_dir, args.listen).await?;
+    let server =
+        lxd_operator::apiserver::Server::bind(&args.data_dir, args.listen, args.watch_history)
+            .await?;
     println!("API server listening on http://{}", server.address);
     println!(
         "kubeconfig: {}   (export KUBECONFIG={})",

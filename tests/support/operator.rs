@@ -24,6 +24,7 @@ pub struct Operator {
     mode: Mode,
     data_dir: tempfile::TempDir,
     listen: String,
+    extra: Vec<String>,
     /// `http://127.0.0.1:<port>` of the API.
     pub api_url: String,
     /// `http://127.0.0.1:<port>` of /metrics, /healthz, /readyz (standalone only).
@@ -37,10 +38,29 @@ impl Operator {
             .prefix("lxd-operator-test")
             .tempdir()
             .expect("temp dir");
-        Self::spawn(mode, data_dir, "127.0.0.1:0".to_owned())
+        Self::spawn(mode, data_dir, "127.0.0.1:0".to_owned(), Vec::new())
     }
 
-    fn spawn(mode: Mode, data_dir: tempfile::TempDir, listen: String) -> Operator {
+    /// Starts a fresh process with extra arguments.
+    pub fn start_with(mode: Mode, extra: &[&str]) -> Operator {
+        let data_dir = tempfile::Builder::new()
+            .prefix("lxd-operator-test")
+            .tempdir()
+            .expect("temp dir");
+        Self::spawn(
+            mode,
+            data_dir,
+            "127.0.0.1:0".to_owned(),
+            extra.iter().map(|a| (*a).to_owned()).collect(),
+        )
+    }
+
+    fn spawn(
+        mode: Mode,
+        data_dir: tempfile::TempDir,
+        listen: String,
+        extra: Vec<String>,
+    ) -> Operator {
         let mut command = Command::new(operator_binary());
         match mode {
             Mode::Standalone => command.args(["standalone", "--metrics-addr", "127.0.0.1:0"]),
@@ -49,7 +69,8 @@ impl Operator {
         command
             .arg("--data-dir")
             .arg(data_dir.path())
-            .args(["--listen", &listen]);
+            .args(["--listen", &listen])
+            .args(&extra);
         let log = std::fs::File::create(data_dir.path().join("operator.log")).expect("log file");
         let mut child = command
             .stdout(Stdio::piped())
@@ -88,6 +109,7 @@ impl Operator {
             mode,
             data_dir,
             listen,
+            extra,
             api_url,
             metrics_url,
         }
@@ -115,9 +137,9 @@ impl Operator {
         this.kill();
         let data_dir =
             std::mem::replace(&mut this.data_dir, tempfile::tempdir().expect("temp dir"));
-        let (mode, listen) = (this.mode, this.listen.clone());
+        let (mode, listen, extra) = (this.mode, this.listen.clone(), this.extra.clone());
         drop(this);
-        Self::spawn(mode, data_dir, listen)
+        Self::spawn(mode, data_dir, listen, extra)
     }
 
     /// Runs kubectl against it.

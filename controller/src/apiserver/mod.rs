@@ -54,14 +54,15 @@ pub enum ServerError {
     },
 }
 
-/// Opens the state in `data_dir`: the store, every stored CRD served again, the namespaces
-/// `default` and `kube-system`, and our own CRDs when missing.
-pub fn open(data_dir: &Path) -> Result<ApiState, ServerError> {
+/// Opens the state in `data_dir` (keeping `history` changes for watches): the store, every
+/// stored CRD served again, the namespaces `default` and `kube-system`, and our own CRDs when
+/// missing.
+pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
     std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
         path: data_dir.to_owned(),
         source,
     })?;
-    let store = storage::Store::open(&data_dir.join("state.db"))?;
+    let store = storage::Store::open_with_history(&data_dir.join("state.db"), history)?;
     let state = ApiState {
         store,
         registry: registry::Registry::default(),
@@ -142,8 +143,12 @@ pub struct Server {
 
 impl Server {
     /// Opens `data_dir`, binds `listen` (port 0 picks a free one) and writes the kubeconfig.
-    pub async fn bind(data_dir: &Path, listen: SocketAddr) -> Result<Server, ServerError> {
-        let state = open(data_dir)?;
+    pub async fn bind(
+        data_dir: &Path,
+        listen: SocketAddr,
+        history: i64,
+    ) -> Result<Server, ServerError> {
+        let state = open(data_dir, history)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ServerError::Listen {

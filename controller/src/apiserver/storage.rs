@@ -10,8 +10,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
-/// Changes kept for watches that resume from an older revision.
-pub const HISTORY: i64 = 20_000;
+/// Changes kept for watches that resume from an older revision, by default.
+pub const DEFAULT_HISTORY: i64 = 20_000;
 
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +86,18 @@ pub struct Change {
 pub struct Store {
     connection: Arc<Mutex<Connection>>,
     changes: broadcast::Sender<Change>,
+    history: i64,
 }
 
 impl Store {
-    /// Opens (or creates) the store in `path`.
+    /// Opens (or creates) the store in `path`, keeping the default history.
     pub fn open(path: &Path) -> Result<Store, StorageError> {
+        Self::open_with_history(path, DEFAULT_HISTORY)
+    }
+
+    /// Opens the store keeping the last `history` changes for watches (compacted in steps of a
+    /// tenth of it).
+    pub fn open_with_history(path: &Path, history: i64) -> Result<Store, StorageError> {
         let connection = Connection::open(path)?;
         connection.execute_batch(
             "PRAGMA journal_mode=WAL;
@@ -103,6 +110,7 @@ impl Store {
         Ok(Store {
             connection: Arc::new(Mutex::new(connection)),
             changes,
+            history: history.max(10),
         })
     }
 
@@ -189,10 +197,10 @@ impl Store {
                 )?;
             }
         }
-        if revision % 1000 == 0 {
+        if revision % (self.history / 10) == 0 {
             transaction.execute(
                 "DELETE FROM log WHERE revision <= ?1",
-                params![revision - HISTORY],
+                params![revision - self.history],
             )?;
         }
         transaction.commit()?;

@@ -1,0 +1,403 @@
+//! The embedded API server through kube-rs, as our own controller uses it: CRUD, status, the
+//! finalizer helper, the event recorder, watchers, expired watches, many objects, and durability
+//! across SIGKILL.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{
+    Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
+};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, Config, Resource, ResourceExt};
+use lxd_operator_crds::container::{DesiredState, ImageSource, LxdContainerSpec};
+use lxd_operator_crds::shared::ClusterReference;
+use lxd_operator_crds::{LxdContainer, LxdContainerStatus};
+use lxd_operator_tests::operator::{Mode, Operator};
+use serde_json::json;
+
+fn client(operator: &Operator) -> Client {
+    Client::try_from(Config::new(operator.api_url.parse().unwrap())).unwrap()
+}
+
+fn container(name: &str) -> LxdContainer {
+    LxdContainer::new(
+        name,
+        LxdContainerSpec {
+            cluster_ref: ClusterReference {
+                name: "local".into(),
+            },
+            instance_name: None,
+            image: ImageSource {
+                alias: Some("busybox".into()),
+                fingerprint: None,
+            },
+            profiles: None,
+            config: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            resources: None,
+            ephemeral: false,
+            state: DesiredState::Running,
+            placement: None,
+        },
+    )
+}
+
+#[tokio::test]
+async fn crud_and_status_through_kube_rs() {
+    let operator = Operator::start(Mode::Apiserver);
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let created = api
+        .create(&PostParams::default(), &container("c1"))
+        .await
+        .unwrap();
+    assert!(created.metadata.uid.is_some() && created.metadata.resource_version.is_some());
+    let duplicate = api
+        .create(&PostParams::default(), &container("c1"))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(duplicate, kube::Error::Api(ref s) if s.reason == "AlreadyExists"),
+        "{duplicate:?}"
+    );
+
+    let mut changed = api.get("c1").await.unwrap();
+    changed.spec.state = DesiredState::Stopped;
+    let replaced = api
+        .replace("c1", &PostParams::default(), &changed)
+        .await
+        .unwrap();
+    assert_eq!(replaced.metadata.generation, Some(2));
+    // A stale resourceVersion is a conflict.
+    let stale = api
+        .replace("c1", &PostParams::default(), &changed)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, kube::Error::Api(ref s) if s.code == 409),
+        "{stale:?}"
+    );
+
+    let status = json!({"status": LxdContainerStatus { member: Some("node2".into()), ..LxdContainerStatus::default() }});
+    let patched = api
+        .patch_status("c1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(patched.status.unwrap().member.as_deref(), Some("node2"));
+    assert_eq!(
+        patched.metadata.generation,
+        Some(2),
+        "a status write does not bump generation"
+    );
+    // Writes to the main resource ignore status.
+    let mut with_status = api.get("c1").await.unwrap();
+    with_status.status = None;
+    let kept = api
+        .replace("c1", &PostParams::default(), &with_status)
+        .await
+        .unwrap();
+    assert_eq!(kept.status.unwrap().member.as_deref(), Some("node2"));
+    // A write that changes nothing bumps nothing.
+    let again = api
+        .patch_status("c1", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .unwrap();
+    assert_eq!(
+        again.metadata.resource_version,
+        kept.metadata.resource_version
+    );
+
+    api.delete("c1", &DeleteParams::default()).await.unwrap();
+    assert!(api.get_opt("c1").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn the_finalizer_helper_and_the_event_recorder_work() {
+    let operator = Operator::start(Mode::Apiserver);
+    let client = client(&operator);
+    let api: Api<LxdContainer> = Api::namespaced(client.clone(), "default");
+    api.create(&PostParams::default(), &container("f1"))
+        .await
+        .unwrap();
+    let object = std::sync::Arc::new(api.get("f1").await.unwrap());
+    finalizer(&api, "lxd-operator.dev/test", object, |event| async move {
+        match event {
+            Finalizer::Apply(_) => {
+                Ok::<_, std::convert::Infallible>(kube::runtime::controller::Action::await_change())
+            }
+            Finalizer::Cleanup(_) => Ok(kube::runtime::controller::Action::await_change()),
+        }
+    })
+    .await
+    .unwrap();
+    let with_finalizer = api.get("f1").await.unwrap();
+    assert_eq!(with_finalizer.finalizers(), ["lxd-operator.dev/test"]);
+
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "lxd-operator-test".into(),
+            instance: None,
+        },
+    );
+    let event = Event {
+        type_: EventType::Normal,
+        reason: "Started".into(),
+        note: Some("container started".into()),
+        action: "Start".into(),
+        secondary: None,
+    };
+    recorder
+        .publish(&event, &with_finalizer.object_ref(&()))
+        .await
+        .unwrap();
+    recorder
+        .publish(&event, &with_finalizer.object_ref(&()))
+        .await
+        .unwrap();
+    let described = operator.kubectl_ok(&["describe", "lxdc", "f1"]);
+    assert!(
+        described.contains("Started")
+            && described.contains("container started")
+            && described.contains("lxd-operator-test"),
+        "{described}"
+    );
+
+    api.delete("f1", &DeleteParams::default()).await.unwrap();
+    let marked = std::sync::Arc::new(api.get("f1").await.unwrap());
+    assert!(marked.metadata.deletion_timestamp.is_some());
+    finalizer(&api, "lxd-operator.dev/test", marked, |event| async move {
+        match event {
+            Finalizer::Apply(_) | Finalizer::Cleanup(_) => {
+                Ok::<_, std::convert::Infallible>(kube::runtime::controller::Action::await_change())
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        api.get_opt("f1").await.unwrap().is_none(),
+        "the last finalizer removed: gone"
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_sees_create_update_and_delete_in_order() {
+    let operator = Operator::start(Mode::Apiserver);
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let stream = watcher(api.clone(), watcher::Config::default()).touched_objects();
+    let collected = tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let mut stream = std::pin::pin!(stream);
+        while let Ok(Some(object)) = stream.try_next().await {
+            let version = format!("{:?}", object.spec.state);
+            seen.push(version);
+            if seen.len() == 2 {
+                break;
+            }
+        }
+        seen
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.create(&PostParams::default(), &container("w1"))
+        .await
+        .unwrap();
+    api.patch(
+        "w1",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"state": "Stopped"}})),
+    )
+    .await
+    .unwrap();
+    let seen = tokio::time::timeout(Duration::from_secs(10), collected)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(seen, ["Running", "Stopped"]);
+
+    let mut raw = api
+        .watch(&WatchParams::default().timeout(10), "0")
+        .await
+        .unwrap()
+        .boxed();
+    api.delete("w1", &DeleteParams::default()).await.unwrap();
+    let mut kinds = Vec::new();
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), raw.next())
+        .await
+        .unwrap()
+    {
+        match event.unwrap() {
+            WatchEvent::Added(_) => kinds.push("ADDED"),
+            WatchEvent::Deleted(_) => {
+                kinds.push("DELETED");
+                break;
+            }
+            WatchEvent::Modified(_) => kinds.push("MODIFIED"),
+            _ => {}
+        }
+    }
+    assert_eq!(kinds, ["ADDED", "DELETED"]);
+}
+
+#[tokio::test]
+async fn a_watch_from_a_compacted_resource_version_gets_410_in_the_stream_and_a_relist_recovers() {
+    let operator = Operator::start_with(Mode::Apiserver, &["--watch-history", "100"]);
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    api.create(&PostParams::default(), &container("old"))
+        .await
+        .unwrap();
+    for i in 0..250 {
+        api.patch(
+            "old",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"n": i.to_string()}}})),
+        )
+        .await
+        .unwrap();
+    }
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), "5")
+        .await
+        .unwrap()
+        .boxed();
+    match tokio::time::timeout(Duration::from_secs(5), stream.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(WatchEvent::Error(status))) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
+        other => panic!("expected an in-stream 410, got {other:?}"),
+    }
+    // What kube-rs' watcher does next: relist, then watch from the list's resourceVersion.
+    let list = api.list(&ListParams::default()).await.unwrap();
+    let revision = list.metadata.resource_version.unwrap();
+    let mut resumed = api
+        .watch(&WatchParams::default().timeout(5), &revision)
+        .await
+        .unwrap()
+        .boxed();
+    api.patch(
+        "old",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"labels": {"n": "last"}}})),
+    )
+    .await
+    .unwrap();
+    match tokio::time::timeout(Duration::from_secs(5), resumed.next())
+        .await
+        .unwrap()
+    {
+        Some(Ok(WatchEvent::Modified(object))) => assert_eq!(object.labels()["n"], "last"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_thousand_objects_come_back_from_a_list_and_from_a_watch_at_zero() {
+    let operator = Operator::start(Mode::Apiserver);
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let started = std::time::Instant::now();
+    futures::stream::iter(0..1000)
+        .for_each_concurrent(16, |i| {
+            let api = api.clone();
+            async move {
+                api.create(&PostParams::default(), &container(&format!("bulk-{i:04}")))
+                    .await
+                    .unwrap();
+            }
+        })
+        .await;
+    println!("1000 creates with 16 clients: {:?}", started.elapsed());
+    let started = std::time::Instant::now();
+    let all = api.list(&ListParams::default()).await.unwrap();
+    println!("list of 1000: {:?}", started.elapsed());
+    assert_eq!(all.items.len(), 1000);
+    let paged = api.list(&ListParams::default().limit(300)).await.unwrap();
+    assert_eq!(paged.items.len(), 300);
+    assert!(paged.metadata.continue_.is_some());
+    let mut stream = api
+        .watch(&WatchParams::default().timeout(5), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let mut added = 0;
+    while added < 1000 {
+        match tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(WatchEvent::Added(_))) => added += 1,
+            Some(Ok(_)) => {}
+            other => panic!("{other:?} after {added}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_acknowledged_create_survives_sigkill() {
+    let mut operator = Operator::start(Mode::Apiserver);
+    let mut acknowledged = Vec::new();
+    let mut last_revision = 0u64;
+    for round in 0..3 {
+        let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+        let writer = {
+            let api = api.clone();
+            tokio::spawn(async move {
+                let mut done = Vec::new();
+                for i in 0.. {
+                    let name = format!("durable-{round}-{i}");
+                    match api.create(&PostParams::default(), &container(&name)).await {
+                        Ok(created) => done.push((
+                            name,
+                            created.resource_version().unwrap().parse::<u64>().unwrap(),
+                        )),
+                        Err(_) => break,
+                    }
+                }
+                done
+            })
+        };
+        // Kill at a moment that differs from run to run.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_nanos();
+        tokio::time::sleep(Duration::from_millis(200 + u64::from(nanos % 800))).await;
+        operator = operator.crash_and_restart();
+        let done = writer.await.unwrap();
+        assert!(
+            !done.is_empty(),
+            "round {round}: nothing was written before the kill"
+        );
+        let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+        for (name, revision) in &done {
+            assert!(
+                api.get_opt(name).await.unwrap().is_some(),
+                "acknowledged {name} lost after SIGKILL"
+            );
+            assert!(*revision > last_revision);
+        }
+        last_revision = done.iter().map(|(_, r)| *r).max().unwrap();
+        let after = api
+            .create(
+                &PostParams::default(),
+                &container(&format!("after-{round}")),
+            )
+            .await
+            .unwrap();
+        let after_revision: u64 = after.resource_version().unwrap().parse().unwrap();
+        assert!(
+            after_revision > last_revision,
+            "resourceVersion went back after restart"
+        );
+        last_revision = after_revision;
+        acknowledged.extend(done);
+    }
+    println!("{} acknowledged creates across 3 kills", acknowledged.len());
+}

@@ -1,0 +1,332 @@
+//! The embedded API server driven by the real kubectl (1.32), as a user types it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use lxd_operator_tests::operator::{Mode, Operator, wait_for};
+use serde_json::Value;
+
+const WEB: &str = "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {name: web-1, labels: {app: web}}\nspec:\n  clusterRef: {name: local}\n  image: {alias: busybox}\n  resources: {cpu: 1, memory: 256Mi}\n";
+
+fn server() -> Operator {
+    Operator::start(Mode::Apiserver)
+}
+
+fn json(operator: &Operator, args: &[&str]) -> Value {
+    serde_json::from_str(&operator.kubectl_ok(args)).unwrap()
+}
+
+#[test]
+fn api_resources_list_our_kinds_with_short_names_and_the_lxd_category() {
+    let operator = server();
+    let resources = operator.kubectl_ok(&["api-resources"]);
+    for (name, short) in [
+        ("lxdcontainers", "lxdc"),
+        ("lxdclusters", "lxdcl"),
+        ("lxdplacementpolicies", "lxdpp"),
+    ] {
+        let line = resources
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("{name} missing:\n{resources}"));
+        assert!(
+            line.contains(short) && line.contains("lxd-operator.dev/v1alpha1"),
+            "{line}"
+        );
+    }
+    operator.apply(WEB);
+    let all = operator.kubectl_ok(&["get", "lxd", "-A"]);
+    assert!(all.contains("lxdcontainer.lxd-operator.dev/web-1"), "{all}");
+}
+
+#[test]
+fn apply_a_change_and_read_it_back_as_yaml_and_json() {
+    let operator = server();
+    assert!(operator.apply(WEB).contains("created"));
+    assert!(operator.apply(WEB).contains("unchanged"));
+    let before = json(&operator, &["get", "lxdc", "web-1", "-o", "json"]);
+    assert!(
+        operator
+            .apply(&WEB.replace("256Mi", "512Mi"))
+            .contains("configured")
+    );
+    let after = json(&operator, &["get", "lxdc", "web-1", "-o", "json"]);
+    assert_eq!(after["spec"]["resources"]["memory"], "512Mi");
+    assert_eq!(
+        after["metadata"]["generation"].as_i64().unwrap(),
+        before["metadata"]["generation"].as_i64().unwrap() + 1
+    );
+    let yaml = operator.kubectl_ok(&["get", "lxdc", "web-1", "-o", "yaml"]);
+    assert!(
+        yaml.contains("memory: 512Mi") && yaml.contains("uid:"),
+        "{yaml}"
+    );
+    let table = operator.kubectl_ok(&["get", "lxdc"]);
+    assert!(
+        table.starts_with("NAME") && table.contains("PHASE") && table.contains("web-1"),
+        "{table}"
+    );
+}
+
+#[test]
+fn label_and_patch_by_merge_and_by_json_patch() {
+    let operator = server();
+    operator.apply(WEB);
+    operator.kubectl_ok(&["label", "lxdc", "web-1", "tier=front"]);
+    assert!(
+        operator
+            .kubectl_ok(&["get", "lxdc", "-l", "tier=front", "-o", "name"])
+            .contains("web-1")
+    );
+    assert!(
+        operator
+            .kubectl_ok(&["get", "lxdc", "-l", "tier!=front", "-o", "name"])
+            .trim()
+            .is_empty()
+    );
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "web-1",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"state":"Stopped"}}"#,
+    ]);
+    assert_eq!(
+        json(&operator, &["get", "lxdc", "web-1", "-o", "json"])["spec"]["state"],
+        "Stopped"
+    );
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "web-1",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"replace","path":"/spec/state","value":"Frozen"}]"#,
+    ]);
+    assert_eq!(
+        json(&operator, &["get", "lxdc", "web-1", "-o", "json"])["spec"]["state"],
+        "Frozen"
+    );
+    // kubectl's default, strategic merge, is refused for custom resources as Kubernetes does.
+    let refused = operator.kubectl(&[
+        "patch",
+        "lxdc",
+        "web-1",
+        "-p",
+        r#"{"spec":{"state":"Running"}}"#,
+    ]);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("UnsupportedMediaType")
+            || String::from_utf8_lossy(&refused.stderr).contains("not supported")
+    );
+}
+
+#[test]
+fn get_watch_prints_later_changes() {
+    let operator = server();
+    operator.apply(WEB);
+    let mut watch = Command::new("kubectl")
+        .args(["get", "lxdc", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", operator.kubeconfig())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (sender, receiver) = std::sync::mpsc::channel();
+    let stdout = watch.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = sender.send(line);
+        }
+    });
+    let first = receiver.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert!(
+        first.contains("EVENT") || first.contains("web-1"),
+        "{first}"
+    );
+    operator.kubectl_ok(&["label", "lxdc", "web-1", "seen=yes"]);
+    operator.apply(&WEB.replace("web-1", "web-2"));
+    let mut lines = Vec::new();
+    while let Ok(line) = receiver.recv_timeout(Duration::from_secs(5)) {
+        lines.push(line);
+        if lines
+            .iter()
+            .any(|l| l.contains("ADDED") && l.contains("web-2"))
+        {
+            break;
+        }
+    }
+    let _ = watch.kill();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("MODIFIED") && l.contains("web-1")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("ADDED") && l.contains("web-2")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn delete_waits_for_the_finalizer_and_wait_returns_on_a_condition() {
+    let operator = server();
+    operator.apply(&WEB.replace(
+        "labels: {app: web}}",
+        "labels: {app: web}, finalizers: [example.org/hold]}",
+    ));
+    let mut delete = Command::new("kubectl")
+        .args(["delete", "lxdc", "web-1", "--timeout=30s"])
+        .env("KUBECONFIG", operator.kubeconfig())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let marked = wait_for(Duration::from_secs(10), "deletionTimestamp", || {
+        let object = json(&operator, &["get", "lxdc", "web-1", "-o", "json"]);
+        object["metadata"]["deletionTimestamp"]
+            .is_string()
+            .then_some(object)
+    });
+    assert_eq!(marked["metadata"]["finalizers"][0], "example.org/hold");
+    assert!(
+        delete.try_wait().unwrap().is_none(),
+        "kubectl delete must wait for the finalizer"
+    );
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "web-1",
+        "--type",
+        "json",
+        "-p",
+        r#"[{"op":"remove","path":"/metadata/finalizers/0"}]"#,
+    ]);
+    let status = delete.wait().unwrap();
+    assert!(status.success());
+    assert!(
+        !operator.kubectl(&["get", "lxdc", "web-1"]).status.success(),
+        "gone"
+    );
+
+    operator.apply(&WEB.replace("web-1", "web-3"));
+    let mut wait = Command::new("kubectl")
+        .args([
+            "wait",
+            "lxdc/web-3",
+            "--for=condition=Ready",
+            "--timeout=30s",
+        ])
+        .env("KUBECONFIG", operator.kubeconfig())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(wait.try_wait().unwrap().is_none());
+    let status = r#"{"status":{"phase":"Running","conditions":[{"type":"Ready","status":"True","reason":"Running","message":"ok","lastTransitionTime":"2026-01-01T00:00:00Z"}]}}"#;
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "web-3",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        status,
+    ]);
+    assert!(wait.wait().unwrap().success());
+}
+
+#[test]
+fn a_new_crd_is_servable_at_once() {
+    let operator = server();
+    let crd = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.org}
+spec:
+  group: example.org
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, shortNames: [wd]}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        properties:
+          spec:
+            type: object
+            properties:
+              size: {type: integer, minimum: 1}
+"#;
+    operator.apply(crd);
+    operator
+        .apply("apiVersion: example.org/v1\nkind: Widget\nmetadata: {name: w1}\nspec: {size: 3}\n");
+    assert!(
+        operator
+            .kubectl_ok(&["get", "wd", "w1", "-o", "jsonpath={.spec.size}"])
+            .contains('3')
+    );
+    let mut apply = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", operator.kubeconfig())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            b"apiVersion: example.org/v1\nkind: Widget\nmetadata: {name: w2}\nspec: {size: 0}\n",
+        )
+        .unwrap();
+    let output = apply.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("spec.size"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn an_invalid_container_is_refused_naming_the_field_and_explain_prints_our_docs() {
+    let operator = server();
+    let mut apply = Command::new("kubectl")
+        .args(["apply", "-f", "-"])
+        .env("KUBECONFIG", operator.kubeconfig())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    apply
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(
+            WEB.replace("alias: busybox", "fingerprint: NOT-HEX")
+                .as_bytes(),
+        )
+        .unwrap();
+    let output = apply.wait_with_output().unwrap();
+    let error = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && error.contains("spec.image.fingerprint"),
+        "{error}"
+    );
+    let explained = operator.kubectl_ok(&["explain", "lxdcontainer.spec"]);
+    assert!(
+        explained.contains("clusterRef")
+            && explained.contains("The LxdCluster to run the container on"),
+        "{explained}"
+    );
+}
