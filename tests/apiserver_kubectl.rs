@@ -162,6 +162,7 @@ fn get_watch_prints_later_changes() {
         }
     }
     let _ = watch.kill();
+    let _ = watch.wait();
     assert!(
         lines
             .iter()
