@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lxd_operator_tests::operator::{Mode, Operator, wait_for};
-use lxd_operator_tests::{TestCluster, cluster_manifest, managed_instances, unique_name};
+use lxd_operator_tests::{TestCluster, cluster_manifest, http_get, managed_instances, unique_name};
 use serde_json::Value;
 
 fn operator() -> Operator {
@@ -289,4 +289,59 @@ fn an_invalid_spec_is_refused_naming_the_field() {
         "{error}"
     );
     assert!(error.contains("spec.resources.cpu"), "{error}");
+}
+
+#[test]
+fn metrics_and_health_tell_what_the_controller_did() {
+    let cluster = TestCluster::get();
+    let operator = operator();
+    let namespace = namespace(&operator, "metrics");
+    operator.apply(&container(
+        &namespace,
+        "m1",
+        "  placement: {strategy: spread}\n",
+    ));
+    let instance = format!("{namespace}-m1");
+    wait_for(Duration::from_secs(60), "m1 Running", || {
+        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
+    });
+    let base = operator.metrics_url.clone().unwrap();
+    assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
+    wait_for(Duration::from_secs(10), "ready", || {
+        (http_get(&format!("{base}/readyz")).0 == 200).then_some(())
+    });
+    let (status, metrics) = http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200);
+    let value = |prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert!(
+        value(r#"lxd_operator_reconciles_total{kind="LxdContainer",result="ok"}"#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(
+        value(r#"lxd_operator_reconciles_total{kind="LxdCluster",result="ok"}"#) >= 1.0,
+        "{metrics}"
+    );
+    assert!(value("lxd_operator_reconcile_duration_seconds_count") >= 2.0);
+    assert_eq!(
+        value(r#"lxd_operator_placement_decisions_total{strategy="spread",outcome="placed"}"#),
+        1.0,
+        "{metrics}"
+    );
+    assert!(value("lxd_operator_lxd_requests_total") >= 5.0, "{metrics}");
+    assert!(
+        metrics.contains(r#"method="POST""#),
+        "LXD requests are labelled by method"
+    );
+    assert_eq!(
+        value(r#"lxd_operator_lxd_members_online{cluster="local"}"#),
+        cluster.members.len() as f64
+    );
+    assert!(value("lxd_operator_lxd_event_stream_connects_total") >= 1.0);
+    assert_eq!(value("lxd_operator_leader"), 1.0);
 }

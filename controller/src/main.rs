@@ -197,6 +197,9 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(args.metrics_addr)
             .await
             .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
+        if let Ok(address) = listener.local_addr() {
+            println!("metrics and health on http://{address}");
+        }
         tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
         let Some(lease) = args.lease() else {
             metrics.leader.set(1);

@@ -282,10 +282,16 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
     let (cluster_store, container_store) =
         (cluster_controller.store(), container_controller.store());
     tokio::spawn(async move {
-        if cluster_store.wait_until_ready().await.is_ok()
-            && container_store.wait_until_ready().await.is_ok()
-        {
-            readiness.set_synced(true);
+        // The store's readiness wakes only its last waiter (the controller itself), so ask
+        // again and again rather than wait once.
+        loop {
+            let poll = Duration::from_millis(200);
+            let clusters = tokio::time::timeout(poll, cluster_store.wait_until_ready()).await;
+            let containers = tokio::time::timeout(poll, container_store.wait_until_ready()).await;
+            if matches!((clusters, containers), (Ok(Ok(())), Ok(Ok(())))) {
+                readiness.set_synced(true);
+                return;
+            }
         }
     });
     let clusters = cluster_controller

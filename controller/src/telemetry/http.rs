@@ -72,3 +72,34 @@ pub async fn serve(
     tracing::info!(address = ?listener.local_addr().ok(), "serving /metrics, /healthz and /readyz");
     axum::serve(listener, router(metrics, readiness)).await
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn status_of(router: Router, path: &str) -> StatusCode {
+        router
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap()
+            .status()
+    }
+
+    #[tokio::test]
+    async fn readyz_is_503_until_the_caches_sync_and_healthz_always_200() {
+        let readiness = Arc::new(Readiness::default());
+        let router = router(Arc::new(Metrics::new()), readiness.clone());
+        assert_eq!(
+            status_of(router.clone(), "/readyz").await,
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(status_of(router.clone(), "/healthz").await, StatusCode::OK);
+        readiness.set_synced(true);
+        assert_eq!(status_of(router.clone(), "/readyz").await, StatusCode::OK);
+        assert_eq!(status_of(router, "/metrics").await, StatusCode::OK);
+    }
+}
