@@ -5,6 +5,7 @@
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
+//! - [`placement`]: the placement engine (pure: no kube, tokio or HTTP).
 //! - [`quantity`]: Kubernetes quantities as bytes.
 //! - [`telemetry`]: logging and its format.
 
@@ -13,6 +14,7 @@
 pub mod apiserver;
 pub mod leader;
 pub mod lxd;
+pub mod placement;
 pub mod quantity;
 pub mod reconcile;
 pub mod telemetry;

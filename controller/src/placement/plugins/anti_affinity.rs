@@ -1,0 +1,94 @@
+//! Filter `anti-affinity`: required anti-affinity terms. The member (or its failure domain)
+//! must not hold a container of this namespace matching a term's selector.
+
+use lxd_operator_crds::container::AffinityMode;
+
+use super::{Args, Context, Filter, matching_per_member, no_args, shares_topology};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct AntiAffinity;
+
+pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
+    no_args("anti-affinity", args)?;
+    Ok(Box::new(AntiAffinity))
+}
+
+impl Filter for AntiAffinity {
+    fn name(&self) -> &'static str {
+        "anti-affinity"
+    }
+
+    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+        for term in context
+            .request
+            .placement
+            .anti_affinity
+            .iter()
+            .filter(|t| t.mode == AffinityMode::Required)
+        {
+            let holders = matching_per_member(context, &term.selector);
+            if shares_topology(context, term.topology, member, &holders) {
+                return Some("anti-affinity".to_owned());
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::container::{AffinityTerm, Topology};
+    use lxd_operator_crds::shared::LabelSelector;
+
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn required_anti_affinity_keeps_away_by_member_or_failure_domain() {
+        let mut snapshot = snapshot(vec![
+            member("node1", "r1", 4.0, 8.0),
+            member("node2", "r1", 4.0, 8.0),
+            member("node3", "r2", 4.0, 8.0),
+        ]);
+        snapshot.placed = vec![placed("web-1", "web", "node1")];
+        let term = |topology| AffinityTerm {
+            selector: LabelSelector {
+                match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                match_expressions: None,
+            },
+            topology,
+            mode: AffinityMode::Required,
+            weight: None,
+        };
+        let filter = new(&Args::new()).unwrap();
+        let mut by_member = request(1.0, 1.0);
+        by_member.placement.anti_affinity = vec![term(Topology::Member)];
+        let context = Context {
+            request: &by_member,
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let passing: Vec<&str> = snapshot
+            .members
+            .iter()
+            .filter(|m| filter.filter(&context, m).is_none())
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(passing, ["node2", "node3"]);
+        let mut by_domain = request(1.0, 1.0);
+        by_domain.placement.anti_affinity = vec![term(Topology::FailureDomain)];
+        let context = Context {
+            request: &by_domain,
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let passing: Vec<&str> = snapshot
+            .members
+            .iter()
+            .filter(|m| filter.filter(&context, m).is_none())
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(passing, ["node3"]);
+    }
+}

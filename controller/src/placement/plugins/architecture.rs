@@ -1,0 +1,53 @@
+//! Filter `architecture`: the member's CPU architecture must be the image's.
+
+use super::{Args, Context, Filter, no_args};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct Architecture;
+
+pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
+    no_args("architecture", args)?;
+    Ok(Box::new(Architecture))
+}
+
+impl Filter for Architecture {
+    fn name(&self) -> &'static str {
+        "architecture"
+    }
+
+    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+        let wanted = context.request.architecture.as_deref()?;
+        (!member.architecture.is_empty() && member.architecture != wanted)
+            .then(|| format!("architecture {}", member.architecture))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn a_member_of_another_architecture_is_left_out() {
+        let mut arm = member("pi", "default", 4.0, 8.0);
+        arm.architecture = "aarch64".into();
+        let mut wanted = request(1.0, 1.0);
+        wanted.architecture = Some("x86_64".into());
+        let snapshot = snapshot(vec![]);
+        let context = Context {
+            request: &wanted,
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let filter = new(&Args::new()).unwrap();
+        assert_eq!(
+            filter.filter(&context, &arm).as_deref(),
+            Some("architecture aarch64")
+        );
+        assert_eq!(
+            filter.filter(&context, &member("x", "default", 4.0, 8.0)),
+            None
+        );
+    }
+}

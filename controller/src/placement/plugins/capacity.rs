@@ -1,0 +1,89 @@
+//! Filter `capacity`: the request must fit in what the member has, times the policy's
+//! overcommit, minus what every instance on it is limited to (ours or not) and reservations.
+
+use super::{Args, Context, Filter, no_args};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct Capacity;
+
+pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
+    no_args("capacity", args)?;
+    Ok(Box::new(Capacity))
+}
+
+impl Filter for Capacity {
+    fn name(&self) -> &'static str {
+        "capacity"
+    }
+
+    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+        let wanted = context.request.resources;
+        let fits = |requested: f64, allocated: f64, capacity: f64, ratio: f64| {
+            requested <= 0.0 || capacity <= 0.0 || allocated + requested <= capacity * ratio + 1e-9
+        };
+        if !fits(
+            wanted.memory,
+            member.allocated.memory,
+            member.capacity.memory,
+            context.overcommit.memory,
+        ) {
+            return Some("insufficient memory".to_owned());
+        }
+        if !fits(
+            wanted.cpu,
+            member.allocated.cpu,
+            member.capacity.cpu,
+            context.overcommit.cpu,
+        ) {
+            return Some("insufficient cpu".to_owned());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Overcommit;
+    use super::super::testing::*;
+    use super::*;
+    use crate::placement::model::Resources;
+
+    #[test]
+    fn what_is_allocated_counts_and_overcommit_stretches_capacity() {
+        let mut full = member("node1", "d", 4.0, 8.0);
+        full.allocated = Resources {
+            cpu: 3.0,
+            memory: gib(7.5),
+        };
+        let snapshot = snapshot(vec![]);
+        let wanted = request(1.0, 1.0);
+        let strict = Context {
+            request: &wanted,
+            snapshot: &snapshot,
+            overcommit: Overcommit::default(),
+        };
+        let filter = new(&Args::new()).unwrap();
+        assert_eq!(
+            filter.filter(&strict, &full).as_deref(),
+            Some("insufficient memory")
+        );
+        assert_eq!(
+            filter.filter(&strict, &member("node2", "d", 4.0, 8.0)),
+            None
+        );
+        let loose = Context {
+            overcommit: Overcommit {
+                cpu: 1.0,
+                memory: 2.0,
+            },
+            ..strict
+        };
+        assert_eq!(filter.filter(&loose, &full), None);
+        full.allocated.cpu = 3.5;
+        assert_eq!(
+            filter.filter(&loose, &full).as_deref(),
+            Some("insufficient cpu")
+        );
+    }
+}

@@ -1,0 +1,63 @@
+//! Scorer `least-loaded`: live usage. The share of the member's CPU and memory its instances
+//! (ours or not) do not use now, from LXD's per-member metrics, and of its CPUs not busy by its
+//! 1-minute load average where the LXD version reports one. Members that share one host report
+//! the same host figures, so the per-member instance usage is what tells them apart.
+
+use super::{Args, Context, Scorer, free_share, no_args};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct LeastLoaded;
+
+pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
+    no_args("least-loaded", args)?;
+    Ok(Box::new(LeastLoaded))
+}
+
+impl Scorer for LeastLoaded {
+    fn name(&self) -> &'static str {
+        "least-loaded"
+    }
+
+    fn score(&self, _: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+        candidates
+            .iter()
+            .map(|m| {
+                let mut shares = vec![
+                    free_share(m.usage.cpu, m.capacity.cpu),
+                    free_share(m.usage.memory, m.capacity.memory),
+                ];
+                if let Some(load) = m.load1 {
+                    shares.push(free_share(load, m.capacity.cpu));
+                }
+                100.0 * shares.iter().sum::<f64>() / shares.len() as f64
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::placement::model::Resources;
+
+    #[test]
+    fn a_member_whose_instances_use_less_scores_higher() {
+        let (mut hot, cool) = (member("hot", "d", 4.0, 8.0), member("cool", "d", 4.0, 8.0));
+        hot.usage = Resources {
+            cpu: 3.0,
+            memory: gib(6.0),
+        };
+        hot.load1 = Some(4.0);
+        let snapshot = snapshot(vec![]);
+        let context = Context {
+            request: &request(1.0, 1.0),
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let scores = new(&Args::new()).unwrap().score(&context, &[&hot, &cool]);
+        assert_eq!(scores[1], 100.0);
+        assert!(scores[0] < 20.0, "{scores:?}");
+    }
+}

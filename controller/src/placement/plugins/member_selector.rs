@@ -1,0 +1,76 @@
+//! Filter `member-selector`: the member must match `placement.memberSelector` (a cluster group,
+//! a failure domain, and labels from its `user.*` config).
+
+use super::{Args, Context, Filter, no_args};
+use crate::placement::model::Member;
+use crate::placement::selector;
+
+#[derive(Debug)]
+struct MemberSelector;
+
+pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
+    no_args("member-selector", args)?;
+    Ok(Box::new(MemberSelector))
+}
+
+impl Filter for MemberSelector {
+    fn name(&self) -> &'static str {
+        "member-selector"
+    }
+
+    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+        let wanted = context.request.placement.member_selector.as_ref()?;
+        if !wanted.groups.is_empty() && !wanted.groups.iter().any(|g| member.groups.contains(g)) {
+            return Some("not in the selected cluster groups".to_owned());
+        }
+        if !wanted.failure_domains.is_empty()
+            && !wanted.failure_domains.contains(&member.failure_domain)
+        {
+            return Some("not in the selected failure domains".to_owned());
+        }
+        if let Some(labels) = &wanted.labels
+            && !selector::matches(labels, &member.labels)
+        {
+            return Some("member labels do not match".to_owned());
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::container::MemberSelector as Spec;
+    use lxd_operator_crds::shared::LabelSelector;
+
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn groups_failure_domains_and_labels_all_apply() {
+        let mut ssd = member("node1", "rack1", 4.0, 8.0);
+        ssd.groups = vec!["ssd".into()];
+        ssd.labels = [("disk".to_owned(), "nvme".to_owned())].into();
+        let hdd = member("node2", "rack2", 4.0, 8.0);
+        let mut wanted = request(1.0, 1.0);
+        wanted.placement.member_selector = Some(Spec {
+            groups: vec!["ssd".into()],
+            failure_domains: vec!["rack1".into()],
+            labels: Some(LabelSelector {
+                match_labels: Some([("disk".to_owned(), "nvme".to_owned())].into()),
+                match_expressions: None,
+            }),
+        });
+        let snapshot = snapshot(vec![]);
+        let context = Context {
+            request: &wanted,
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let filter = new(&Args::new()).unwrap();
+        assert_eq!(filter.filter(&context, &ssd), None);
+        assert_eq!(
+            filter.filter(&context, &hdd).as_deref(),
+            Some("not in the selected cluster groups")
+        );
+    }
+}

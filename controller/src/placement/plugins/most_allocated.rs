@@ -1,0 +1,51 @@
+//! Scorer `most-allocated` (bin-packing): the fullest member that still fits scores highest,
+//! leaving other members free.
+
+use super::least_allocated::free_after;
+use super::{Args, Context, Scorer, no_args};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct MostAllocated;
+
+pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
+    no_args("most-allocated", args)?;
+    Ok(Box::new(MostAllocated))
+}
+
+impl Scorer for MostAllocated {
+    fn name(&self) -> &'static str {
+        "most-allocated"
+    }
+
+    fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+        candidates
+            .iter()
+            .map(|m| 100.0 * (1.0 - free_after(context, m)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+    use crate::placement::model::Resources;
+
+    #[test]
+    fn the_fuller_member_scores_higher() {
+        let (mut busy, idle) = (member("busy", "d", 4.0, 8.0), member("idle", "d", 4.0, 8.0));
+        busy.allocated = Resources {
+            cpu: 2.0,
+            memory: gib(4.0),
+        };
+        let snapshot = snapshot(vec![]);
+        let context = Context {
+            request: &request(1.0, 2.0),
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let scores = new(&Args::new()).unwrap().score(&context, &[&busy, &idle]);
+        assert!(scores[0] > scores[1], "{scores:?}");
+    }
+}

@@ -1,0 +1,96 @@
+//! Scorer `preferred-affinity`: preferred affinity and anti-affinity terms, each counting with
+//! its weight: a member near matching containers (affinity) or away from them (anti-affinity)
+//! scores higher. Neutral (100 everywhere) when the container has no preferred terms.
+
+use lxd_operator_crds::container::AffinityMode;
+
+use super::{Args, Context, Scorer, matching_per_member, no_args, shares_topology};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct PreferredAffinity;
+
+pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
+    no_args("preferred-affinity", args)?;
+    Ok(Box::new(PreferredAffinity))
+}
+
+impl Scorer for PreferredAffinity {
+    fn name(&self) -> &'static str {
+        "preferred-affinity"
+    }
+
+    fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+        let placement = &context.request.placement;
+        let terms: Vec<(bool, &lxd_operator_crds::container::AffinityTerm)> = placement
+            .affinity
+            .iter()
+            .map(|t| (true, t))
+            .chain(placement.anti_affinity.iter().map(|t| (false, t)))
+            .filter(|(_, t)| t.mode == AffinityMode::Preferred)
+            .collect();
+        let total_weight: f64 = terms
+            .iter()
+            .map(|(_, t)| f64::from(t.weight.unwrap_or(1)))
+            .sum();
+        if terms.is_empty() {
+            return vec![100.0; candidates.len()];
+        }
+        let holders: Vec<_> = terms
+            .iter()
+            .map(|(_, t)| matching_per_member(context, &t.selector))
+            .collect();
+        candidates
+            .iter()
+            .map(|member| {
+                let kept: f64 = terms
+                    .iter()
+                    .zip(&holders)
+                    .filter(|((near, term), holders)| {
+                        shares_topology(context, term.topology, member, holders) == *near
+                    })
+                    .map(|((_, term), _)| f64::from(term.weight.unwrap_or(1)))
+                    .sum();
+                100.0 * kept / total_weight
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::container::{AffinityTerm, Topology};
+    use lxd_operator_crds::shared::LabelSelector;
+
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn preferred_anti_affinity_lowers_members_holding_matches() {
+        let mut snapshot = snapshot(vec![
+            member("node1", "d", 4.0, 8.0),
+            member("node2", "d", 4.0, 8.0),
+        ]);
+        snapshot.placed = vec![placed("web-1", "web", "node1")];
+        let mut wanted = request(1.0, 1.0);
+        wanted.placement.anti_affinity = vec![AffinityTerm {
+            selector: LabelSelector {
+                match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                match_expressions: None,
+            },
+            topology: Topology::Member,
+            mode: AffinityMode::Preferred,
+            weight: Some(50),
+        }];
+        let context = Context {
+            request: &wanted,
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let candidates: Vec<&Member> = snapshot.members.iter().collect();
+        assert_eq!(
+            new(&Args::new()).unwrap().score(&context, &candidates),
+            [0.0, 100.0]
+        );
+    }
+}

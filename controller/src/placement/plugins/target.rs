@@ -1,0 +1,51 @@
+//! Filter `target`: a container pinned with `placement.target` goes to that member only.
+
+use super::{Args, Context, Filter, no_args};
+use crate::placement::model::Member;
+
+#[derive(Debug)]
+struct Target;
+
+pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
+    no_args("target", args)?;
+    Ok(Box::new(Target))
+}
+
+impl Filter for Target {
+    fn name(&self) -> &'static str {
+        "target"
+    }
+
+    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+        let target = context.request.placement.target.as_deref()?;
+        (member.name != target).then(|| "not the pinned target".to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::*;
+    use super::*;
+
+    #[test]
+    fn only_the_pinned_member_passes() {
+        let mut pinned = request(1.0, 1.0);
+        pinned.placement.target = Some("node2".into());
+        let snapshot = snapshot(vec![]);
+        let context = Context {
+            request: &pinned,
+            snapshot: &snapshot,
+            overcommit: Default::default(),
+        };
+        let filter = new(&Args::new()).unwrap();
+        assert_eq!(
+            filter.filter(&context, &member("node2", "d", 1.0, 1.0)),
+            None
+        );
+        assert!(
+            filter
+                .filter(&context, &member("node1", "d", 1.0, 1.0))
+                .is_some()
+        );
+    }
+}
