@@ -248,9 +248,14 @@ async fn converge(
             }
             Step::Place => {
                 let started = std::time::Instant::now();
-                let placed = place(container, client, ctx).await;
+                let placed =
+                    super::placement::place(container, client, &ctx.client, &ctx.placements).await;
+                let strategy = placed
+                    .as_ref()
+                    .map(|(_, policy)| policy.clone())
+                    .unwrap_or_else(|_| placement_policy_name(container));
                 let labels = crate::telemetry::metrics::PlacementLabels {
-                    strategy: placement_policy_name(container),
+                    strategy,
                     outcome: if placed.is_ok() {
                         "placed"
                     } else {
@@ -266,11 +271,14 @@ async fn converge(
                     .placement_duration
                     .get_or_create(&kind)
                     .observe(started.elapsed().as_secs_f64());
-                let (member, explanation) = placed?;
+                let (decision, policy_name) =
+                    placed.map_err(|error| placement_failure(error, status))?;
+                let member = decision.member.clone();
+                let explanation = decision.explanation.to_string();
                 status.status.member = Some(member.clone());
                 status.status.phase = Some(ContainerPhase::Scheduled);
                 status.status.placement = Some(PlacementStatus {
-                    policy: Some(placement_policy_name(container)),
+                    policy: Some(policy_name),
                     explanation: explanation.clone(),
                     decided_at: Some(Time(jiff::Timestamp::now())),
                 });
@@ -323,7 +331,8 @@ async fn converge(
                         other => Failure::from(other),
                     });
                 if created.is_err() {
-                    ctx.release_reservation(&container.spec.cluster_ref.name, &uid)
+                    ctx.placements
+                        .release(&container.spec.cluster_ref.name, &uid)
                         .await;
                 }
                 let outcome = created?;
@@ -436,82 +445,46 @@ async fn change_state(client: &LxdClient, name: &str, action: StateAction) -> Re
     }
 }
 
-/// Chooses a member: the pinned target, else the online member with the fewest instances.
-/// The placement engine replaces this rule.
-/// Chooses a member: the pinned target, else the online member with the fewest instances,
-/// counting placements already decided whose instance LXD does not show yet (reservations), so
-/// that a burst spreads instead of piling onto the member that looked emptiest. Decisions of
-/// one cluster are serialized by the reservation lock. The placement engine replaces this rule.
-async fn place(
-    container: &LxdContainer,
-    client: &LxdClient,
-    ctx: &Context,
-) -> Result<(String, String), Failure> {
-    let cluster = &container.spec.cluster_ref.name;
-    let uid = container.metadata.uid.clone().unwrap_or_default();
-    let members = client.members().await?;
-    let online: Vec<&str> = members
-        .iter()
-        .filter(|m| m.status == "Online")
-        .map(|m| m.server_name.as_str())
-        .collect();
-    let placement = container.spec.placement.clone().unwrap_or_default();
-    if let Some(target) = &placement.target {
-        if online.contains(&target.as_str()) {
-            return Ok((target.clone(), "pinned by spec.placement.target".to_owned()));
+/// What a failed placement means for the container.
+fn placement_failure(
+    error: super::placement::PlacementError,
+    status: &mut StatusWriter<'_>,
+) -> Failure {
+    use super::placement::PlacementError;
+    let retry = Duration::from_secs(15);
+    match error {
+        PlacementError::Unschedulable(message) => {
+            status.condition(CONDITION_SCHEDULED, false, "Unschedulable", message.clone());
+            Failure::Waiting {
+                phase: ContainerPhase::Unschedulable,
+                reason: "Unschedulable",
+                message,
+                retry,
+            }
         }
-        let message = if members.iter().any(|m| &m.server_name == target) {
-            format!(
-                "0/{} members: the pinned member {target} is not online",
-                members.len()
-            )
-        } else {
-            format!(
-                "0/{} members: the pinned member {target} does not exist",
-                members.len()
-            )
-        };
-        return Err(Failure::Waiting {
-            phase: ContainerPhase::Unschedulable,
-            reason: "Unschedulable",
-            message,
-            retry: Duration::from_secs(15),
-        });
+        PlacementError::InvalidPolicy(message) => {
+            status.condition(CONDITION_SCHEDULED, false, "InvalidPolicy", message.clone());
+            Failure::Waiting {
+                phase: ContainerPhase::Pending,
+                reason: "InvalidPolicy",
+                message,
+                retry,
+            }
+        }
+        PlacementError::Webhook(message) => {
+            status.condition(CONDITION_SCHEDULED, false, "WebhookFailed", message.clone());
+            Failure::Waiting {
+                phase: ContainerPhase::Pending,
+                reason: "WebhookFailed",
+                message,
+                retry: Duration::from_secs(5),
+            }
+        }
+        PlacementError::Lxd(error) => Failure::Transient(error),
+        PlacementError::Kube(error) => Failure::Transient(LxdError::Unavailable {
+            message: format!("Kubernetes API: {error}"),
+        }),
     }
-    let mut reservations = ctx.reservations.lock().await;
-    let instances = client.instances().await?;
-    let visible: std::collections::HashSet<&str> =
-        instances.iter().filter_map(Instance::owner_uid).collect();
-    // A reservation ends when its instance shows up in LXD.
-    reservations.retain(|(reserved_cluster, reserved_uid), _| {
-        reserved_cluster != cluster || !visible.contains(reserved_uid.as_str())
-    });
-    let count = |member: &str| {
-        instances.iter().filter(|i| i.location == member).count()
-            + reservations
-                .iter()
-                .filter(|((c, u), m)| c == cluster && *u != uid && m.as_str() == member)
-                .count()
-    };
-    let best = online
-        .iter()
-        .min_by_key(|member| (count(member), **member))
-        .ok_or_else(|| Failure::Waiting {
-            phase: ContainerPhase::Unschedulable,
-            reason: "Unschedulable",
-            message: format!("0/{} members: {} offline", members.len(), members.len()),
-            retry: Duration::from_secs(15),
-        })?;
-    let explanation = online
-        .iter()
-        .map(|m| format!("{m}: {} instances", count(m)))
-        .collect::<Vec<_>>()
-        .join(", ");
-    reservations.insert((cluster.clone(), uid), (*best).to_owned());
-    Ok((
-        (*best).to_owned(),
-        format!("fewest instances ({explanation})"),
-    ))
 }
 
 fn placement_policy_name(container: &LxdContainer) -> String {
@@ -590,7 +563,7 @@ async fn cleanup(
             });
         }
     };
-    ctx.release_reservation(cluster_name, &uid).await;
+    ctx.placements.release(cluster_name, &uid).await;
     let Some(instance) = client.instance_by_uid(&uid).await? else {
         return Ok(Action::await_change());
     };

@@ -8,6 +8,7 @@
 pub mod cluster;
 pub mod connections;
 pub mod container;
+pub mod placement;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -97,9 +98,8 @@ pub struct Context {
     instances: Mutex<HashMap<(String, String), ObjectRef<LxdContainer>>>,
     /// Clusters whose status should be refreshed at once (member events).
     refresh: Mutex<HashSet<String>>,
-    /// Placements decided whose instance LXD does not show yet: (cluster, container uid) →
-    /// member. Held while deciding, which serializes the decisions of a cluster.
-    pub reservations: tokio::sync::Mutex<HashMap<(String, String), String>>,
+    /// Placement state (reservations, round-robin turns) of every cluster.
+    pub placements: placement::Placements,
 }
 
 impl std::fmt::Debug for Context {
@@ -129,7 +129,7 @@ impl Context {
             metrics,
             instances: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::new()),
-            reservations: tokio::sync::Mutex::new(HashMap::new()),
+            placements: placement::Placements::default(),
         }
     }
 
@@ -168,14 +168,6 @@ impl Context {
         if let Ok(mut refresh) = self.refresh.lock() {
             refresh.insert(cluster.to_owned());
         }
-    }
-
-    /// Ends the reservation of a container whose create failed or that is deleted.
-    pub async fn release_reservation(&self, cluster: &str, uid: &str) {
-        self.reservations
-            .lock()
-            .await
-            .remove(&(cluster.to_owned(), uid.to_owned()));
     }
 
     /// Whether a refresh of `cluster` was requested (and clears the request).

@@ -1,0 +1,303 @@
+//! The placement engine wired to the world: the policy a container names (or its cluster's
+//! default, or `least-loaded`), a snapshot of the members read from LXD, the operator's own
+//! containers from the API (for affinity and spreading), reservations, and the policy's webhook
+//! over HTTP. The decision itself is [`crate::placement`]'s, which does no I/O.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use lxd_operator_crds::container::PlacementStrategy;
+use lxd_operator_crds::policy::WebhookFailurePolicy;
+use lxd_operator_crds::{LxdCluster, LxdContainer, LxdPlacementPolicy};
+
+use super::cluster::{requested_cpu, requested_memory};
+use crate::lxd::{LxdClient, LxdError};
+use crate::placement::model::{Member, Placed, Request, Resources, Snapshot};
+use crate::placement::policy::{self, Policy};
+use crate::placement::reservations::Reservations;
+use crate::placement::webhook::WebhookResponse;
+use crate::placement::{self as engine, Decision};
+use crate::quantity::parse_bytes;
+
+/// Per-cluster placement state: reservations and the round-robin counter. Its lock is held
+/// from snapshot to decision, which serializes the decisions of one cluster.
+#[derive(Debug, Default)]
+pub struct ClusterPlacement {
+    reservations: Reservations,
+    decisions: u64,
+}
+
+/// Placement state of every cluster.
+#[derive(Debug, Default)]
+pub struct Placements {
+    clusters: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClusterPlacement>>>>,
+}
+
+impl Placements {
+    async fn cluster(&self, name: &str) -> Arc<tokio::sync::Mutex<ClusterPlacement>> {
+        self.clusters
+            .lock()
+            .await
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Ends a container's reservation (its create failed, or it is deleted).
+    pub async fn release(&self, cluster: &str, uid: &str) {
+        self.cluster(cluster)
+            .await
+            .lock()
+            .await
+            .reservations
+            .release(uid);
+    }
+}
+
+/// Why a container could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    /// No member passes the filters.
+    #[error("{0}")]
+    Unschedulable(String),
+    /// The named policy does not exist or is invalid.
+    #[error("{0}")]
+    InvalidPolicy(String),
+    /// The webhook failed and the policy says Fail.
+    #[error("placement webhook: {0}")]
+    Webhook(String),
+    /// Reading the cluster failed.
+    #[error(transparent)]
+    Lxd(#[from] LxdError),
+    /// Reading the API failed.
+    #[error(transparent)]
+    Kube(#[from] kube::Error),
+}
+
+/// The policy a container is placed by.
+async fn resolve_policy(
+    kube: &kube::Client,
+    container: &LxdContainer,
+) -> Result<Policy, PlacementError> {
+    let placement = container.spec.placement.clone().unwrap_or_default();
+    let policy_name = match (&placement.policy, placement.strategy) {
+        (Some(_), Some(_)) => {
+            return Err(PlacementError::InvalidPolicy(
+                "spec.placement: set at most one of policy and strategy".to_owned(),
+            ));
+        }
+        (Some(name), None) => Some(name.clone()),
+        (None, Some(strategy)) => return Ok(policy::strategy(strategy)),
+        (None, None) => {
+            let clusters: Api<LxdCluster> = Api::all(kube.clone());
+            clusters
+                .get_opt(&container.spec.cluster_ref.name)
+                .await?
+                .and_then(|c| c.spec.default_placement_policy)
+        }
+    };
+    let Some(name) = policy_name else {
+        return Ok(policy::strategy(PlacementStrategy::LeastLoaded));
+    };
+    let policies: Api<LxdPlacementPolicy> = Api::all(kube.clone());
+    let found = policies.get_opt(&name).await?.ok_or_else(|| {
+        PlacementError::InvalidPolicy(format!("LxdPlacementPolicy {name} does not exist"))
+    })?;
+    policy::from_spec(&name, &found.spec)
+        .map_err(|e| PlacementError::InvalidPolicy(format!("LxdPlacementPolicy {name}: {e}")))
+}
+
+/// The container's request, as placement reads it.
+pub fn request_of(container: &LxdContainer) -> Request {
+    let resources = container.spec.resources.clone().unwrap_or_default();
+    Request {
+        namespace: container.namespace().unwrap_or_default(),
+        name: container.name_any(),
+        labels: container.labels().clone(),
+        resources: Resources {
+            cpu: resources.cpu.unwrap_or(0.0),
+            memory: resources
+                .memory
+                .as_ref()
+                .and_then(|m| parse_bytes(m).ok())
+                .map_or(0.0, |b| b as f64),
+        },
+        architecture: None,
+        placement: container.spec.placement.clone().unwrap_or_default(),
+    }
+}
+
+/// Reads the members and what is on them; returns the snapshot and the uids LXD shows.
+async fn snapshot(
+    client: &LxdClient,
+    kube: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<(Snapshot, HashSet<String>), PlacementError> {
+    let members = client.members().await?;
+    let instances = client.instances().await?;
+    let mut snapshot = Snapshot::default();
+    for member in &members {
+        let online = member.status == "Online";
+        let resources = if online {
+            client.member_resources(&member.server_name).await.ok()
+        } else {
+            None
+        };
+        let usage = if online {
+            client
+                .member_instance_metrics(&member.server_name)
+                .await
+                .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let load = if online {
+            client
+                .member_state(&member.server_name)
+                .await
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let here: Vec<_> = instances
+            .iter()
+            .filter(|i| i.location == member.server_name)
+            .collect();
+        snapshot.members.push(Member {
+            name: member.server_name.clone(),
+            status: member.status.clone(),
+            architecture: member.architecture.clone(),
+            failure_domain: if member.failure_domain.is_empty() {
+                "default".to_owned()
+            } else {
+                member.failure_domain.clone()
+            },
+            groups: member.groups.clone(),
+            labels: member
+                .config
+                .iter()
+                .filter_map(|(k, v)| k.strip_prefix("user.").map(|l| (l.to_owned(), v.clone())))
+                .collect(),
+            capacity: resources
+                .as_ref()
+                .map_or_else(Resources::default, |r| Resources {
+                    cpu: f64::from(r.cpu.total),
+                    memory: r.memory.total as f64,
+                }),
+            allocated: Resources {
+                cpu: here.iter().map(|i| requested_cpu(i)).sum(),
+                memory: here.iter().map(|i| requested_memory(i) as f64).sum(),
+            },
+            usage: Resources {
+                cpu: 0.0,
+                memory: usage.iter().map(|m| m.memory_used_bytes).sum(),
+            },
+            load1: load.and_then(|s| s.sysinfo.load_averages.first().copied()),
+            instances: u32::try_from(here.len()).unwrap_or(u32::MAX),
+        });
+    }
+    // The operator's containers with a member, for affinity and spreading (labels live in the
+    // API, not in LXD).
+    let containers: Api<LxdContainer> = Api::namespaced(kube.clone(), namespace);
+    for other in containers.list(&ListParams::default()).await?.items {
+        if other.spec.cluster_ref.name != cluster {
+            continue;
+        }
+        if let Some(member) = other.status.as_ref().and_then(|s| s.member.clone()) {
+            snapshot.placed.push(Placed {
+                namespace: namespace.to_owned(),
+                name: other.name_any(),
+                labels: other.labels().clone(),
+                member,
+            });
+        }
+    }
+    let visible = instances
+        .iter()
+        .filter_map(|i| i.owner_uid().map(str::to_owned))
+        .collect();
+    Ok((snapshot, visible))
+}
+
+/// Chooses a member for `container` and reserves it. Returns the decision and the policy name.
+pub async fn place(
+    container: &LxdContainer,
+    client: &LxdClient,
+    kube: &kube::Client,
+    placements: &Placements,
+) -> Result<(Decision, String), PlacementError> {
+    let cluster = &container.spec.cluster_ref.name;
+    let uid = container.uid().unwrap_or_default();
+    let policy = resolve_policy(kube, container).await?;
+    let request = request_of(container);
+    let state = placements.cluster(cluster).await;
+    let mut state = state.lock().await;
+    let (mut snapshot, visible) = snapshot(client, kube, &request.namespace, cluster).await?;
+    // This container's own earlier reservation (a retried decision) does not count against it.
+    state.reservations.release(&uid);
+    state.reservations.apply(&mut snapshot, &visible);
+    let mut evaluation = engine::evaluate(&policy, &request, &snapshot);
+    if let Some(webhook) = &policy.webhook {
+        match call_webhook(webhook, &evaluation.webhook_request(&request, &snapshot)).await {
+            Ok(answer) => evaluation.apply_webhook(&answer, f64::from(webhook.weight)),
+            Err(error) if webhook.failure_policy == WebhookFailurePolicy::Ignore => {
+                tracing::warn!(%error, policy = %policy.name, "placement webhook failed; deciding without it (failurePolicy Ignore)");
+            }
+            Err(error) => return Err(PlacementError::Webhook(error)),
+        }
+    }
+    let decision = evaluation
+        .decide(state.decisions)
+        .map_err(|e| PlacementError::Unschedulable(e.message))?;
+    state.decisions += 1;
+    state.reservations.reserve(&uid, &decision.member, &request);
+    Ok((decision, policy.name))
+}
+
+async fn call_webhook(
+    webhook: &lxd_operator_crds::policy::WebhookExtender,
+    body: &engine::webhook::WebhookRequest,
+) -> Result<WebhookResponse, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    if let Some(bundle) = &webhook.ca_bundle {
+        use rustls_pki_types::pem::PemObject;
+        for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+            let certificate = certificate.map_err(|e| format!("caBundle: {e}"))?;
+            roots
+                .add(certificate)
+                .map_err(|e| format!("caBundle: {e}"))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls)
+        .timeout(Duration::from_millis(u64::from(webhook.timeout_millis)))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let response = client
+        .post(&webhook.url)
+        .json(body)
+        .send()
+        .await
+        .map_err(|e| format!("{}: {e}", webhook.url))?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(format!("{} answered {status}", webhook.url));
+    }
+    response
+        .json::<WebhookResponse>()
+        .await
+        .map_err(|e| format!("{}: unreadable answer: {e}", webhook.url))
+}
