@@ -1,0 +1,151 @@
+//! `hack/bench rollout N`: how long N containers take to be Running
+//! - through the operator (N LxdContainers applied at once with kubectl),
+//! - by a sequential `lxc launch` loop (what a user scripts),
+//! - by N concurrent direct REST creates and starts without the operator (the limit: LXD's own
+//!   throughput on this machine),
+//!
+//! on the same cluster in the same run, printed with the ratios.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::{Duration, Instant};
+
+use lxd_operator::lxd::types::{StateAction, Target};
+use lxd_operator_tests::operator::{Mode, Operator, wait_for};
+use lxd_operator_tests::{TestCluster, busybox, cluster_manifest, managed_instances, unique_name};
+
+fn delete_all(cluster: &TestCluster, names: &[String]) {
+    std::thread::scope(|scope| {
+        for chunk in names.chunks(names.len().div_ceil(8).max(1)) {
+            scope.spawn(move || {
+                for name in chunk {
+                    let _ = cluster.lxc_on(0, &["delete", "--force", name]);
+                }
+            });
+        }
+    });
+}
+
+fn through_operator(cluster: &TestCluster, n: usize) -> Duration {
+    let operator = Operator::start(Mode::Standalone);
+    operator.apply(&cluster_manifest());
+    let namespace = unique_name("bench");
+    operator.apply(&format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
+    ));
+    let manifests: Vec<String> = (0..n)
+        .map(|i| format!("apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: b{i}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n"))
+        .collect();
+    let started = Instant::now();
+    operator.apply(&manifests.join("---\n"));
+    wait_for(Duration::from_secs(600), "every container Running", || {
+        let running = managed_instances(cluster, &namespace)
+            .iter()
+            .filter(|i| i.status == "Running")
+            .count();
+        (running == n).then_some(())
+    });
+    let elapsed = started.elapsed();
+    let names: Vec<String> = managed_instances(cluster, &namespace)
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    drop(operator);
+    delete_all(cluster, &names);
+    elapsed
+}
+
+fn sequential_lxc(cluster: &TestCluster, n: usize) -> Duration {
+    let names: Vec<String> = (0..n).map(|i| unique_name(&format!("seq{i}"))).collect();
+    let started = Instant::now();
+    for (i, name) in names.iter().enumerate() {
+        cluster.lxc(&[
+            "launch",
+            "busybox",
+            name,
+            "--target",
+            &cluster.members[i % cluster.members.len()],
+            "--quiet",
+        ]);
+    }
+    let elapsed = started.elapsed();
+    delete_all(cluster, &names);
+    elapsed
+}
+
+fn concurrent_rest(cluster: &TestCluster, n: usize) -> Duration {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let client = cluster.client_all();
+    let names: Vec<String> = (0..n).map(|i| unique_name(&format!("rest{i}"))).collect();
+    let started = Instant::now();
+    runtime.block_on(async {
+        let tasks: Vec<_> = names
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let client = client.clone();
+                let member = cluster.members[i % cluster.members.len()].clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let handle = client
+                        .create_instance(&busybox(&name), &Target::Member(member))
+                        .await
+                        .unwrap();
+                    client
+                        .wait(&handle, Duration::from_secs(600))
+                        .await
+                        .unwrap();
+                    let handle = client
+                        .change_state(&name, StateAction::Start, None, false)
+                        .await
+                        .unwrap();
+                    client
+                        .wait(&handle, Duration::from_secs(600))
+                        .await
+                        .unwrap();
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+    });
+    let elapsed = started.elapsed();
+    delete_all(cluster, &names);
+    elapsed
+}
+
+fn main() {
+    let n: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(60);
+    let cluster = TestCluster::get();
+    println!(
+        "rollout of {n} busybox containers on {} members",
+        cluster.members.len()
+    );
+    let limit = concurrent_rest(cluster, n);
+    println!(
+        "  direct concurrent REST creates (the limit): {:>7.2} s",
+        limit.as_secs_f64()
+    );
+    let sequential = sequential_lxc(cluster, n);
+    println!(
+        "  sequential lxc launch loop:                 {:>7.2} s",
+        sequential.as_secs_f64()
+    );
+    let operator = through_operator(cluster, n);
+    println!(
+        "  through lxd-operator (kubectl apply):       {:>7.2} s",
+        operator.as_secs_f64()
+    );
+    println!(
+        "  operator / direct concurrent: {:.2} (target <= 1.15)",
+        operator.as_secs_f64() / limit.as_secs_f64()
+    );
+    println!(
+        "  operator / sequential loop:   {:.2} (target < 1)",
+        operator.as_secs_f64() / sequential.as_secs_f64()
+    );
+}
