@@ -274,3 +274,29 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
     );
     operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
 }
+
+#[test]
+fn a_policy_naming_an_unknown_plugin_is_not_ready_and_says_which() {
+    let (operator, _) = start();
+    operator.apply("apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdPlacementPolicy\nmetadata: {name: typo}\nspec:\n  scorers: [{name: least-alocated, weight: 2}]\n");
+    let ready = wait_for(
+        Duration::from_secs(20),
+        "the policy's Ready condition",
+        || {
+            let policy: Value =
+                serde_json::from_str(&operator.kubectl_ok(&["get", "lxdpp", "typo", "-o", "json"]))
+                    .unwrap();
+            policy["status"]["conditions"]
+                .as_array()
+                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+        },
+    );
+    assert_eq!(ready["status"], "False");
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.contains("spec.scorers[0].name")
+            && message.contains("least-alocated")
+            && message.contains("least-allocated"),
+        "{message}"
+    );
+}

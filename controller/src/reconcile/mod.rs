@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod connections;
 pub mod container;
 pub mod placement;
+pub mod policy;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
@@ -21,7 +22,7 @@ use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{finalizer, watcher};
-use lxd_operator_crds::{LxdCluster, LxdContainer};
+use lxd_operator_crds::{LxdCluster, LxdContainer, LxdPlacementPolicy};
 use tokio::sync::mpsc;
 
 use self::connections::{ClusterSignal, Connections};
@@ -212,6 +213,7 @@ async fn measured<T>(
 pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     let (signal_sender, mut signals) = mpsc::unbounded_channel::<ClusterSignal>();
     let ctx = Arc::new(Context::new(client.clone(), signal_sender, metrics));
+    let ctx_for_policies = ctx.clone();
     let (container_trigger, container_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
     let (cluster_trigger, cluster_refs) =
@@ -313,5 +315,23 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
             ctx,
         )
         .for_each(|_| async {});
-    futures::join!(clusters, containers);
+    let policies = Controller::new(
+        Api::<LxdPlacementPolicy>::all(ctx_for_policies.client.clone()),
+        watcher::Config::default(),
+    )
+    .shutdown_on_signal()
+    .run(
+        |policy, ctx: Arc<Context>| async move {
+            measured(
+                &ctx.clone(),
+                "LxdPlacementPolicy",
+                policy::reconcile(policy, ctx),
+            )
+            .await
+        },
+        policy::error_policy,
+        ctx_for_policies,
+    )
+    .for_each(|_| async {});
+    futures::join!(clusters, containers, policies);
 }
