@@ -190,15 +190,20 @@ async fn the_finalizer_helper_and_the_event_recorder_work() {
 async fn a_watcher_sees_create_update_and_delete_in_order() {
     let operator = Operator::start(Mode::Apiserver);
     let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
-    let stream = watcher(api.clone(), watcher::Config::default()).touched_objects();
+    let stream = watcher(api.clone(), watcher::Config::default());
     let collected = tokio::spawn(async move {
         let mut seen = Vec::new();
         let mut stream = std::pin::pin!(stream);
-        while let Ok(Some(object)) = stream.try_next().await {
-            let version = format!("{:?}", object.spec.state);
-            seen.push(version);
-            if seen.len() == 2 {
-                break;
+        while let Ok(Some(event)) = stream.try_next().await {
+            match event {
+                watcher::Event::Apply(object) => {
+                    seen.push(format!("apply {:?}", object.spec.state))
+                }
+                watcher::Event::Delete(object) => {
+                    seen.push(format!("delete {}", object.name_any()));
+                    break;
+                }
+                _ => {}
             }
         }
         seen
@@ -214,34 +219,58 @@ async fn a_watcher_sees_create_update_and_delete_in_order() {
     )
     .await
     .unwrap();
+    api.delete("w1", &DeleteParams::default()).await.unwrap();
     let seen = tokio::time::timeout(Duration::from_secs(10), collected)
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(seen, ["Running", "Stopped"]);
+    assert_eq!(seen, ["apply Running", "apply Stopped", "delete w1"]);
+}
 
-    let mut raw = api
-        .watch(&WatchParams::default().timeout(10), "0")
-        .await
-        .unwrap()
-        .boxed();
-    api.delete("w1", &DeleteParams::default()).await.unwrap();
-    let mut kinds = Vec::new();
-    while let Some(event) = tokio::time::timeout(Duration::from_secs(5), raw.next())
-        .await
-        .unwrap()
-    {
-        match event.unwrap() {
-            WatchEvent::Added(_) => kinds.push("ADDED"),
-            WatchEvent::Deleted(_) => {
-                kinds.push("DELETED");
-                break;
+#[tokio::test]
+async fn a_watcher_resuming_from_a_compacted_resource_version_relists_and_recovers() {
+    let operator = Operator::start_with(Mode::Apiserver, &["--watch-history", "100"]);
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    // A watcher of objects that do not change: its resourceVersion stays where it started, and
+    // its one-second watches end and resume from it.
+    let config = watcher::Config::default()
+        .labels("group=watched")
+        .timeout(1);
+    let stream = watcher(api.clone(), config).touched_objects();
+    let seen = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            match stream.next().await {
+                Some(Ok(object)) if object.name_any() == "late" => return true,
+                Some(_) => {}
+                None => return false,
             }
-            WatchEvent::Modified(_) => kinds.push("MODIFIED"),
-            _ => {}
         }
+    });
+    api.create(&PostParams::default(), &container("busy"))
+        .await
+        .unwrap();
+    for i in 0..250 {
+        api.patch(
+            "busy",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {"n": i.to_string()}}})),
+        )
+        .await
+        .unwrap();
     }
-    assert_eq!(kinds, ["ADDED", "DELETED"]);
+    // Long enough for a watch to end and resume from the compacted resourceVersion (410).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut late = container("late");
+    late.metadata.labels = Some([("group".to_owned(), "watched".to_owned())].into());
+    api.create(&PostParams::default(), &late).await.unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(15), seen)
+            .await
+            .unwrap()
+            .unwrap(),
+        "the watcher did not recover"
+    );
 }
 
 #[tokio::test]

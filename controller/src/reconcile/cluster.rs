@@ -23,6 +23,7 @@ use crate::lxd::types::{ClusterMember, Instance, UID_KEY};
 use crate::lxd::{LxdClient, LxdError};
 
 /// Reconciles one LxdCluster.
+#[tracing::instrument(skip_all, fields(object = %cluster.name_any()))]
 pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = cluster.name_any();
     let interval = Duration::from_secs(u64::from(cluster.spec.member_sync_interval_seconds));

@@ -36,6 +36,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_STEPS: usize = 8;
 
 /// Reconciles one LxdContainer (the finalizer wraps apply and cleanup).
+#[tracing::instrument(skip_all, fields(object = %format!("{}/{}", container.namespace().unwrap_or_default(), container.name_any())))]
 pub async fn reconcile(container: Arc<LxdContainer>, ctx: Arc<Context>) -> Result<Action, Error> {
     let namespace = container
         .namespace()

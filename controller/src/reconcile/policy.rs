@@ -16,6 +16,7 @@ use super::{Context, Error};
 use crate::placement::policy::from_spec;
 
 /// Reconciles one LxdPlacementPolicy.
+#[tracing::instrument(skip_all, fields(object = %policy.name_any()))]
 pub async fn reconcile(
     policy: Arc<LxdPlacementPolicy>,
     ctx: Arc<Context>,
