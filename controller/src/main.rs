@@ -194,13 +194,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
         let metrics = Arc::new(Metrics::new());
         let readiness = Arc::new(http::Readiness::default());
-        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
-        if let Ok(address) = listener.local_addr() {
-            println!("metrics and health on http://{address}");
-        }
-        tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+        serve_telemetry(args.metrics_addr, &metrics, &readiness).await?;
         let Some(lease) = args.lease() else {
             metrics.leader.set(1);
             lxd_operator::reconcile::run(client, metrics, readiness).await;
@@ -289,17 +283,31 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new());
         metrics.leader.set(1);
         let readiness = Arc::new(http::Readiness::default());
-        let listener = tokio::net::TcpListener::bind(args.metrics_addr)
-            .await
-            .with_context(|| format!("cannot listen on {} for metrics", args.metrics_addr))?;
-        if let Ok(address) = listener.local_addr() {
-            println!("metrics and health on http://{address}");
-        }
-        tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+        serve_telemetry(args.metrics_addr, &metrics, &readiness).await?;
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
         lxd_operator::reconcile::run(client, metrics, readiness).await;
         let _ = stop_server.send(());
         serving.await??;
         Ok(())
     })
+}
+
+/// Serves /metrics, /healthz and /readyz on `address` in the background, and says where.
+async fn serve_telemetry(
+    address: std::net::SocketAddr,
+    metrics: &std::sync::Arc<lxd_operator::telemetry::Metrics>,
+    readiness: &std::sync::Arc<lxd_operator::telemetry::http::Readiness>,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on {address} for metrics"))?;
+    if let Ok(bound) = listener.local_addr() {
+        println!("metrics and health on http://{bound}");
+    }
+    tokio::spawn(lxd_operator::telemetry::http::serve(
+        listener,
+        metrics.clone(),
+        readiness.clone(),
+    ));
+    Ok(())
 }
