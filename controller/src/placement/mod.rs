@@ -38,7 +38,7 @@ pub struct Candidate {
     /// Weighted sum of the scores.
     pub total: f64,
     /// Each scorer's score (0 to 100), by plugin name.
-    pub scores: Vec<(String, f64)>,
+    pub scores: Vec<(&'static str, f64)>,
 }
 
 /// Filters and scores applied; the decision still to make.
@@ -70,33 +70,45 @@ pub struct Explanation {
     pub policy: String,
     /// The winner.
     pub winner: String,
-    /// Every candidate's weighted score, best first.
+    /// Every candidate's weighted score, in snapshot order.
     pub scores: Vec<(String, f64)>,
     /// Members left out, with the reason.
     pub filtered: Vec<(String, String)>,
 }
 
+/// Candidates shown in the short explanation; the status has no room for a thousand members.
+const SHOWN: usize = 5;
+
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let scores: Vec<String> = self
-            .scores
+        let mut best: Vec<&(String, f64)> = self.scores.iter().collect();
+        best.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut shown: Vec<String> = best
             .iter()
+            .take(SHOWN)
             .map(|(m, s)| format!("{m} {s:.1}"))
             .collect();
+        if best.len() > SHOWN {
+            shown.push(format!("{} more", best.len() - SHOWN));
+        }
         write!(
             f,
             "{} scored best by {} ({})",
             self.winner,
             self.policy,
-            scores.join(", ")
+            shown.join(", ")
         )?;
         if !self.filtered.is_empty() {
             let filtered: Vec<String> = self
                 .filtered
                 .iter()
+                .take(SHOWN)
                 .map(|(m, r)| format!("{m}: {r}"))
                 .collect();
             write!(f, "; left out: {}", filtered.join(", "))?;
+            if self.filtered.len() > SHOWN {
+                write!(f, " and {} more", self.filtered.len() - SHOWN)?;
+            }
         }
         Ok(())
     }
@@ -117,11 +129,11 @@ pub fn evaluate(policy: &Policy, request: &Request, snapshot: &Snapshot) -> Eval
         snapshot,
         overcommit: policy.overcommit,
     };
-    let mut members: Vec<&Member> = snapshot.members.iter().collect();
-    members.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut passed = Vec::new();
+    // Members stay in snapshot order: sorting them by name would make every decision
+    // O(n log n); names only order ties and explanations.
+    let mut passed: Vec<&Member> = Vec::with_capacity(snapshot.members.len());
     let mut filtered = Vec::new();
-    for member in members {
+    for member in &snapshot.members {
         match policy
             .filters
             .iter()
@@ -131,6 +143,7 @@ pub fn evaluate(policy: &Policy, request: &Request, snapshot: &Snapshot) -> Eval
             None => passed.push(member),
         }
     }
+    filtered.sort();
     let per_scorer: Vec<Vec<f64>> = policy
         .scorers
         .iter()
@@ -140,11 +153,11 @@ pub fn evaluate(policy: &Policy, request: &Request, snapshot: &Snapshot) -> Eval
         .iter()
         .enumerate()
         .map(|(index, member)| {
-            let scores: Vec<(String, f64)> = policy
+            let scores: Vec<(&'static str, f64)> = policy
                 .scorers
                 .iter()
                 .zip(&per_scorer)
-                .map(|((scorer, _), s)| (scorer.name().to_owned(), s[index]))
+                .map(|((scorer, _), s)| (scorer.name(), s[index]))
                 .collect();
             let total = policy
                 .scorers
@@ -211,7 +224,7 @@ impl Evaluation {
                     .unwrap_or(0.0)
                     .clamp(0.0, 100.0);
                 candidate.total += weight * score;
-                candidate.scores.push(("webhook".to_owned(), score));
+                candidate.scores.push(("webhook", score));
             }
             kept.push(candidate);
         }
@@ -232,22 +245,23 @@ impl Evaluation {
             .iter()
             .map(|c| c.total)
             .fold(f64::NEG_INFINITY, f64::max);
-        // Scores within a hair of the best are ties: float noise must not decide.
-        let tied: Vec<&Candidate> = self
+        // Scores within a hair of the best are ties (float noise must not decide), ordered by
+        // member name.
+        let mut tied: Vec<&Candidate> = self
             .candidates
             .iter()
             .filter(|c| c.total >= best - 1e-9)
             .collect();
+        tied.sort_by(|a, b| a.member.cmp(&b.member));
         let winner = match self.tie_break {
             TieBreak::MemberName => tied[0],
             TieBreak::RoundRobin => tied[(rotation % tied.len() as u64) as usize],
         };
-        let mut scores: Vec<(String, f64)> = self
+        let scores: Vec<(String, f64)> = self
             .candidates
             .iter()
             .map(|c| (c.member.clone(), c.total))
             .collect();
-        scores.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         Ok(Decision {
             member: winner.member.clone(),
             explanation: Explanation {

@@ -23,14 +23,16 @@ impl Scorer for LeastLoaded {
         candidates
             .iter()
             .map(|m| {
-                let mut shares = vec![
-                    free_share(m.usage.cpu, m.capacity.cpu),
-                    free_share(m.usage.memory, m.capacity.memory),
-                ];
+                let (mut sum, mut count) = (
+                    free_share(m.usage.cpu, m.capacity.cpu)
+                        + free_share(m.usage.memory, m.capacity.memory),
+                    2.0,
+                );
                 if let Some(load) = m.load1 {
-                    shares.push(free_share(load, m.capacity.cpu));
+                    sum += free_share(load, m.capacity.cpu);
+                    count += 1.0;
                 }
-                100.0 * shares.iter().sum::<f64>() / shares.len() as f64
+                100.0 * sum / count
             })
             .collect()
     }
