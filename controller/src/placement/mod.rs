@@ -37,8 +37,6 @@ pub struct Candidate {
     pub member: String,
     /// Weighted sum of the scores.
     pub total: f64,
-    /// Each scorer's score (0 to 100), by plugin name.
-    pub scores: Vec<(&'static str, f64)>,
 }
 
 /// Filters and scores applied; the decision still to make.
@@ -46,7 +44,7 @@ pub struct Candidate {
 pub struct Evaluation {
     /// The policy's name.
     pub policy: String,
-    /// Members that passed, in member-name order.
+    /// Members that passed, in snapshot order.
     pub candidates: Vec<Candidate>,
     /// Members left out: (member, reason).
     pub filtered: Vec<(String, String)>,
@@ -153,12 +151,6 @@ pub fn evaluate(policy: &Policy, request: &Request, snapshot: &Snapshot) -> Eval
         .iter()
         .enumerate()
         .map(|(index, member)| {
-            let scores: Vec<(&'static str, f64)> = policy
-                .scorers
-                .iter()
-                .zip(&per_scorer)
-                .map(|((scorer, _), s)| (scorer.name(), s[index]))
-                .collect();
             let total = policy
                 .scorers
                 .iter()
@@ -168,7 +160,6 @@ pub fn evaluate(policy: &Policy, request: &Request, snapshot: &Snapshot) -> Eval
             Candidate {
                 member: member.name.clone(),
                 total,
-                scores,
             }
         })
         .collect();
@@ -224,7 +215,6 @@ impl Evaluation {
                     .unwrap_or(0.0)
                     .clamp(0.0, 100.0);
                 candidate.total += weight * score;
-                candidate.scores.push(("webhook", score));
             }
             kept.push(candidate);
         }
@@ -256,19 +246,21 @@ impl Evaluation {
         let winner = match self.tie_break {
             TieBreak::MemberName => tied[0],
             TieBreak::RoundRobin => tied[(rotation % tied.len() as u64) as usize],
-        };
+        }
+        .member
+        .clone();
         let scores: Vec<(String, f64)> = self
             .candidates
-            .iter()
-            .map(|c| (c.member.clone(), c.total))
+            .into_iter()
+            .map(|c| (c.member, c.total))
             .collect();
         Ok(Decision {
-            member: winner.member.clone(),
+            member: winner.clone(),
             explanation: Explanation {
-                policy: self.policy.clone(),
-                winner: winner.member.clone(),
+                policy: self.policy,
+                winner,
                 scores,
-                filtered: self.filtered.clone(),
+                filtered: self.filtered,
             },
         })
     }
