@@ -101,6 +101,14 @@ fn ten_containers_applied_at_once_run_within_a_minute_on_more_than_one_member() 
         table.contains("MEMBER") && table.contains("node"),
         "{table}"
     );
+    operator.kubectl_ok(&[
+        "delete",
+        "lxdc",
+        "--all",
+        "-n",
+        &namespace,
+        "--timeout=120s",
+    ]);
 }
 
 #[test]
@@ -166,6 +174,14 @@ fn the_desired_state_and_config_changes_reach_lxd() {
         let output = cluster.lxc_on(0, &["config", "get", &instance, "user.note"]);
         (String::from_utf8_lossy(&output.stdout).trim() == "second").then_some(())
     });
+    operator.kubectl_ok(&[
+        "delete",
+        "lxdc",
+        "--all",
+        "-n",
+        &namespace,
+        "--timeout=120s",
+    ]);
 }
 
 #[test]
@@ -197,6 +213,14 @@ fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
     );
     println!("recreated after {:?}", deleted.elapsed());
     assert_eq!(managed_instances(cluster, &namespace).len(), 1);
+    operator.kubectl_ok(&[
+        "delete",
+        "lxdc",
+        "--all",
+        "-n",
+        &namespace,
+        "--timeout=120s",
+    ]);
 }
 
 #[test]
@@ -344,4 +368,12 @@ fn metrics_and_health_tell_what_the_controller_did() {
     );
     assert!(value("lxd_operator_lxd_event_stream_connects_total") >= 1.0);
     assert_eq!(value("lxd_operator_leader"), 1.0);
+    operator.kubectl_ok(&[
+        "delete",
+        "lxdc",
+        "--all",
+        "-n",
+        &namespace,
+        "--timeout=120s",
+    ]);
 }

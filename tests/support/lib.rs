@@ -183,19 +183,21 @@ impl TestCluster {
 
 /// The `lxd-operator` binary of this build (`cargo build` puts it beside the test binaries).
 pub fn operator_binary() -> PathBuf {
-    let test_binary = std::env::current_exe().expect("test binary path");
-    // target/debug/deps/<test> -> target/debug/lxd-operator
-    let path = test_binary
-        .parent()
-        .and_then(Path::parent)
-        .map(|dir| dir.join("lxd-operator"))
-        .expect("target folder");
-    assert!(
-        path.exists(),
-        "{} is missing: build it first with `cargo build -p lxd-operator`",
-        path.display()
-    );
-    path
+    let exe = std::env::current_exe().expect("own path");
+    // Test binaries live in target/debug/deps, other binaries in target/debug.
+    let candidates = exe
+        .ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("lxd-operator"));
+    let found = candidates.clone().find(|path| path.is_file());
+    found.unwrap_or_else(|| {
+        let looked: Vec<String> = candidates.map(|p| p.display().to_string()).collect();
+        panic!(
+            "lxd-operator is missing ({}): build it first with `cargo build -p lxd-operator`",
+            looked.join(", ")
+        )
+    })
 }
 
 /// The LxdCluster named `local` and its client Secret, for this test cluster.

@@ -11,15 +11,22 @@ pub struct InstanceMetrics {
     pub project: String,
     /// CPU time used since the instance started, in seconds (all CPUs, all modes).
     pub cpu_seconds: f64,
-    /// Memory in use (total minus available), in bytes.
+    /// Memory in use by its cgroup (resident plus page cache), in bytes.
     pub memory_used_bytes: f64,
 }
 
 /// Sums `lxd_cpu_seconds_total` and takes `MemTotal - MemAvailable` per instance. Lines that
 /// are not samples, or that cannot be read, are skipped: metrics are advisory.
 pub fn parse_instance_metrics(text: &str) -> Vec<InstanceMetrics> {
+    #[derive(Default)]
+    struct Memory {
+        rss: Option<f64>,
+        cached: f64,
+        total: f64,
+        available: f64,
+    }
     let mut by_instance: BTreeMap<(String, String), InstanceMetrics> = BTreeMap::new();
-    let mut memory: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
+    let mut memory: BTreeMap<(String, String), Memory> = BTreeMap::new();
     for line in text.lines() {
         let Some((metric, labels, value)) = parse_sample(line) else {
             continue;
@@ -30,20 +37,29 @@ pub fn parse_instance_metrics(text: &str) -> Vec<InstanceMetrics> {
         let key = (project.clone(), name.clone());
         match metric {
             "lxd_cpu_seconds_total" => {
-                let entry = by_instance.entry(key.clone()).or_default();
-                entry.cpu_seconds += value;
+                by_instance.entry(key.clone()).or_default().cpu_seconds += value
             }
-            "lxd_memory_MemTotal_bytes" => memory.entry(key.clone()).or_default().0 = value,
-            "lxd_memory_MemAvailable_bytes" => memory.entry(key.clone()).or_default().1 = value,
+            "lxd_memory_RSS_bytes" => memory.entry(key.clone()).or_default().rss = Some(value),
+            "lxd_memory_Cached_bytes" => memory.entry(key.clone()).or_default().cached = value,
+            "lxd_memory_MemTotal_bytes" => memory.entry(key.clone()).or_default().total = value,
+            "lxd_memory_MemAvailable_bytes" => {
+                memory.entry(key.clone()).or_default().available = value
+            }
             _ => continue,
         }
         let entry = by_instance.entry(key).or_default();
         entry.name.clone_from(name);
         entry.project.clone_from(project);
     }
-    for (key, (total, available)) in memory {
+    for (key, figures) in memory {
         if let Some(entry) = by_instance.get_mut(&key) {
-            entry.memory_used_bytes = (total - available).max(0.0);
+            // The cgroup's own figures. MemTotal - MemAvailable is the host's view for an
+            // instance without a memory limit, which would count the whole host once per
+            // instance.
+            entry.memory_used_bytes = match figures.rss {
+                Some(rss) => rss + figures.cached,
+                None => (figures.total - figures.available).max(0.0),
+            };
         }
     }
     by_instance.into_values().collect()
@@ -78,12 +94,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn cpu_is_summed_over_cpus_and_modes_and_memory_is_total_minus_available() {
+    fn cpu_is_summed_over_cpus_and_modes_and_memory_is_what_the_cgroup_holds() {
         let text = r#"# HELP lxd_cpu_seconds_total The total number of CPU time used in seconds.
 lxd_cpu_seconds_total{cpu="0",mode="system",name="m2",project="default",type="container"} 0.5
 lxd_cpu_seconds_total{cpu="1",mode="user",name="m2",project="default",type="container"} 0.25
 lxd_memory_MemAvailable_bytes{name="m2",project="default",type="container"} 2.4683493984e+10
 lxd_memory_MemTotal_bytes{name="m2",project="default",type="container"} 2.4684093984e+10
+lxd_memory_RSS_bytes{name="m2",project="default",type="container"} 500000
+lxd_memory_Cached_bytes{name="m2",project="default",type="container"} 100000
 lxd_filesystem_avail_bytes{device="",fstype="ext4",mountpoint="/",name="m2",project="default"} 8.4e+10
 lxd_procs_total{name="other",project="p2",type="container"} 3
 garbage line

@@ -14,7 +14,30 @@ pub struct Resources {
     pub memory: f64,
 }
 
+/// What scoring counts for a container or instance that asks for nothing (no limit): as
+/// Kubernetes' non-zero defaults, so that containers without limits still spread.
+pub const SCORING_DEFAULT: Resources = Resources {
+    cpu: 0.1,
+    memory: 256.0 * 1024.0 * 1024.0,
+};
+
 impl Resources {
+    /// Each dimension that is zero replaced by [`SCORING_DEFAULT`]'s.
+    pub fn or_scoring_default(self) -> Resources {
+        Resources {
+            cpu: if self.cpu > 0.0 {
+                self.cpu
+            } else {
+                SCORING_DEFAULT.cpu
+            },
+            memory: if self.memory > 0.0 {
+                self.memory
+            } else {
+                SCORING_DEFAULT.memory
+            },
+        }
+    }
+
     /// Adds `other`.
     pub fn plus(self, other: Resources) -> Resources {
         Resources {
@@ -43,6 +66,9 @@ pub struct Member {
     pub capacity: Resources,
     /// What every instance on it is limited to (ours or not), plus reservations.
     pub allocated: Resources,
+    /// Instances (and reservations) without a CPU limit, and without a memory limit: scoring
+    /// counts [`SCORING_DEFAULT`] for each.
+    pub unlimited: (u32, u32),
     /// What its instances actually use now (from LXD's metrics).
     pub usage: Resources,
     /// 1-minute load average, where LXD reports it.
@@ -102,4 +128,15 @@ pub struct Request {
     pub architecture: Option<String>,
     /// Its placement spec.
     pub placement: Placement,
+}
+
+impl Member {
+    /// What scoring counts as allocated: the limits, plus the scoring default for each instance
+    /// without one.
+    pub fn scoring_allocated(&self) -> Resources {
+        Resources {
+            cpu: self.allocated.cpu + f64::from(self.unlimited.0) * SCORING_DEFAULT.cpu,
+            memory: self.allocated.memory + f64::from(self.unlimited.1) * SCORING_DEFAULT.memory,
+        }
+    }
 }

@@ -66,6 +66,8 @@ impl Reservations {
             {
                 member.allocated = member.allocated.plus(reservation.resources);
                 member.instances += 1;
+                member.unlimited.0 += u32::from(reservation.resources.cpu <= 0.0);
+                member.unlimited.1 += u32::from(reservation.resources.memory <= 0.0);
             }
             snapshot.placed.push(reservation.placed.clone());
         }

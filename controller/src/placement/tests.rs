@@ -396,3 +396,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn containers_without_limits_still_spread() {
+    let policy = strategy(PlacementStrategy::LeastLoaded);
+    let mut snapshot = cluster(3, 1, 4.0, 8.0);
+    let mut reservations = Reservations::default();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for index in 0..9 {
+        let mut unlimited = request(0.0, 0.0);
+        unlimited.name = format!("u{index}");
+        let mut view = snapshot.clone();
+        reservations.apply(&mut view, &HashSet::new());
+        let decision = decide(&policy, &unlimited, &view, index).unwrap();
+        reservations.reserve(&format!("uid-{index}"), &decision.member, &unlimited);
+        *counts.entry(decision.member).or_default() += 1;
+    }
+    assert!(counts.values().all(|n| *n == 3), "{counts:?}");
+    snapshot.members[0].unlimited = (4, 4);
+    let decision = decide(&policy, &request(0.0, 0.0), &snapshot, 0).unwrap();
+    assert_ne!(
+        decision.member, "node01",
+        "instances without limits count when scoring"
+    );
+}

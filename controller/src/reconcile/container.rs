@@ -404,20 +404,25 @@ async fn converge(
     }))
 }
 
-/// The instance of this container: by owner uid, else by name.
+/// The instance of this container: its own (by owner uid), else whatever holds its name.
 async fn find_instance(
     client: &LxdClient,
     uid: &str,
     name: &str,
 ) -> Result<Option<Instance>, LxdError> {
-    if let Some(instance) = client.instance_by_uid(uid).await? {
-        return Ok(Some(instance));
-    }
+    // By name first: one cheap GET. Only when that name is free (or taken by another owner) is
+    // the whole project searched for the uid (an instance made under an earlier name).
     match client.instance(name).await {
-        Ok(found) => Ok(Some(found.value)),
-        Err(LxdError::NotFound { .. }) => Ok(None),
-        Err(error) => Err(error),
+        Ok(found) if found.value.owner_uid() == Some(uid) => return Ok(Some(found.value)),
+        Ok(found) => {
+            return Ok(Some(
+                client.instance_by_uid(uid).await?.unwrap_or(found.value),
+            ));
+        }
+        Err(LxdError::NotFound { .. }) => {}
+        Err(error) => return Err(error),
     }
+    client.instance_by_uid(uid).await
 }
 
 async fn change_state(client: &LxdClient, name: &str, action: StateAction) -> Result<(), Failure> {

@@ -28,7 +28,14 @@ use crate::quantity::parse_bytes;
 pub struct ClusterPlacement {
     reservations: Reservations,
     decisions: u64,
+    /// The members as last read, and the uids LXD showed then.
+    figures: Option<(std::time::Instant, Snapshot, HashSet<String>)>,
 }
+
+/// How long member figures read from LXD are reused. They change slowly, and decisions made
+/// since are counted by the reservations; reading them for every decision of a burst would make
+/// placement, which is serialized, the bottleneck of a rollout.
+const FIGURES_FOR: Duration = Duration::from_secs(3);
 
 /// Placement state of every cluster.
 #[derive(Debug, Default)]
@@ -130,13 +137,8 @@ pub fn request_of(container: &LxdContainer) -> Request {
     }
 }
 
-/// Reads the members and what is on them; returns the snapshot and the uids LXD shows.
-async fn snapshot(
-    client: &LxdClient,
-    kube: &kube::Client,
-    namespace: &str,
-    cluster: &str,
-) -> Result<(Snapshot, HashSet<String>), PlacementError> {
+/// Reads the members and what is on them from LXD; returns them and the uids LXD shows.
+async fn member_figures(client: &LxdClient) -> Result<(Snapshot, HashSet<String>), PlacementError> {
     let members = client.members().await?;
     let instances = client.instances().await?;
     let mut snapshot = Snapshot::default();
@@ -189,6 +191,12 @@ async fn snapshot(
                     cpu: f64::from(r.cpu.total),
                     memory: r.memory.total as f64,
                 }),
+            unlimited: (
+                u32::try_from(here.iter().filter(|i| requested_cpu(i) <= 0.0).count())
+                    .unwrap_or(u32::MAX),
+                u32::try_from(here.iter().filter(|i| requested_memory(i) == 0).count())
+                    .unwrap_or(u32::MAX),
+            ),
             allocated: Resources {
                 cpu: here.iter().map(|i| requested_cpu(i)).sum(),
                 memory: here.iter().map(|i| requested_memory(i) as f64).sum(),
@@ -201,15 +209,28 @@ async fn snapshot(
             instances: u32::try_from(here.len()).unwrap_or(u32::MAX),
         });
     }
-    // The operator's containers with a member, for affinity and spreading (labels live in the
-    // API, not in LXD).
+    let visible = instances
+        .iter()
+        .filter_map(|i| i.owner_uid().map(str::to_owned))
+        .collect();
+    Ok((snapshot, visible))
+}
+
+/// The operator's containers of `namespace` with a member, for affinity and spreading (their
+/// labels live in the API, not in LXD).
+async fn placed_containers(
+    kube: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<Placed>, PlacementError> {
     let containers: Api<LxdContainer> = Api::namespaced(kube.clone(), namespace);
+    let mut placed = Vec::new();
     for other in containers.list(&ListParams::default()).await?.items {
         if other.spec.cluster_ref.name != cluster {
             continue;
         }
         if let Some(member) = other.status.as_ref().and_then(|s| s.member.clone()) {
-            snapshot.placed.push(Placed {
+            placed.push(Placed {
                 namespace: namespace.to_owned(),
                 name: other.name_any(),
                 labels: other.labels().clone(),
@@ -217,11 +238,7 @@ async fn snapshot(
             });
         }
     }
-    let visible = instances
-        .iter()
-        .filter_map(|i| i.owner_uid().map(str::to_owned))
-        .collect();
-    Ok((snapshot, visible))
+    Ok(placed)
 }
 
 /// Chooses a member for `container` and reserves it. Returns the decision and the policy name.
@@ -237,7 +254,19 @@ pub async fn place(
     let request = request_of(container);
     let state = placements.cluster(cluster).await;
     let mut state = state.lock().await;
-    let (mut snapshot, visible) = snapshot(client, kube, &request.namespace, cluster).await?;
+    let fresh = state
+        .figures
+        .as_ref()
+        .is_some_and(|(read, _, _)| read.elapsed() < FIGURES_FOR);
+    if !fresh {
+        let (members, visible) = member_figures(client).await?;
+        state.figures = Some((std::time::Instant::now(), members, visible));
+    }
+    let (mut snapshot, visible) = match &state.figures {
+        Some((_, members, visible)) => (members.clone(), visible.clone()),
+        None => (Snapshot::default(), HashSet::new()),
+    };
+    snapshot.placed = placed_containers(kube, &request.namespace, cluster).await?;
     // This container's own earlier reservation (a retried decision) does not count against it.
     state.reservations.release(&uid);
     state.reservations.apply(&mut snapshot, &visible);

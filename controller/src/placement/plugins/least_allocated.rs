@@ -1,5 +1,7 @@
 //! Scorer `least-allocated`: the share of CPU and memory still free on the member once the
-//! container's request is added to what every instance there is limited to.
+//! container's request is added to what every instance there is limited to (a container or
+//! instance without a limit counts the scoring default, as Kubernetes counts pods without
+//! requests).
 
 use super::{Args, Context, Scorer, free_share, no_args};
 use crate::placement::model::Member;
@@ -14,7 +16,9 @@ pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
 
 /// Free share of the member after the request, 0 to 1, CPU and memory averaged.
 pub(super) fn free_after(context: &Context<'_>, member: &Member) -> f64 {
-    let after = member.allocated.plus(context.request.resources);
+    let after = member
+        .scoring_allocated()
+        .plus(context.request.resources.or_scoring_default());
     (free_share(after.cpu, member.capacity.cpu) + free_share(after.memory, member.capacity.memory))
         / 2.0
 }
