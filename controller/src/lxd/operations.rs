@@ -250,6 +250,20 @@ impl LxdClient {
         if let Some(existing) = self.instance_by_uid(uid).await? {
             return Ok(CreateOutcome::Adopted(existing));
         }
+        self.create_or_adopt_by_name(request, target, uid, timeout)
+            .await
+    }
+
+    /// [`LxdClient::create_or_adopt`] for a caller that has just looked for the uid and found
+    /// nothing: it skips searching the whole project (a list that grows with every instance). An
+    /// instance of the same name and uid, made meanwhile, is still adopted, never duplicated.
+    pub async fn create_or_adopt_by_name(
+        &self,
+        request: &InstanceCreate,
+        target: &Target,
+        uid: &str,
+        timeout: Duration,
+    ) -> Result<CreateOutcome> {
         let mut request = request.clone();
         request.config.insert(UID_KEY.to_owned(), uid.to_owned());
         let intent = Intent::Create {

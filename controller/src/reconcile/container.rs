@@ -233,8 +233,21 @@ async fn converge(
     status: &mut StatusWriter<'_>,
 ) -> Result<Instance, Failure> {
     let uid = container.metadata.uid.clone().unwrap_or_default();
+    // What the last step left the instance as, when the step itself tells (a create, a state
+    // change): the next step needs no read of LXD, which is busy enough during a rollout.
+    let mut known: Option<Instance> = None;
     for _ in 0..MAX_STEPS {
-        let observed = find_instance(client, &uid, &desired.name).await?;
+        // The whole project is searched for the uid only when the instance may have another name
+        // than the one the spec gives now; otherwise the name finds it.
+        let renamed = status
+            .previous
+            .instance_name
+            .as_ref()
+            .is_some_and(|previous| *previous != desired.name);
+        let observed = match known.take() {
+            Some(instance) => Some(instance),
+            None => find_instance(client, &uid, &desired.name, renamed).await?,
+        };
         let member = observed
             .as_ref()
             .map(|i| i.location.clone())
@@ -307,7 +320,7 @@ async fn converge(
             Step::Create { member } => {
                 status.status.phase = Some(ContainerPhase::Creating);
                 let created = client
-                    .create_or_adopt(
+                    .create_or_adopt_by_name(
                         &desired.create_request(),
                         &Target::Member(member.clone()),
                         &uid,
@@ -337,10 +350,11 @@ async fn converge(
                         .await;
                 }
                 let outcome = created?;
-                let (reason, verb) = match outcome {
+                let (reason, verb) = match &outcome {
                     CreateOutcome::Created(_) => ("Created", "created"),
                     CreateOutcome::Adopted(_) => ("Adopted", "adopted"),
                 };
+                known = Some(outcome.instance().clone());
                 publish(
                     ctx,
                     container,
@@ -384,7 +398,14 @@ async fn converge(
                     Err(error) => return Err(error.into()),
                 }
             }
-            Step::ChangeState(action) => change_state(client, &desired.name, action).await?,
+            Step::ChangeState(action) => {
+                if change_state(client, &desired.name, action).await? {
+                    known = observed.map(|mut instance| {
+                        instance.status = action.resulting_status().to_owned();
+                        instance
+                    });
+                }
+            }
             Step::NameTaken { owner } => {
                 return Err(Failure::Permanent {
                     reason: "NameConflict",
@@ -404,14 +425,15 @@ async fn converge(
     }))
 }
 
-/// The instance of this container: its own (by owner uid), else whatever holds its name.
+/// The instance of this container: by its name (one cheap GET), and by its owner uid across
+/// the project when the name finds nothing of ours and `search_uid` says it may have another.
+/// Returns whatever holds the name when it is not ours.
 async fn find_instance(
     client: &LxdClient,
     uid: &str,
     name: &str,
+    search_uid: bool,
 ) -> Result<Option<Instance>, LxdError> {
-    // By name first: one cheap GET. Only when that name is free (or taken by another owner) is
-    // the whole project searched for the uid (an instance made under an earlier name).
     match client.instance(name).await {
         Ok(found) if found.value.owner_uid() == Some(uid) => return Ok(Some(found.value)),
         Ok(found) => {
@@ -422,31 +444,40 @@ async fn find_instance(
         Err(LxdError::NotFound { .. }) => {}
         Err(error) => return Err(error),
     }
-    client.instance_by_uid(uid).await
+    if search_uid {
+        client.instance_by_uid(uid).await
+    } else {
+        Ok(None)
+    }
 }
 
-async fn change_state(client: &LxdClient, name: &str, action: StateAction) -> Result<(), Failure> {
+/// Changes the instance's state and waits. `Ok(true)`: it is in the state the action leads to;
+/// `Ok(false)`: it is not known to be (the next look decides).
+async fn change_state(
+    client: &LxdClient,
+    name: &str,
+    action: StateAction,
+) -> Result<bool, Failure> {
     let timeout = (action == StateAction::Stop).then_some(STOP_TIMEOUT);
     let handle = client.change_state(name, action, timeout, false).await?;
-    match client
-        .wait_or_settle(
-            &handle,
-            &Intent::ChangeState { name, action },
-            OPERATION_TIMEOUT,
-        )
-        .await
-    {
-        Ok(Settlement::Done(_) | Settlement::NotDone(_) | Settlement::InProgress(_)) => Ok(()),
+    match client.wait(&handle, OPERATION_TIMEOUT).await {
+        Ok(_) => Ok(true),
+        Err(LxdError::OperationLost { .. }) => {
+            let settled = client
+                .settle_lost(&Intent::ChangeState { name, action })
+                .await?;
+            Ok(matches!(settled, Settlement::Done(_)))
+        }
         Err(LxdError::Timeout { .. }) if action == StateAction::Stop => {
             // A graceful stop that did not finish: force it.
             let handle = client
                 .change_state(name, StateAction::Stop, None, true)
                 .await?;
             client.wait(&handle, OPERATION_TIMEOUT).await?;
-            Ok(())
+            Ok(true)
         }
         // "already running" and the like: the next look decides.
-        Err(LxdError::OperationFailed { .. } | LxdError::Invalid { .. }) => Ok(()),
+        Err(LxdError::OperationFailed { .. } | LxdError::Invalid { .. }) => Ok(false),
         Err(error) => Err(Failure::Transient(error)),
     }
 }
