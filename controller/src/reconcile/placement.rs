@@ -142,30 +142,24 @@ async fn member_figures(client: &LxdClient) -> Result<(Snapshot, HashSet<String>
     let members = client.members().await?;
     let instances = client.instances().await?;
     let mut snapshot = Snapshot::default();
-    for member in &members {
-        let online = member.status == "Online";
-        let resources = if online {
-            client.member_resources(&member.server_name).await.ok()
-        } else {
-            None
-        };
-        let usage = if online {
-            client
-                .member_instance_metrics(&member.server_name)
-                .await
-                .unwrap_or_default()
-        } else {
-            Vec::new()
-        };
-        let load = if online {
-            client
-                .member_state(&member.server_name)
-                .await
-                .ok()
-                .flatten()
-        } else {
-            None
-        };
+    // Each member's figures are read at once, not one member after the other.
+    let live = futures::future::join_all(members.iter().map(|member| async move {
+        if member.status != "Online" {
+            return (None, Vec::new(), None);
+        }
+        let (resources, usage, load) = futures::join!(
+            client.member_resources(&member.server_name),
+            client.member_instance_metrics(&member.server_name),
+            client.member_state(&member.server_name),
+        );
+        (
+            resources.ok(),
+            usage.unwrap_or_default(),
+            load.ok().flatten(),
+        )
+    }))
+    .await;
+    for (member, (resources, usage, load)) in members.iter().zip(live) {
         let here: Vec<_> = instances
             .iter()
             .filter(|i| i.location == member.server_name)
@@ -253,20 +247,26 @@ pub async fn place(
     let policy = resolve_policy(kube, container).await?;
     let request = request_of(container);
     let state = placements.cluster(cluster).await;
-    let mut state = state.lock().await;
-    let fresh = state
+    // Member figures and the namespace's containers are read outside the lock: under a busy LXD
+    // a read takes seconds, and decisions of the cluster queue on the lock.
+    let cached = state
+        .lock()
+        .await
         .figures
-        .as_ref()
-        .is_some_and(|(read, _, _)| read.elapsed() < FIGURES_FOR);
-    if !fresh {
-        let (members, visible) = member_figures(client).await?;
-        state.figures = Some((std::time::Instant::now(), members, visible));
-    }
-    let (mut snapshot, visible) = match &state.figures {
-        Some((_, members, visible)) => (members.clone(), visible.clone()),
-        None => (Snapshot::default(), HashSet::new()),
+        .clone()
+        .filter(|(read, _, _)| read.elapsed() < FIGURES_FOR);
+    let (_, members, visible) = match cached {
+        Some(figures) => figures,
+        None => {
+            let (members, visible) = member_figures(client).await?;
+            let figures = (std::time::Instant::now(), members, visible);
+            state.lock().await.figures = Some(figures.clone());
+            figures
+        }
     };
+    let mut snapshot = members;
     snapshot.placed = placed_containers(kube, &request.namespace, cluster).await?;
+    let mut state = state.lock().await;
     // This container's own earlier reservation (a retried decision) does not count against it.
     state.reservations.release(&uid);
     state.reservations.apply(&mut snapshot, &visible);
