@@ -88,26 +88,36 @@ async fn an_operation_on_a_dead_member_is_lost_then_settled_when_it_is_back(clus
     };
     // Right after its restart the member may still say it is unavailable: retry, as the
     // controller does with backoff.
+    // Right after its restart the member may still say it is unavailable, or report its
+    // instances' state as Error for a moment: ask again, as the controller does with backoff,
+    // until LXD and the settlement agree on a real state.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let settled = loop {
-        match client.settle_lost(&intent).await {
-            Err(error) if error.is_transient() && std::time::Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+    loop {
+        let settled = match client.settle_lost(&intent).await {
+            Err(error) if error.is_transient() && std::time::Instant::now() < deadline => None,
+            other => Some(other.unwrap()),
+        };
+        let real = cluster
+            .lxc(&["list", &name, "--format", "csv", "--columns", "s"])
+            .trim()
+            .to_owned();
+        let agreed = match &settled {
+            Some(Settlement::Done(Some(instance))) => {
+                instance.status == "Stopped" && real == "STOPPED"
             }
-            other => break other.unwrap(),
+            Some(Settlement::NotDone(Some(instance))) => {
+                instance.status.to_uppercase() == real && real != "ERROR"
+            }
+            _ => false,
+        };
+        if agreed {
+            break;
         }
-    };
-    let real = cluster
-        .lxc(&["list", &name, "--format", "csv", "--columns", "s"])
-        .trim()
-        .to_owned();
-    match settled {
-        Settlement::Done(Some(instance)) => assert_eq!(
-            (instance.status.to_uppercase(), real.as_str()),
-            ("STOPPED".to_owned(), "STOPPED")
-        ),
-        Settlement::NotDone(Some(instance)) => assert_eq!(instance.status.to_uppercase(), real),
-        other => panic!("unexpected settlement {other:?} (lxc says {real})"),
+        assert!(
+            std::time::Instant::now() < deadline,
+            "settlement {settled:?} never matched lxc ({real})"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
     let handle = client
         .change_state(&name, StateAction::Stop, None, true)
@@ -147,26 +157,40 @@ async fn the_event_stream_resumes_after_its_daemon_restarts(cluster: &TestCluste
             None => panic!("stream ended"),
         }
     }
+    // The restarted member relays the other members' events once it has rejoined their event
+    // hubs, a few seconds after it answers: create instances until one is reported.
     let writer = cluster.client(&[0]);
-    let name = unique_name("resumed");
-    let handle = writer
-        .create_instance(&busybox(&name), &Target::Member(cluster.members[0].clone()))
-        .await
-        .unwrap();
-    writer.wait(&handle, WAIT).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(45);
     loop {
-        let item = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        let name = unique_name("resumed");
+        let handle = writer
+            .create_instance(&busybox(&name), &Target::Member(cluster.members[0].clone()))
             .await
-            .expect("no event after the restart");
-        if let Some(EventStreamItem::Event(event)) = item
-            && event.instance_name().as_deref() == Some(name.as_str())
-            && event
-                .lifecycle()
-                .is_some_and(|l| l.action == LifecycleAction::InstanceCreated)
-        {
-            break;
+            .unwrap();
+        writer.wait(&handle, WAIT).await.unwrap();
+        let reported = tokio::time::timeout(Duration::from_secs(5), async {
+            while let Some(item) = events.recv().await {
+                if let EventStreamItem::Event(event) = item
+                    && event.instance_name().as_deref() == Some(name.as_str())
+                    && event
+                        .lifecycle()
+                        .is_some_and(|l| l.action == LifecycleAction::InstanceCreated)
+                {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false);
+        let handle = writer.delete_instance(&name).await.unwrap();
+        writer.wait(&handle, WAIT).await.unwrap();
+        if reported {
+            return;
         }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no event through the restarted member within 45 s"
+        );
     }
-    let handle = writer.delete_instance(&name).await.unwrap();
-    writer.wait(&handle, WAIT).await.unwrap();
 }
