@@ -375,11 +375,18 @@ async fn every_acknowledged_create_survives_sigkill() {
     let mut last_revision = 0u64;
     for round in 0..3 {
         let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+        // The writer stops at its first failure, and also once the kill is under way: the server
+        // restarts on the same port, and a writer that kept going would never end.
+        let killing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let writer = {
             let api = api.clone();
+            let killing = killing.clone();
             tokio::spawn(async move {
                 let mut done = Vec::new();
                 for i in 0.. {
+                    if killing.load(std::sync::atomic::Ordering::SeqCst) {
+                        break;
+                    }
                     let name = format!("durable-{round}-{i}");
                     match api.create(&PostParams::default(), &container(&name)).await {
                         Ok(created) => done.push((
@@ -398,6 +405,7 @@ async fn every_acknowledged_create_survives_sigkill() {
             .unwrap()
             .subsec_nanos();
         tokio::time::sleep(Duration::from_millis(200 + u64::from(nanos % 800))).await;
+        killing.store(true, std::sync::atomic::Ordering::SeqCst);
         operator = operator.crash_and_restart();
         let done = writer.await.unwrap();
         assert!(
