@@ -112,6 +112,43 @@ async fn crud_and_status_through_kube_rs() {
         kept.metadata.resource_version
     );
 
+    // A controller applies status server-side under its own field manager, forcing as
+    // controllers do (the merge patch above made another manager own status.member).
+    let applied_status = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+                                "status": {"member": "node3", "phase": "Running"}});
+    let applied = api
+        .patch_status(
+            "c1",
+            &PatchParams::apply("lxd-operator-controller").force(),
+            &Patch::Apply(&applied_status),
+        )
+        .await
+        .unwrap();
+    let status = applied.status.clone().unwrap();
+    assert_eq!(status.member.as_deref(), Some("node3"));
+    let owner = applied
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .find(|m| m.manager.as_deref() == Some("lxd-operator-controller"))
+        .unwrap();
+    assert_eq!(owner.operation.as_deref(), Some("Apply"));
+    assert_eq!(owner.subresource.as_deref(), Some("status"));
+    // Without a field manager an apply is refused.
+    let anonymous = api
+        .patch(
+            "c1",
+            &PatchParams::default(),
+            &Patch::Apply(&applied_status),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(anonymous, kube::Error::Api(ref s) if s.code == 400),
+        "{anonymous:?}"
+    );
+
     api.delete("c1", &DeleteParams::default()).await.unwrap();
     assert!(api.get_opt("c1").await.unwrap().is_none());
 }

@@ -331,3 +331,154 @@ fn an_invalid_container_is_refused_naming_the_field_and_explain_prints_our_docs(
         "{explained}"
     );
 }
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn server_side_apply_owns_fields_and_a_second_manager_needs_force_to_take_them() {
+    let operator = server();
+    let apply_as = |manager: &str, yaml: &str, force: bool| {
+        let mut args = vec![
+            "apply",
+            "--server-side",
+            "--field-manager",
+            manager,
+            "-f",
+            "-",
+        ];
+        if force {
+            args.push("--force-conflicts");
+        }
+        operator.kubectl_with_input(&args, yaml)
+    };
+    let memory = |operator: &Operator| {
+        json(operator, &["get", "lxdc", "web-1", "-o", "json"])["spec"]["resources"]["memory"]
+            .clone()
+    };
+    let first = apply_as("kubectl", WEB, false);
+    assert!(
+        text(&first.stdout).contains("serverside-applied"),
+        "{}",
+        text(&first.stderr)
+    );
+
+    // The same manager applies again with a change and one field more.
+    let with_note = format!(
+        "{}  config: {{user.note: hello}}\n",
+        WEB.replace("256Mi", "512Mi")
+    );
+    let second = apply_as("kubectl", &with_note, false);
+    assert!(second.status.success(), "{}", text(&second.stderr));
+    let object = json(
+        &operator,
+        &[
+            "get",
+            "lxdc",
+            "web-1",
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ],
+    );
+    assert_eq!(object["spec"]["resources"]["memory"], "512Mi");
+    assert_eq!(object["spec"]["config"]["user.note"], "hello");
+    let managers = object["metadata"]["managedFields"].as_array().unwrap();
+    assert!(
+        managers.iter().any(|m| m["manager"] == "kubectl"
+            && m["operation"] == "Apply"
+            && m["fieldsV1"]["f:spec"]["f:resources"]["f:memory"].is_object()),
+        "{managers:?}"
+    );
+
+    // Another manager may not change a field kubectl owns ...
+    let other = "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {name: web-1}\nspec:\n  resources: {memory: 1Gi}\n";
+    let refused = apply_as("platform-team", other, false);
+    let error = text(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && error.contains("conflict with \"kubectl\"")
+            && error.contains(".spec.resources.memory"),
+        "{error}"
+    );
+    assert_eq!(memory(&operator), "512Mi");
+    // ... until it forces, and then the field is its own.
+    let forced = apply_as("platform-team", other, true);
+    assert!(forced.status.success(), "{}", text(&forced.stderr));
+    assert_eq!(memory(&operator), "1Gi");
+
+    // kubectl stops applying the note, which no one else owns: it goes. The memory stays, as
+    // the platform team owns it now.
+    let without_note = WEB.replace("256Mi", "1Gi");
+    let third = apply_as("kubectl", &without_note, false);
+    assert!(third.status.success(), "{}", text(&third.stderr));
+    let object = json(&operator, &["get", "lxdc", "web-1", "-o", "json"]);
+    assert!(
+        object["spec"]
+            .get("config")
+            .is_none_or(|c| c.get("user.note").is_none()),
+        "{object}"
+    );
+    assert_eq!(object["spec"]["resources"]["memory"], "1Gi");
+}
+
+#[test]
+fn printer_columns_dry_runs_and_field_validation_as_on_a_real_cluster() {
+    let operator = server();
+    let dry = operator.kubectl_with_input(&["create", "--dry-run=server", "-f", "-"], WEB);
+    assert!(
+        text(&dry.stdout).contains("created (server dry run)"),
+        "{}",
+        text(&dry.stderr)
+    );
+    assert!(!operator.kubectl(&["get", "lxdc", "web-1"]).status.success());
+
+    let unknown = format!("{WEB}  colour: red\n");
+    let strict = operator.kubectl_with_input(&["apply", "--validate=strict", "-f", "-"], &unknown);
+    let error = text(&strict.stderr);
+    assert!(
+        !strict.status.success() && error.contains("unknown field \"spec.colour\""),
+        "{error}"
+    );
+    assert!(!operator.kubectl(&["get", "lxdc", "web-1"]).status.success());
+
+    let warn = operator.kubectl_with_input(&["apply", "--validate=warn", "-f", "-"], &unknown);
+    assert!(warn.status.success(), "{}", text(&warn.stderr));
+    assert!(
+        text(&warn.stderr).contains("Warning: unknown field \"spec.colour\""),
+        "{}",
+        text(&warn.stderr)
+    );
+    let stored = json(&operator, &["get", "lxdc", "web-1", "-o", "json"]);
+    assert!(stored["spec"].get("colour").is_none(), "pruned: {stored}");
+    assert_eq!(
+        stored["spec"]["state"], "Running",
+        "the schema's default is filled in"
+    );
+
+    let ignored = operator.kubectl_with_input(
+        &["apply", "--validate=false", "-f", "-"],
+        &unknown.replace("256Mi", "512Mi"),
+    );
+    assert!(
+        ignored.status.success() && !text(&ignored.stderr).contains("Warning"),
+        "{}",
+        text(&ignored.stderr)
+    );
+
+    let table = operator.kubectl_ok(&["get", "lxdc"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "PHASE", "MEMBER", "IPV4", "AGE"],
+        "{table}"
+    );
+    let wide = operator.kubectl_ok(&["get", "lxdc", "-o", "wide"]);
+    let header = wide.lines().next().unwrap();
+    assert!(
+        header.contains("CLUSTER") && header.contains("IMAGE"),
+        "{wide}"
+    );
+    assert!(wide.contains("local") && wide.contains("busybox"), "{wide}");
+}

@@ -163,11 +163,11 @@ impl Operator {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
-    /// `kubectl apply -f -` of `yaml`.
-    pub fn apply(&self, yaml: &str) -> String {
+    /// Runs kubectl with `input` on its standard input (`-f -`).
+    pub fn kubectl_with_input(&self, args: &[&str], input: &str) -> Output {
         use std::io::Write;
         let mut child = Command::new("kubectl")
-            .args(["apply", "-f", "-"])
+            .args(args)
             .env("KUBECONFIG", self.kubeconfig())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -178,9 +178,14 @@ impl Operator {
             .stdin
             .take()
             .expect("stdin")
-            .write_all(yaml.as_bytes())
+            .write_all(input.as_bytes())
             .expect("write manifest");
-        let output = child.wait_with_output().expect("kubectl apply");
+        child.wait_with_output().expect("kubectl")
+    }
+
+    /// `kubectl apply -f -` of `yaml`.
+    pub fn apply(&self, yaml: &str) -> String {
+        let output = self.kubectl_with_input(&["apply", "-f", "-"], yaml);
         assert!(
             output.status.success(),
             "kubectl apply failed: {}\n{yaml}",

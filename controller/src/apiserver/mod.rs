@@ -10,6 +10,7 @@
 
 pub mod discovery;
 pub mod events;
+pub mod managed_fields;
 pub mod objects;
 pub mod openapi;
 pub mod patch;
@@ -18,6 +19,7 @@ pub mod router;
 pub mod selectors;
 pub mod status;
 pub mod storage;
+pub mod structural;
 pub mod table;
 pub mod validation;
 pub mod watch;
@@ -80,6 +82,10 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
                 .map_err(ServerError::Bootstrap)?;
         }
     }
+    let bootstrap = objects::WriteOptions {
+        field_manager: Some("lxd-operator-apiserver".to_owned()),
+        ..Default::default()
+    };
     let namespaces = state
         .registry
         .find("", "v1", "namespaces")
@@ -88,7 +94,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
         if state.store.get(&namespaces.key(None, name))?.is_none() {
             let namespace = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}, "status": {"phase": "Active"}});
             state
-                .create(&namespaces, None, namespace, false)
+                .create(&namespaces, None, namespace, &bootstrap)
                 .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
         }
     }
@@ -99,7 +105,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
         match state.store.get(&crds.key(None, &name))? {
             None => {
                 state
-                    .create(&crds, None, object, false)
+                    .create(&crds, None, object, &bootstrap)
                     .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
             }
             // A newer binary serves its own schema.
@@ -107,7 +113,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
                 let mut updated = current.clone();
                 updated["spec"] = object["spec"].clone();
                 state
-                    .update(&crds, None, &name, updated, false, false)
+                    .update(&crds, None, &name, updated, false, &bootstrap)
                     .map_err(|e| ServerError::Bootstrap(e.to_string()))?;
             }
             Some(_) => {}

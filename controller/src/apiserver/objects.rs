@@ -6,11 +6,13 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use serde_json::{Value, json};
 
 use super::events;
+use super::managed_fields::{self, Scope, Writer};
 use super::patch;
 use super::registry::{Registry, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::storage::{ChangeKind, Store};
+use super::structural;
 
 /// The API's state: the store and the kinds it serves.
 #[derive(Debug, Clone)]
@@ -43,8 +45,102 @@ pub enum PatchKind {
     Json,
     /// `application/strategic-merge-patch+json`.
     Strategic,
-    /// `application/apply-patch+yaml` (server-side apply; applied as a merge for now).
+    /// `application/apply-patch+yaml`: server-side apply.
     Apply,
+}
+
+/// What to do with fields the schema does not declare (`fieldValidation`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FieldValidation {
+    /// Drop them silently.
+    Ignore,
+    /// Drop them and warn (a `Warning` header); the server's default.
+    #[default]
+    Warn,
+    /// Refuse the write (400).
+    Strict,
+}
+
+impl FieldValidation {
+    /// Reads the `fieldValidation` query parameter.
+    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+        match value.unwrap_or_default() {
+            "" | "Warn" => Ok(FieldValidation::Warn),
+            "Ignore" => Ok(FieldValidation::Ignore),
+            "Strict" => Ok(FieldValidation::Strict),
+            other => Err(ApiError::bad_request(format!(
+                "fieldValidation: Unsupported value: \"{other}\": supported values: \"Ignore\", \"Warn\", \"Strict\""
+            ))),
+        }
+    }
+}
+
+/// The options every write takes (its query parameters).
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    /// `dryRun=All`: validate and answer, store nothing.
+    pub dry_run: bool,
+    /// `fieldManager` (or the client's user agent): who owns the fields written.
+    pub field_manager: Option<String>,
+    /// `fieldValidation`.
+    pub field_validation: FieldValidation,
+    /// `force`: a server-side apply takes fields other managers own.
+    pub force: bool,
+}
+
+impl WriteOptions {
+    fn manager(&self) -> &str {
+        self.field_manager.as_deref().unwrap_or("unknown")
+    }
+}
+
+/// The answer to a write.
+#[derive(Debug)]
+pub struct Written {
+    /// The object as stored (or as it would be, in a dry run).
+    pub object: Value,
+    /// Warnings for the client (`Warning` headers).
+    pub warnings: Vec<String>,
+    /// Whether the write created the object (an apply of a missing object).
+    pub created: bool,
+}
+
+impl Written {
+    fn new(object: Value, warnings: Vec<String>) -> Self {
+        Written {
+            object,
+            warnings,
+            created: false,
+        }
+    }
+}
+
+/// The outcome of unknown fields under a `fieldValidation` policy: warnings, or the 400.
+fn unknown_fields(unknown: &[String], policy: FieldValidation) -> Result<Vec<String>, ApiError> {
+    if unknown.is_empty() || policy == FieldValidation::Ignore {
+        return Ok(Vec::new());
+    }
+    let messages: Vec<String> = unknown
+        .iter()
+        .map(|field| format!("unknown field \"{field}\""))
+        .collect();
+    if policy == FieldValidation::Strict {
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            messages.join(", ")
+        )));
+    }
+    Ok(messages)
+}
+
+fn scope_of(resource: &Resource, status_only: bool) -> Scope {
+    if status_only {
+        Scope::Status
+    } else {
+        Scope::Main {
+            status_subresource: resource.status_subresource,
+        }
+    }
 }
 
 /// RFC 3339 now, in seconds, as Kubernetes writes timestamps.
@@ -118,6 +214,23 @@ fn comparable(object: &Value) -> Value {
 }
 
 impl ApiState {
+    /// Prunes undeclared fields (reported under `policy`) and fills defaults, as a structural
+    /// schema does before validation.
+    fn normalize(
+        &self,
+        resource: &Resource,
+        object: &mut Value,
+        policy: FieldValidation,
+    ) -> Result<Vec<String>, ApiError> {
+        let Some(schema) = &resource.schema else {
+            return Ok(Vec::new());
+        };
+        let unknown = structural::prune(schema, object);
+        let warnings = unknown_fields(&unknown, policy)?;
+        structural::apply_defaults(schema, object);
+        Ok(warnings)
+    }
+
     fn namespace_exists(&self, namespace: &str) -> Result<bool, ApiError> {
         Ok(self
             .store
@@ -208,8 +321,8 @@ impl ApiState {
         resource: &Resource,
         namespace: Option<&str>,
         mut object: Value,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
+        options: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         if !object.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
@@ -273,6 +386,7 @@ impl ApiState {
         {
             map.remove("status");
         }
+        let warnings = self.normalize(resource, &mut object, options.field_validation)?;
         self.validate(resource, &object, &name)?;
         let key = resource.key(namespace.as_deref(), &name);
         if self.store.get(&key)?.is_some() {
@@ -292,17 +406,29 @@ impl ApiState {
             map.remove("deletionTimestamp");
             map.remove("resourceVersion");
         }
+        if object["metadata"].get("managedFields").is_none() {
+            let api_version = resource.api_version();
+            let time = now();
+            let writer = Writer {
+                manager: options.manager(),
+                api_version: &api_version,
+                scope: scope_of(resource, false),
+                time: &time,
+            };
+            let entries = managed_fields::track_update(Vec::new(), &Value::Null, &object, writer);
+            managed_fields::write_entries(&mut object, &entries);
+        }
         if resource.kind == "CustomResourceDefinition" {
             object = self.install_crd(object)?;
         }
-        if dry_run {
-            return Ok(events::present(resource, object));
+        if options.dry_run {
+            return Ok(Written::new(events::present(resource, object), warnings));
         }
         let stored = self.store.commit(&key, ChangeKind::Added, |revision| {
             object["metadata"]["resourceVersion"] = json!(revision.to_string());
             object
         })?;
-        Ok(events::present(resource, stored))
+        Ok(Written::new(events::present(resource, stored), warnings))
     }
 
     fn install_crd(&self, mut object: Value) -> Result<Value, ApiError> {
@@ -331,8 +457,8 @@ impl ApiState {
         name: &str,
         body: Value,
         status_only: bool,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
+        options: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         let key = resource.key(namespace, name);
         let current = self
             .store
@@ -344,7 +470,16 @@ impl ApiState {
         {
             return Err(ApiError::conflict(&resource.group, &resource.plural, name));
         }
-        self.write(resource, &key, name, current, body, status_only, dry_run)
+        self.write(
+            resource,
+            &key,
+            name,
+            current,
+            body,
+            status_only,
+            options,
+            false,
+        )
     }
 
     /// Patches an object (or its status).
@@ -357,20 +492,18 @@ impl ApiState {
         kind: PatchKind,
         body: &Value,
         status_only: bool,
-        dry_run: bool,
-    ) -> Result<(Value, bool), ApiError> {
+        options: &WriteOptions,
+    ) -> Result<Written, ApiError> {
         if kind == PatchKind::Strategic && resource.custom {
             return Err(ApiError::unsupported_media_type(
                 "application/strategic-merge-patch+json",
             ));
         }
         let key = resource.key(namespace, name);
+        if kind == PatchKind::Apply {
+            return self.apply(resource, namespace, name, body, status_only, options);
+        }
         let Some(current) = self.store.get(&key)? else {
-            if kind == PatchKind::Apply {
-                return self
-                    .create(resource, namespace, body.clone(), dry_run)
-                    .map(|created| (created, true));
-            }
             return Err(ApiError::not_found(&resource.group, &resource.plural, name));
         };
         // Patches apply to the object as the client sees it (an events.k8s.io Event is
@@ -396,8 +529,119 @@ impl ApiState {
             return Err(ApiError::conflict(&resource.group, &resource.plural, name));
         }
         let patched = events::store_form(resource, patched);
-        self.write(resource, &key, name, current, patched, status_only, dry_run)
-            .map(|object| (object, false))
+        self.write(
+            resource,
+            &key,
+            name,
+            current,
+            patched,
+            status_only,
+            options,
+            false,
+        )
+    }
+
+    /// Server-side apply: merges the applied configuration under its field manager's
+    /// ownership, creating the object when it does not exist.
+    fn apply(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        body: &Value,
+        status_only: bool,
+        options: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let Some(manager) = options.field_manager.as_deref().filter(|m| !m.is_empty()) else {
+            return Err(ApiError::bad_request(
+                "fieldManager is required for apply requests",
+            ));
+        };
+        let mut applied = body.clone();
+        let Some(map) = applied.as_object_mut() else {
+            return Err(ApiError::bad_request(
+                "an applied configuration must be an object",
+            ));
+        };
+        for field in ["apiVersion", "kind"] {
+            if map
+                .get(field)
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "{field} must be set in an applied configuration"
+                )));
+            }
+        }
+        if meta_str(&applied, "name").is_some_and(|n| n != name) {
+            return Err(ApiError::bad_request(
+                "the name of the object does not match the name on the URL",
+            ));
+        }
+        if let Some(metadata) = applied.get_mut("metadata").and_then(Value::as_object_mut) {
+            metadata.remove("managedFields");
+        }
+        let mut warnings = Vec::new();
+        if let Some(schema) = &resource.schema {
+            let unknown = structural::prune(schema, &mut applied);
+            warnings = unknown_fields(&unknown, options.field_validation)?;
+        }
+        let key = resource.key(namespace, name);
+        let current = self.store.get(&key)?;
+        if current.is_none() && status_only {
+            return Err(ApiError::not_found(&resource.group, &resource.plural, name));
+        }
+        let live = current.map(|c| events::present(resource, c));
+        let entries = live
+            .as_ref()
+            .map(managed_fields::read_entries)
+            .unwrap_or_default();
+        let api_version = resource.api_version();
+        let time = now();
+        let writer = Writer {
+            manager,
+            api_version: &api_version,
+            scope: scope_of(resource, status_only),
+            time: &time,
+        };
+        let (mut merged, entries) =
+            managed_fields::apply(live.as_ref(), &applied, entries, writer, options.force)
+                .map_err(|conflicts| {
+                    ApiError::apply_conflict(&resource.group, &resource.plural, name, &conflicts)
+                })?;
+        if !merged["metadata"].is_object() {
+            merged["metadata"] = json!({});
+        }
+        merged["metadata"]["name"] = json!(name);
+        managed_fields::write_entries(&mut merged, &entries);
+        let merged = events::store_form(resource, merged);
+        let mut written = match live {
+            None => {
+                let mut created = self.create(resource, namespace, merged, options)?;
+                created.created = true;
+                created
+            }
+            Some(live) => {
+                if meta_str(&merged, "resourceVersion") != meta_str(&live, "resourceVersion") {
+                    return Err(ApiError::conflict(&resource.group, &resource.plural, name));
+                }
+                let current = events::store_form(resource, live);
+                self.write(
+                    resource,
+                    &key,
+                    name,
+                    current,
+                    merged,
+                    status_only,
+                    options,
+                    true,
+                )?
+            }
+        };
+        warnings.append(&mut written.warnings);
+        written.warnings = warnings;
+        Ok(written)
     }
 
     /// The common end of update and patch.
@@ -410,14 +654,22 @@ impl ApiState {
         current: Value,
         body: Value,
         status_only: bool,
-        dry_run: bool,
-    ) -> Result<Value, ApiError> {
+        options: &WriteOptions,
+        applied: bool,
+    ) -> Result<Written, ApiError> {
         if !body.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
         let mut next = if status_only {
             let mut next = current.clone();
             next["status"] = body.get("status").cloned().unwrap_or(Value::Null);
+            if applied && let Some(metadata) = next["metadata"].as_object_mut() {
+                // An apply to /status carries the new ownership in its metadata.
+                match body["metadata"].get("managedFields") {
+                    Some(entries) => metadata.insert("managedFields".to_owned(), entries.clone()),
+                    None => metadata.remove("managedFields"),
+                };
+            }
             next
         } else {
             let mut next = body;
@@ -459,6 +711,35 @@ impl ApiState {
         {
             map.remove("status");
         }
+        let warnings = self.normalize(resource, &mut next, options.field_validation)?;
+        let managed_fields_given = next["metadata"]
+            .get("managedFields")
+            .is_some_and(|given| Some(given) != current["metadata"].get("managedFields"));
+        if applied {
+            // The apply computed the ownership.
+        } else if managed_fields_given {
+            // A client that sets managedFields (kubectl moving an object to server-side
+            // apply) gets them as given; an empty list clears them.
+            if next["metadata"]["managedFields"]
+                .as_array()
+                .is_some_and(Vec::is_empty)
+                && let Some(metadata) = next["metadata"].as_object_mut()
+            {
+                metadata.remove("managedFields");
+            }
+        } else {
+            let api_version = resource.api_version();
+            let time = now();
+            let writer = Writer {
+                manager: options.manager(),
+                api_version: &api_version,
+                scope: scope_of(resource, status_only),
+                time: &time,
+            };
+            let entries = managed_fields::read_entries(&current);
+            let entries = managed_fields::track_update(entries, &current, &next, writer);
+            managed_fields::write_entries(&mut next, &entries);
+        }
         if resource.custom && spec_part(&next) != spec_part(&current) {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
             next["metadata"]["generation"] = json!(generation + 1);
@@ -466,13 +747,13 @@ impl ApiState {
         self.validate(resource, &next, name)?;
         // A write that changes nothing bumps nothing and wakes no watcher.
         if comparable(&next) == comparable(&current) {
-            return Ok(events::present(resource, current));
+            return Ok(Written::new(events::present(resource, current), warnings));
         }
         let finalizers_done = next["metadata"]["finalizers"]
             .as_array()
             .is_none_or(Vec::is_empty);
-        if dry_run {
-            return Ok(events::present(resource, next));
+        if options.dry_run {
+            return Ok(Written::new(events::present(resource, next), warnings));
         }
         if next["metadata"].get("deletionTimestamp").is_some() && finalizers_done {
             // The last finalizer is gone: the object goes.
@@ -482,7 +763,7 @@ impl ApiState {
                 next
             })?;
             self.collect_dependents(&uid)?;
-            return Ok(events::present(resource, deleted));
+            return Ok(Written::new(events::present(resource, deleted), warnings));
         }
         if resource.kind == "CustomResourceDefinition" && !status_only {
             next = self.install_crd(next)?;
@@ -491,7 +772,7 @@ impl ApiState {
             next["metadata"]["resourceVersion"] = json!(revision.to_string());
             next
         })?;
-        Ok(events::present(resource, stored))
+        Ok(Written::new(events::present(resource, stored), warnings))
     }
 
     /// Deletes an object: at once, or (with finalizers) by marking it; 202 while it waits.

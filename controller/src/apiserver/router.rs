@@ -5,14 +5,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::objects::{ApiState, ListOptions, PatchKind};
+use super::objects::{ApiState, FieldValidation, ListOptions, PatchKind, WriteOptions, Written};
 use super::registry::Resource;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
@@ -195,8 +195,13 @@ async fn resources(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // Over the limit is a 413 Status, as the Kubernetes API server answers, not a bare text.
+    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+        Ok(body) => body,
+        Err(_) => return ApiError::too_large(MAX_BODY_BYTES).into_response(),
+    };
     match dispatch(&state, &method, &uri, &headers, &body) {
         Ok(response) => response,
         Err(error) => error.into_response(),
@@ -204,8 +209,56 @@ async fn resources(
 }
 
 fn read_body(body: &Bytes) -> Result<Value, ApiError> {
+    // serde_json refuses nesting deeper than 128 levels, so a deep body cannot exhaust the
+    // stack; its size is bounded by MAX_BODY_BYTES.
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid JSON: {e}")))
+}
+
+/// An applied configuration: YAML (JSON is YAML too).
+fn read_apply_body(body: &Bytes) -> Result<Value, ApiError> {
+    if let Ok(value) = serde_json::from_slice(body) {
+        return Ok(value);
+    }
+    let text = std::str::from_utf8(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not UTF-8: {e}")))?;
+    serde_saphyr::from_str(text)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid YAML: {e}")))
+}
+
+/// The write options of a request: its query parameters, the field manager defaulting to the
+/// client's user agent (`kubectl/v1.32.0 (...)` manages as `kubectl`), as Kubernetes does.
+fn write_options(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<WriteOptions, ApiError> {
+    let user_agent = header_text(headers, header::USER_AGENT);
+    let from_agent = user_agent.split('/').next().unwrap_or_default().trim();
+    Ok(WriteOptions {
+        dry_run: query.get("dryRun").is_some_and(|d| d == "All"),
+        field_manager: query
+            .get("fieldManager")
+            .filter(|m| !m.is_empty())
+            .cloned()
+            .or_else(|| (!from_agent.is_empty()).then(|| from_agent.to_owned())),
+        field_validation: FieldValidation::parse(query.get("fieldValidation").map(String::as_str))?,
+        force: query.get("force").is_some_and(|f| f == "true"),
+    })
+}
+
+/// The response to a write: its object, with one `Warning` header per warning.
+fn written_response(code: u16, written: &Written) -> Response {
+    let mut response = with_status(code, &written.object);
+    for warning in &written.warnings {
+        let text = format!(
+            "299 - \"{}\"",
+            warning.replace('\\', "\\\\").replace('"', "\\\"")
+        );
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append(header::WARNING, value);
+        }
+    }
+    response
 }
 
 fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
@@ -282,7 +335,8 @@ fn dispatch(
     let target = parse_target(state, path)?.ok_or_else(|| ApiError::no_route(path))?;
     let resource = &target.resource;
     let namespace = target.namespace.as_deref();
-    let dry_run = query.get("dryRun").is_some_and(|d| d == "All");
+    let options = write_options(&query, headers)?;
+    let dry_run = options.dry_run;
     let status_only = target.subresource.as_deref() == Some("status");
     let as_table = table::wants_table(accept);
     match (method.clone(), target.name.as_deref()) {
@@ -346,17 +400,20 @@ fn dispatch(
             Ok(json_response(&object))
         }
         (Method::POST, None) => {
-            let created = state.create(resource, namespace, read_body(body)?, dry_run)?;
-            Ok(with_status(201, &created))
+            let created = state.create(resource, namespace, read_body(body)?, &options)?;
+            Ok(written_response(201, &created))
         }
-        (Method::PUT, Some(name)) => Ok(json_response(&state.update(
-            resource,
-            namespace,
-            name,
-            read_body(body)?,
-            status_only,
-            dry_run,
-        )?)),
+        (Method::PUT, Some(name)) => {
+            let updated = state.update(
+                resource,
+                namespace,
+                name,
+                read_body(body)?,
+                status_only,
+                &options,
+            )?;
+            Ok(written_response(200, &updated))
+        }
         (Method::PATCH, Some(name)) => {
             let content_type = header_text(headers, header::CONTENT_TYPE);
             let kind = match content_type.split(';').next().unwrap_or_default().trim() {
@@ -366,23 +423,30 @@ fn dispatch(
                 "application/apply-patch+yaml" => PatchKind::Apply,
                 other => return Err(ApiError::unsupported_media_type(other)),
             };
-            let patch = read_body(body)?;
+            let patch = if kind == PatchKind::Apply {
+                read_apply_body(body)?
+            } else {
+                read_body(body)?
+            };
             // The Python client labels every patch merge-patch, JSON patches too.
             let kind = if kind == PatchKind::Merge && patch.is_array() {
                 PatchKind::Json
             } else {
                 kind
             };
-            let (object, created) = state.patch(
+            let written = state.patch(
                 resource,
                 namespace,
                 name,
                 kind,
                 &patch,
                 status_only,
-                dry_run,
+                &options,
             )?;
-            Ok(with_status(if created { 201 } else { 200 }, &object))
+            Ok(written_response(
+                if written.created { 201 } else { 200 },
+                &written,
+            ))
         }
         (Method::DELETE, Some(name)) => {
             let (code, object) = state.delete(resource, namespace, name, dry_run)?;

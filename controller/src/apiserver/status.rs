@@ -81,6 +81,39 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// 409 for a server-side apply that would change fields other managers own.
+    pub fn apply_conflict(
+        group: &str,
+        plural: &str,
+        name: &str,
+        conflicts: &[super::managed_fields::Conflict],
+    ) -> ApiError {
+        let causes: Vec<Value> = conflicts
+            .iter()
+            .map(|c| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {}", c.manager), "field": c.field}))
+            .collect();
+        ApiError::new(
+            409,
+            "Conflict",
+            super::managed_fields::conflict_message(conflicts),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural, "causes": causes}))
+    }
+
+    /// 413 for a body over the size limit.
+    pub fn too_large(limit: usize) -> ApiError {
+        ApiError::new(
+            413,
+            "RequestEntityTooLarge",
+            format!("the request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    /// 401 without a valid bearer token.
+    pub fn unauthorized() -> ApiError {
+        ApiError::new(401, "Unauthorized", "Unauthorized")
+    }
+
     /// 422 naming each bad field.
     pub fn invalid(group: &str, kind: &str, name: &str, errors: &[FieldError]) -> ApiError {
         let summary: Vec<String> = errors.iter().map(ToString::to_string).collect();
