@@ -14,15 +14,15 @@ use kube::api::{
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Config, Resource, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use lxd_operator_crds::container::{DesiredState, ImageSource, LxdContainerSpec};
 use lxd_operator_crds::shared::ClusterReference;
 use lxd_operator_crds::{LxdContainer, LxdContainerStatus};
 use lxd_operator_tests::operator::{Mode, Operator};
 use serde_json::json;
 
-fn client(operator: &Operator) -> Client {
-    Client::try_from(Config::new(operator.api_url.parse().unwrap())).unwrap()
+async fn client(operator: &Operator) -> Client {
+    operator.kube_client().await
 }
 
 fn container(name: &str) -> LxdContainer {
@@ -51,7 +51,7 @@ fn container(name: &str) -> LxdContainer {
 #[tokio::test]
 async fn crud_and_status_through_kube_rs() {
     let operator = Operator::start(Mode::Apiserver);
-    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
     let created = api
         .create(&PostParams::default(), &container("c1"))
         .await
@@ -156,7 +156,7 @@ async fn crud_and_status_through_kube_rs() {
 #[tokio::test]
 async fn the_finalizer_helper_and_the_event_recorder_work() {
     let operator = Operator::start(Mode::Apiserver);
-    let client = client(&operator);
+    let client = client(&operator).await;
     let api: Api<LxdContainer> = Api::namespaced(client.clone(), "default");
     api.create(&PostParams::default(), &container("f1"))
         .await
@@ -226,7 +226,7 @@ async fn the_finalizer_helper_and_the_event_recorder_work() {
 #[tokio::test]
 async fn a_watcher_sees_create_update_and_delete_in_order() {
     let operator = Operator::start(Mode::Apiserver);
-    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
     let stream = watcher(api.clone(), watcher::Config::default());
     let collected = tokio::spawn(async move {
         let mut seen = Vec::new();
@@ -267,7 +267,7 @@ async fn a_watcher_sees_create_update_and_delete_in_order() {
 #[tokio::test]
 async fn a_watcher_resuming_from_a_compacted_resource_version_relists_and_recovers() {
     let operator = Operator::start_with(Mode::Apiserver, &["--watch-history", "100"]);
-    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
     // A watcher of objects that do not change: its resourceVersion stays where it started, and
     // its one-second watches end and resume from it.
     let config = watcher::Config::default()
@@ -313,7 +313,7 @@ async fn a_watcher_resuming_from_a_compacted_resource_version_relists_and_recove
 #[tokio::test]
 async fn a_watch_from_a_compacted_resource_version_gets_410_in_the_stream_and_a_relist_recovers() {
     let operator = Operator::start_with(Mode::Apiserver, &["--watch-history", "100"]);
-    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
     api.create(&PostParams::default(), &container("old"))
         .await
         .unwrap();
@@ -367,7 +367,7 @@ async fn a_watch_from_a_compacted_resource_version_gets_410_in_the_stream_and_a_
 #[tokio::test]
 async fn a_thousand_objects_come_back_from_a_list_and_from_a_watch_at_zero() {
     let operator = Operator::start(Mode::Apiserver);
-    let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
     let started = std::time::Instant::now();
     futures::stream::iter(0..1000)
         .for_each_concurrent(16, |i| {
@@ -411,7 +411,7 @@ async fn every_acknowledged_create_survives_sigkill() {
     let mut acknowledged = Vec::new();
     let mut last_revision = 0u64;
     for round in 0..3 {
-        let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+        let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
         // The writer stops at its first failure, and also once the kill is under way: the server
         // restarts on the same port, and a writer that kept going would never end.
         let killing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -449,7 +449,7 @@ async fn every_acknowledged_create_survives_sigkill() {
             !done.is_empty(),
             "round {round}: nothing was written before the kill"
         );
-        let api: Api<LxdContainer> = Api::namespaced(client(&operator), "default");
+        let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
         for (name, revision) in &done {
             assert!(
                 api.get_opt(name).await.unwrap().is_some(),

@@ -482,3 +482,89 @@ fn printer_columns_dry_runs_and_field_validation_as_on_a_real_cluster() {
     );
     assert!(wide.contains("local") && wide.contains("busybox"), "{wide}");
 }
+
+#[test]
+fn the_api_needs_the_token_over_https_and_refuses_oversized_bodies() {
+    use std::os::unix::fs::PermissionsExt;
+    let operator = server();
+    assert!(
+        operator.api_url.starts_with("https://"),
+        "{}",
+        operator.api_url
+    );
+    let mode = std::fs::metadata(operator.kubeconfig())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the kubeconfig holds the token");
+
+    let ca = operator.data_dir().join("pki/ca.crt");
+    let curl = |extra: &[&str]| {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--cacert"])
+            .arg(&ca)
+            .args(extra)
+            .output()
+            .unwrap();
+        text(&output.stdout)
+    };
+    let containers = format!(
+        "{}/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainers",
+        operator.api_url
+    );
+    assert_eq!(curl(&[&containers]), "401", "no token");
+    assert_eq!(
+        curl(&["-H", "Authorization: Bearer wrong", &containers]),
+        "401"
+    );
+    let bearer = format!("Authorization: Bearer {}", operator.token());
+    assert_eq!(curl(&["-H", &bearer, &containers]), "200");
+    // Health and version are public, as on a Kubernetes API server.
+    assert_eq!(curl(&[&format!("{}/healthz", operator.api_url)]), "200");
+
+    let body = operator.data_dir().join("big.json");
+    let padding = "x".repeat(10 * 1024 * 1024);
+    std::fs::write(
+        &body,
+        format!(r#"{{"apiVersion":"lxd-operator.dev/v1alpha1","kind":"LxdContainer","metadata":{{"name":"big","annotations":{{"pad":"{padding}"}}}}}}"#),
+    )
+    .unwrap();
+    let upload = format!("@{}", body.display());
+    let args = [
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        "-H",
+        "Content-Type: application/json",
+        "--data-binary",
+        &upload,
+        &containers,
+    ];
+    assert_eq!(curl(&args), "413", "a 10 MiB body");
+    std::fs::write(&body, r#"{"apiVersion": "#).unwrap();
+    assert_eq!(curl(&args), "400", "a malformed body");
+    assert!(!operator.kubectl(&["get", "lxdc", "big"]).status.success());
+}
+
+#[test]
+fn plain_http_is_refused_on_other_addresses_than_loopback() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let output = Command::new(lxd_operator_tests::operator_binary())
+        .args([
+            "apiserver",
+            "--insecure-http",
+            "--listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
+        .arg(data_dir.path())
+        .output()
+        .unwrap();
+    let error = text(&output.stderr);
+    assert!(
+        !output.status.success() && error.contains("loopback only"),
+        "{error}"
+    );
+    assert!(!data_dir.path().join("kubeconfig").exists());
+}

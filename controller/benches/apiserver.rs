@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams, PostParams};
-use lxd_operator::apiserver::Server;
+use lxd_operator::apiserver::{Server, Transport};
 use lxd_operator_crds::LxdContainer;
 use serde_json::json;
 
@@ -60,10 +60,22 @@ fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
-        let server = Server::bind(dir.path(), "127.0.0.1:0".parse().expect("address"), 20_000).await.expect("server");
-        let url = format!("http://{}", server.address);
+        // As users reach it: HTTPS with the server's CA and token, from the kubeconfig.
+        let server = Server::bind(dir.path(), "127.0.0.1:0".parse().expect("address"), 20_000, Transport::Https)
+            .await
+            .expect("server");
+        let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
+        let url = server.url();
+        let token = std::fs::read_to_string(dir.path().join("token")).expect("token");
+        let mut roots = rustls::RootCertStore::empty();
+        {
+            use rustls_pki_types::pem::PemObject;
+            let ca = std::fs::read(dir.path().join("pki/ca.crt")).expect("ca");
+            roots.add(rustls_pki_types::CertificateDer::from_pem_slice(&ca).expect("ca pem")).expect("root");
+        }
         tokio::spawn(server.serve(std::future::pending()));
-        let client = kube::Client::try_from(kube::Config::new(url.parse().expect("url"))).expect("client");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
+        let client = kube::Client::try_from(config).expect("client");
         let api: Api<LxdContainer> = Api::namespaced(client, "default");
 
         let sequential = objects.min(1000);
@@ -88,13 +100,15 @@ fn main() {
 
         let time_list = |table: bool| {
             let url = url.clone();
+            let roots = roots.clone();
+            let bearer = format!("Bearer {}", token.trim());
             async move {
                 let http = reqwest::Client::builder()
                     .tls_backend_preconfigured(
                         rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
                             .with_safe_default_protocol_versions()
                             .expect("tls")
-                            .with_root_certificates(rustls::RootCertStore::empty())
+                            .with_root_certificates(roots)
                             .with_no_client_auth(),
                     )
                     .build()
@@ -106,6 +120,7 @@ fn main() {
                     let body = http
                         .get(format!("{url}/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainers"))
                         .header("Accept", accept)
+                        .header("Authorization", &bearer)
                         .send()
                         .await
                         .expect("list")

@@ -6,7 +6,6 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use http as http_types;
 use lxd_operator::lxd::{ClientIdentity, ServerTrust, trust};
 
 /// Runs LXD containers declaratively, on a Kubernetes cluster or standalone.
@@ -38,12 +37,18 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct ApiserverArgs {
-    /// Folder holding all state (the SQLite store) and the kubeconfig written for kubectl.
+    /// Folder holding all state (the SQLite store), the server's CA and token, and the
+    /// kubeconfig written for kubectl (mode 0600: it holds the token).
     #[arg(long)]
     data_dir: PathBuf,
-    /// Address to listen on (plain HTTP: keep it on loopback).
+    /// Address to listen on. HTTPS with the server's own CA and a bearer token; another
+    /// address than loopback exposes the API to other machines.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: std::net::SocketAddr,
+    /// Serve plain HTTP instead of HTTPS (the token is still required). For development,
+    /// and allowed on loopback only.
+    #[arg(long)]
+    insecure_http: bool,
     /// Changes kept for watches that resume from an older resourceVersion; older ones get
     /// `410 Expired` and relist. Small values are for tests of that path.
     #[arg(long, default_value_t = lxd_operator::apiserver::storage::DEFAULT_HISTORY, hide = true)]
@@ -235,15 +240,17 @@ async fn shutdown_signal() {
 }
 
 async fn bind_apiserver(args: &ApiserverArgs) -> anyhow::Result<lxd_operator::apiserver::Server> {
-    anyhow::ensure!(
-        args.listen.ip().is_loopback(),
-        "--listen {}: the embedded API server speaks plain HTTP without authentication, so it listens on loopback only",
-        args.listen
-    );
-    let server =
-        lxd_operator::apiserver::Server::bind(&args.data_dir, args.listen, args.watch_history)
-            .await?;
-    println!("API server listening on http://{}", server.address);
+    use lxd_operator::apiserver::{Server, Transport};
+    let transport = if args.insecure_http {
+        Transport::InsecureHttp
+    } else {
+        Transport::Https
+    };
+    let server = Server::bind(&args.data_dir, args.listen, args.watch_history, transport).await?;
+    if !args.listen.ip().is_loopback() {
+        tracing::warn!(listen = %args.listen, "the API server is reachable from other machines (HTTPS, token required)");
+    }
+    println!("API server listening on {}", server.url());
     println!(
         "kubeconfig: {}   (export KUBECONFIG={})",
         server.kubeconfig.display(),
@@ -273,9 +280,15 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         let server = bind_apiserver(&args.server).await?;
-        let url: http_types::Uri = format!("http://{}", server.address).parse()?;
-        // The controller talks to the embedded server through kube, as it would to a cluster.
-        let client = kube::Client::try_from(kube::Config::new(url))?;
+        // The controller talks to the embedded server through kube, as it would to a cluster,
+        // with the kubeconfig a user gets.
+        let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig)?;
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await?;
+        let client = kube::Client::try_from(config)?;
         let (stop_server, server_stopped) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.serve(async move {
             let _ = server_stopped.await;

@@ -25,7 +25,7 @@ pub struct Operator {
     data_dir: tempfile::TempDir,
     listen: String,
     extra: Vec<String>,
-    /// `http://127.0.0.1:<port>` of the API.
+    /// `https://127.0.0.1:<port>` of the API.
     pub api_url: String,
     /// `http://127.0.0.1:<port>` of /metrics, /healthz, /readyz (standalone only).
     pub metrics_url: Option<String>,
@@ -103,7 +103,10 @@ impl Operator {
             }
         }
         let api_url = api_url.expect("api url");
-        let listen = api_url.trim_start_matches("http://").to_owned();
+        let listen = api_url
+            .split_once("://")
+            .map_or(api_url.as_str(), |(_, address)| address)
+            .to_owned();
         Operator {
             child,
             mode,
@@ -118,6 +121,27 @@ impl Operator {
     /// The kubeconfig it wrote.
     pub fn kubeconfig(&self) -> PathBuf {
         self.data_dir.path().join("kubeconfig")
+    }
+
+    /// A kube client with the kubeconfig a user gets (the server's CA and token).
+    pub async fn kube_client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.kubeconfig()).expect("kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(
+            kubeconfig,
+            &kube::config::KubeConfigOptions::default(),
+        )
+        .await
+        .expect("kube config");
+        kube::Client::try_from(config).expect("kube client")
+    }
+
+    /// The bearer token in its kubeconfig.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("token"))
+            .expect("token")
+            .trim()
+            .to_owned()
     }
 
     /// Its data folder.

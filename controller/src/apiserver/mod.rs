@@ -6,7 +6,9 @@
 //! - [`storage`]: objects and their change log (the resourceVersions) in SQLite.
 //! - [`registry`]: the served kinds; [`objects`]: what each write means.
 //! - [`router`]: the HTTP layer; [`discovery`], [`openapi`], [`table`], [`watch`].
-//! - [`validation`]: CRD schema validation; [`selectors`], [`patch`], [`events`], [`status`].
+//! - [`validation`]: CRD schema validation; [`structural`]: pruning and defaults;
+//!   [`managed_fields`]: field ownership and server-side apply.
+//! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
 
 pub mod discovery;
 pub mod events;
@@ -16,6 +18,7 @@ pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod router;
+pub mod security;
 pub mod selectors;
 pub mod status;
 pub mod storage;
@@ -48,6 +51,14 @@ pub enum ServerError {
     /// Bootstrapping the built-in objects failed.
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    /// Plain HTTP asked for on an address other machines reach.
+    #[error(
+        "--listen {address}: plain HTTP serves the token in clear text, so it is allowed on loopback only; drop --insecure-http to serve HTTPS"
+    )]
+    Insecure { address: SocketAddr },
+    /// The CA, certificate or token.
+    #[error(transparent)]
+    Security(#[from] security::SecurityError),
     /// Listening failed.
     #[error("cannot listen on {address}: {source}")]
     Listen {
@@ -60,10 +71,15 @@ pub enum ServerError {
 /// stored CRD served again, the namespaces `default` and `kube-system`, and our own CRDs when
 /// missing.
 pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
-    std::fs::create_dir_all(data_dir).map_err(|source| ServerError::DataDir {
+    use std::os::unix::fs::PermissionsExt;
+    let data_dir_error = |source| ServerError::DataDir {
         path: data_dir.to_owned(),
         source,
-    })?;
+    };
+    std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
+    // The store holds Secrets (LXD client keys): for the server's user only.
+    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(data_dir_error)?;
     let store = storage::Store::open_with_history(&data_dir.join("state.db"), history)?;
     let state = ApiState {
         store,
@@ -122,16 +138,42 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
     Ok(state)
 }
 
-/// Writes `data_dir/kubeconfig` for a server at `address`, and returns its path.
-pub fn write_kubeconfig(data_dir: &Path, address: SocketAddr) -> Result<PathBuf, ServerError> {
+/// How the server is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// HTTPS with the server's own CA (the default).
+    Https,
+    /// Plain HTTP: development only, on loopback only.
+    InsecureHttp,
+}
+
+/// Writes `data_dir/kubeconfig` (mode 0600) for a server at `address`, and returns its path.
+pub fn write_kubeconfig(
+    data_dir: &Path,
+    address: SocketAddr,
+    transport: Transport,
+    credentials: &security::Credentials,
+) -> Result<PathBuf, ServerError> {
+    use base64::Engine;
     let path = data_dir.join("kubeconfig");
+    // A server on every address is reached on loopback from this machine.
+    let host = if address.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), address.port())
+    } else {
+        address
+    };
+    let cluster = match transport {
+        Transport::Https => format!(
+            "server: https://{host}\n    certificate-authority-data: {}",
+            base64::engine::general_purpose::STANDARD.encode(&credentials.ca_pem)
+        ),
+        Transport::InsecureHttp => format!("server: http://{host}"),
+    };
     let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: lxd-operator\n  cluster:\n    server: http://{address}\ncontexts:\n- name: lxd-operator\n  context:\n    cluster: lxd-operator\n    user: lxd-operator\n    namespace: default\ncurrent-context: lxd-operator\nusers:\n- name: lxd-operator\n  user: {{}}\n"
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: lxd-operator\n  cluster:\n    {cluster}\ncontexts:\n- name: lxd-operator\n  context:\n    cluster: lxd-operator\n    user: lxd-operator\n    namespace: default\ncurrent-context: lxd-operator\nusers:\n- name: lxd-operator\n  user:\n    token: {}\n",
+        credentials.token
     );
-    std::fs::write(&path, text).map_err(|source| ServerError::DataDir {
-        path: path.clone(),
-        source,
-    })?;
+    security::write_private(&path, &text)?;
     Ok(path)
 }
 
@@ -145,16 +187,28 @@ pub struct Server {
     pub address: SocketAddr,
     /// The kubeconfig written for it.
     pub kubeconfig: PathBuf,
+    /// HTTPS or plain HTTP.
+    pub transport: Transport,
+    credentials: security::Credentials,
 }
+
+/// How long open connections (watches) get to finish when the server stops.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Server {
     /// Opens `data_dir`, binds `listen` (port 0 picks a free one) and writes the kubeconfig.
+    /// Plain HTTP is refused on any address but loopback.
     pub async fn bind(
         data_dir: &Path,
         listen: SocketAddr,
         history: i64,
+        transport: Transport,
     ) -> Result<Server, ServerError> {
+        if transport == Transport::InsecureHttp && !listen.ip().is_loopback() {
+            return Err(ServerError::Insecure { address: listen });
+        }
         let state = open(data_dir, history)?;
+        let credentials = security::Credentials::load_or_create(data_dir, listen.ip())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| ServerError::Listen {
@@ -167,24 +221,99 @@ impl Server {
                 address: listen,
                 source,
             })?;
-        let kubeconfig = write_kubeconfig(data_dir, address)?;
+        let kubeconfig = write_kubeconfig(data_dir, address, transport, &credentials)?;
         Ok(Server {
             state,
             listener,
             address,
             kubeconfig,
+            transport,
+            credentials,
         })
     }
 
-    /// Serves until `shutdown` completes.
+    /// The server's URL.
+    pub fn url(&self) -> String {
+        let scheme = match self.transport {
+            Transport::Https => "https",
+            Transport::InsecureHttp => "http",
+        };
+        format!("{scheme}://{}", self.address)
+    }
+
+    /// Serves until `shutdown` completes; then open connections get a few seconds to finish.
     pub async fn serve(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        let address = self.address;
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| ServerError::Listen { address, source })
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        use hyper_util::server::conn::auto;
+        use hyper_util::server::graceful::GracefulShutdown;
+        use hyper_util::service::TowerToHyperService;
+
+        let app = router(self.state).layer(axum::middleware::from_fn_with_state(
+            self.credentials.token.clone(),
+            security::require_token,
+        ));
+        let acceptor = match self.transport {
+            Transport::Https => Some(tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(
+                self.credentials.tls_config()?,
+            ))),
+            Transport::InsecureHttp => None,
+        };
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::warn!(%error, "API server cannot accept a connection");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(app.clone());
+            let watcher = graceful.watcher();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let served = match acceptor {
+                    Some(acceptor) => {
+                        let handshake = tokio::time::timeout(
+                            std::time::Duration::from_secs(10),
+                            acceptor.accept(stream),
+                        )
+                        .await;
+                        let stream = match handshake {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(error)) => {
+                                tracing::debug!(%peer, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => return,
+                        };
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection).await
+                    }
+                    None => {
+                        let connection =
+                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                        watcher.watch(connection).await
+                    }
+                };
+                if let Err(error) = served {
+                    tracing::debug!(%peer, %error, "API connection ended");
+                }
+            });
+        }
+        drop(self.listener);
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
+        Ok(())
     }
 }
