@@ -544,6 +544,8 @@ fn the_api_needs_the_token_over_https_and_refuses_oversized_bodies() {
     assert_eq!(curl(&args), "413", "a 10 MiB body");
     std::fs::write(&body, r#"{"apiVersion": "#).unwrap();
     assert_eq!(curl(&args), "400", "a malformed body");
+    std::fs::write(&body, "[".repeat(1_000_000)).unwrap();
+    assert_eq!(curl(&args), "400", "a body nested a million levels deep");
     assert!(!operator.kubectl(&["get", "lxdc", "big"]).status.success());
 }
 
