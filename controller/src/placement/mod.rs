@@ -13,6 +13,7 @@
 //! them to the snapshot, and serializes the decisions of one cluster (it holds the reservations
 //! lock from snapshot to decision), so that a burst spreads as the policy says.
 
+pub mod burst;
 pub mod model;
 pub mod plugins;
 pub mod policy;

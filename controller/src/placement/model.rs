@@ -105,6 +105,23 @@ impl Snapshot {
         self.members.iter().find(|m| m.name == name)
     }
 
+    /// Counts `request` as placed on `member`: its resources allocated there, one instance
+    /// more, and the container among the placed ones (for affinity and spreading).
+    pub fn land(&mut self, member: &str, request: &Request) {
+        if let Some(target) = self.members.iter_mut().find(|m| m.name == member) {
+            target.allocated = target.allocated.plus(request.resources);
+            target.instances += 1;
+            target.unlimited.0 += u32::from(request.resources.cpu <= 0.0);
+            target.unlimited.1 += u32::from(request.resources.memory <= 0.0);
+        }
+        self.placed.push(Placed {
+            namespace: request.namespace.clone(),
+            name: request.name.clone(),
+            labels: request.labels.clone(),
+            member: member.to_owned(),
+        });
+    }
+
     /// The failure domain of a member (its name when unknown).
     pub fn failure_domain_of(&self, member: &str) -> String {
         self.member(member)
