@@ -37,14 +37,92 @@ pub struct ClusterPlacement {
 /// placement, which is serialized, the bottleneck of a rollout.
 const FIGURES_FOR: Duration = Duration::from_secs(3);
 
+/// How long a decision waits for others of the same burst before it is made: reconciles of
+/// containers applied together arrive within a few milliseconds of each other.
+const BURST_WINDOW: Duration = Duration::from_millis(100);
+
+/// The longest a decision waits for larger ones pending beside it.
+const BURST_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Containers of one cluster waiting for their decision, by uid. A decision waits while a
+/// larger one is pending, so that a burst is decided largest first
+/// ([`engine::burst::burst_order`]), as the engine's simulations show it balances best.
+#[derive(Debug, Default)]
+struct Pending {
+    waiting: std::sync::Mutex<std::collections::BTreeMap<String, Request>>,
+    decided: tokio::sync::Notify,
+}
+
+impl Pending {
+    fn larger_than(&self, uid: &str, request: &Request) -> bool {
+        self.waiting.lock().is_ok_and(|waiting| {
+            waiting.iter().any(|(other_uid, other)| {
+                other_uid != uid
+                    && engine::burst::burst_order(other, request) == std::cmp::Ordering::Less
+            })
+        })
+    }
+}
+
+/// A container's place among the pending decisions; leaving it (decided, or failed) wakes the
+/// others.
+struct PendingEntry<'a> {
+    pending: &'a Pending,
+    uid: String,
+}
+
+impl<'a> PendingEntry<'a> {
+    fn join(pending: &'a Pending, uid: &str, request: &Request) -> Self {
+        if let Ok(mut waiting) = pending.waiting.lock() {
+            waiting.insert(uid.to_owned(), request.clone());
+        }
+        PendingEntry {
+            pending,
+            uid: uid.to_owned(),
+        }
+    }
+
+    /// Waits until no larger decision is pending (or patience runs out).
+    async fn wait_for_larger(&self, request: &Request) {
+        let deadline = tokio::time::Instant::now() + BURST_PATIENCE;
+        loop {
+            let decided = self.pending.decided.notified();
+            tokio::pin!(decided);
+            decided.as_mut().enable();
+            if !self.pending.larger_than(&self.uid, request) {
+                return;
+            }
+            if tokio::time::timeout_at(deadline, decided).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+impl Drop for PendingEntry<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut waiting) = self.pending.waiting.lock() {
+            waiting.remove(&self.uid);
+        }
+        self.pending.decided.notify_waiters();
+    }
+}
+
+/// One cluster's placement state and its pending decisions.
+#[derive(Debug, Default)]
+struct ClusterShared {
+    state: tokio::sync::Mutex<ClusterPlacement>,
+    pending: Pending,
+}
+
 /// Placement state of every cluster.
 #[derive(Debug, Default)]
 pub struct Placements {
-    clusters: tokio::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<ClusterPlacement>>>>,
+    clusters: tokio::sync::Mutex<HashMap<String, Arc<ClusterShared>>>,
 }
 
 impl Placements {
-    async fn cluster(&self, name: &str) -> Arc<tokio::sync::Mutex<ClusterPlacement>> {
+    async fn cluster(&self, name: &str) -> Arc<ClusterShared> {
         self.clusters
             .lock()
             .await
@@ -57,6 +135,7 @@ impl Placements {
     pub async fn release(&self, cluster: &str, uid: &str) {
         self.cluster(cluster)
             .await
+            .state
             .lock()
             .await
             .reservations
@@ -246,7 +325,10 @@ pub async fn place(
     let uid = container.uid().unwrap_or_default();
     let policy = resolve_policy(kube, container).await?;
     let request = request_of(container);
-    let state = placements.cluster(cluster).await;
+    let shared = placements.cluster(cluster).await;
+    let state = &shared.state;
+    let pending = PendingEntry::join(&shared.pending, &uid, &request);
+    let gathered = tokio::time::Instant::now() + BURST_WINDOW;
     // Member figures and the namespace's containers are read outside the lock: under a busy LXD
     // a read takes seconds, and decisions of the cluster queue on the lock.
     let cached = state
@@ -266,6 +348,8 @@ pub async fn place(
     };
     let mut snapshot = members;
     snapshot.placed = placed_containers(kube, &request.namespace, cluster).await?;
+    tokio::time::sleep_until(gathered).await;
+    pending.wait_for_larger(&request).await;
     let mut state = state.lock().await;
     // This container's own earlier reservation (a retried decision) does not count against it.
     state.reservations.release(&uid);
@@ -329,4 +413,34 @@ async fn call_webhook(
         .json::<WebhookResponse>()
         .await
         .map_err(|e| format!("{}: unreadable answer: {e}", webhook.url))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::plugins::testing::request;
+
+    #[tokio::test]
+    async fn a_smaller_decision_waits_for_a_larger_one_pending_beside_it() {
+        let pending = Arc::new(Pending::default());
+        let small = request(0.5, 0.5);
+        let large = request(2.0, 4.0);
+        let large_entry = PendingEntry::join(&pending, "large", &large);
+        let waiter = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                let entry = PendingEntry::join(&pending, "small", &small);
+                entry.wait_for_larger(&small).await;
+                tokio::time::Instant::now()
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!waiter.is_finished(), "the small one waits");
+        // The large one does not wait for the small one.
+        large_entry.wait_for_larger(&large).await;
+        let decided = tokio::time::Instant::now();
+        drop(large_entry);
+        let went = waiter.await.unwrap();
+        assert!(went >= decided);
+    }
 }
