@@ -321,6 +321,14 @@ impl LxdClient {
             let endpoint = &self.inner.endpoints[index];
             let started = Instant::now();
             let outcome = endpoint.send(&call, &self.inner.config).await;
+            tracing::trace!(
+                method = %call.method,
+                path = %call.path,
+                endpoint = %endpoint.endpoint.display(),
+                ok = outcome.is_ok(),
+                millis = started.elapsed().as_millis() as u64,
+                "LXD request"
+            );
             if let Some(observer) = &self.inner.config.observer {
                 let status = match &outcome {
                     Ok(_) => Some(200),

@@ -182,6 +182,9 @@ pub struct Instance {
     /// Configuration with profiles applied.
     #[serde(deserialize_with = "null_as_empty")]
     pub expanded_config: BTreeMap<String, String>,
+    /// Devices with profiles applied.
+    #[serde(deserialize_with = "null_as_empty")]
+    pub expanded_devices: BTreeMap<String, BTreeMap<String, String>>,
     /// Profiles, in order.
     #[serde(deserialize_with = "null_as_empty")]
     pub profiles: Vec<String>,
@@ -205,6 +208,15 @@ impl Instance {
     /// The uid of the custom resource that created it, if the operator did.
     pub fn owner_uid(&self) -> Option<&str> {
         self.config.get(UID_KEY).map(String::as_str)
+    }
+
+    /// Whether it has a network interface (its own or from a profile): without one it has no
+    /// addresses to read.
+    pub fn has_nic(&self) -> bool {
+        self.expanded_devices
+            .values()
+            .chain(self.devices.values())
+            .any(|device| device.get("type").is_some_and(|t| t == "nic"))
     }
 
     /// Whether it is running (frozen counts as not running).

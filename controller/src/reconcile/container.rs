@@ -236,6 +236,8 @@ async fn converge(
     // What the last step left the instance as, when the step itself tells (a create, a state
     // change): the next step needs no read of LXD, which is busy enough during a rollout.
     let mut known: Option<Instance> = None;
+    // Placement just found no instance: the create that follows needs no second look.
+    let mut known_absent = false;
     for _ in 0..MAX_STEPS {
         // The whole project is searched for the uid only when the instance may have another name
         // than the one the spec gives now; otherwise the name finds it.
@@ -246,6 +248,7 @@ async fn converge(
             .is_some_and(|previous| *previous != desired.name);
         let observed = match known.take() {
             Some(instance) => Some(instance),
+            None if std::mem::take(&mut known_absent) => None,
             None => find_instance(client, &uid, &desired.name, renamed).await?,
         };
         let member = observed
@@ -316,6 +319,7 @@ async fn converge(
                     format!("placed on {member}: {explanation}"),
                 )
                 .await;
+                known_absent = true;
             }
             Step::Create { member } => {
                 status.status.phase = Some(ContainerPhase::Creating);
@@ -555,7 +559,8 @@ async fn observe_running(client: &LxdClient, instance: &Instance, status: &mut S
         "Placed",
         format!("runs on {}", instance.location),
     );
-    if instance.is_running() {
+    // Without a network interface there are no addresses: spare LXD the read.
+    if instance.is_running() && instance.has_nic() {
         if let Ok(state) = client.instance_state(&instance.name).await {
             status.status.ipv4 = state.addresses("inet");
             status.status.ipv6 = state.addresses("inet6");

@@ -21,7 +21,7 @@ use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{finalizer, watcher};
+use kube::runtime::{WatchStreamExt, finalizer, reflector, watcher};
 use lxd_operator_crds::{LxdCluster, LxdContainer, LxdPlacementPolicy};
 use tokio::sync::mpsc;
 
@@ -208,6 +208,18 @@ async fn measured<T>(
     result
 }
 
+/// What makes a change to an LxdContainer worth a reconcile: its spec (generation), its
+/// finalizers and whether it is being deleted; not its status or labels.
+fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let metadata = &container.metadata;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    metadata.generation.hash(&mut hasher);
+    metadata.finalizers.hash(&mut hasher);
+    metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Runs both reconcilers until SIGTERM or SIGINT; reconciles in progress finish first.
 /// `readiness` turns ready once both caches are synced.
 pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
@@ -271,8 +283,17 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
         Api::<LxdCluster>::all(client.clone()),
         watcher::Config::default(),
     );
-    let container_controller =
-        Controller::new(Api::<LxdContainer>::all(client), watcher::Config::default());
+    // Our own status writes do not wake the container's reconciler again (each would cost LXD
+    // reads in a rollout); what does: spec changes (generation), finalizers (the finalizer
+    // helper waits for its own write), deletion, and LXD events.
+    let (container_reader, container_writer) = reflector::store();
+    let container_changes =
+        watcher::watcher(Api::<LxdContainer>::all(client), watcher::Config::default())
+            .default_backoff()
+            .reflect(container_writer)
+            .applied_objects()
+            .predicate_filter(reconcile_relevant, Default::default());
+    let container_controller = Controller::for_stream(container_changes, container_reader);
     let (cluster_store, container_store) =
         (cluster_controller.store(), container_controller.store());
     tokio::spawn(async move {

@@ -28,14 +28,15 @@ use crate::quantity::parse_bytes;
 pub struct ClusterPlacement {
     reservations: Reservations,
     decisions: u64,
-    /// The members as last read, and the uids LXD showed then.
-    figures: Option<(std::time::Instant, Snapshot, HashSet<String>)>,
 }
+
+/// The members as last read, when, and the uids LXD showed then.
+type Figures = (std::time::Instant, Snapshot, HashSet<String>);
 
 /// How long member figures read from LXD are reused. They change slowly, and decisions made
 /// since are counted by the reservations; reading them for every decision of a burst would make
 /// placement, which is serialized, the bottleneck of a rollout.
-const FIGURES_FOR: Duration = Duration::from_secs(3);
+const FIGURES_FOR: Duration = Duration::from_secs(10);
 
 /// How long a decision waits for others of the same burst before it is made: reconciles of
 /// containers applied together arrive within a few milliseconds of each other.
@@ -112,6 +113,9 @@ impl Drop for PendingEntry<'_> {
 #[derive(Debug, Default)]
 struct ClusterShared {
     state: tokio::sync::Mutex<ClusterPlacement>,
+    /// Held while the figures are read, so that a burst reads them once, not once per
+    /// container.
+    figures: tokio::sync::Mutex<Option<Figures>>,
     pending: Pending,
 }
 
@@ -331,19 +335,19 @@ pub async fn place(
     let gathered = tokio::time::Instant::now() + BURST_WINDOW;
     // Member figures and the namespace's containers are read outside the lock: under a busy LXD
     // a read takes seconds, and decisions of the cluster queue on the lock.
-    let cached = state
-        .lock()
-        .await
-        .figures
-        .clone()
-        .filter(|(read, _, _)| read.elapsed() < FIGURES_FOR);
-    let (_, members, visible) = match cached {
-        Some(figures) => figures,
-        None => {
-            let (members, visible) = member_figures(client).await?;
-            let figures = (std::time::Instant::now(), members, visible);
-            state.lock().await.figures = Some(figures.clone());
-            figures
+    let (_, members, visible) = {
+        let mut figures = shared.figures.lock().await;
+        match figures
+            .as_ref()
+            .filter(|(read, _, _)| read.elapsed() < FIGURES_FOR)
+        {
+            Some(fresh) => fresh.clone(),
+            None => {
+                let (members, visible) = member_figures(client).await?;
+                let fresh = (std::time::Instant::now(), members, visible);
+                *figures = Some(fresh.clone());
+                fresh
+            }
         }
     };
     let mut snapshot = members;
