@@ -236,8 +236,11 @@ async fn converge(
     // What the last step left the instance as, when the step itself tells (a create, a state
     // change): the next step needs no read of LXD, which is busy enough during a rollout.
     let mut known: Option<Instance> = None;
-    // Placement just found no instance: the create that follows needs no second look.
-    let mut known_absent = false;
+    // No instance to look for: the container was never placed (its member is recorded before
+    // anything is created, so an instance of ours has one), or placement just looked. A name
+    // taken meanwhile makes the create fail with a conflict, which adopts our own.
+    let mut known_absent =
+        status.previous.member.is_none() && status.previous.instance_name.is_none();
     for _ in 0..MAX_STEPS {
         // The whole project is searched for the uid only when the instance may have another name
         // than the one the spec gives now; otherwise the name finds it.
