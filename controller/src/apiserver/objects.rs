@@ -133,6 +133,27 @@ fn unknown_fields(unknown: &[String], policy: FieldValidation) -> Result<Vec<Str
     Ok(messages)
 }
 
+/// Records in `new`'s managedFields what an ordinary write (not an apply) changed from `old`
+/// (`Null` for a create), as the write's field manager's.
+fn record_update(
+    resource: &Resource,
+    options: &WriteOptions,
+    status_only: bool,
+    old: &Value,
+    new: &mut Value,
+) {
+    let api_version = resource.api_version();
+    let time = now();
+    let writer = Writer {
+        manager: options.manager(),
+        api_version: &api_version,
+        scope: scope_of(resource, status_only),
+        time: &time,
+    };
+    let entries = managed_fields::track_update(managed_fields::read_entries(old), old, new, writer);
+    managed_fields::write_entries(new, &entries);
+}
+
 fn scope_of(resource: &Resource, status_only: bool) -> Scope {
     if status_only {
         Scope::Status
@@ -407,16 +428,7 @@ impl ApiState {
             map.remove("resourceVersion");
         }
         if object["metadata"].get("managedFields").is_none() {
-            let api_version = resource.api_version();
-            let time = now();
-            let writer = Writer {
-                manager: options.manager(),
-                api_version: &api_version,
-                scope: scope_of(resource, false),
-                time: &time,
-            };
-            let entries = managed_fields::track_update(Vec::new(), &Value::Null, &object, writer);
-            managed_fields::write_entries(&mut object, &entries);
+            record_update(resource, options, false, &Value::Null, &mut object);
         }
         if resource.kind == "CustomResourceDefinition" {
             object = self.install_crd(object)?;
@@ -728,17 +740,7 @@ impl ApiState {
                 metadata.remove("managedFields");
             }
         } else {
-            let api_version = resource.api_version();
-            let time = now();
-            let writer = Writer {
-                manager: options.manager(),
-                api_version: &api_version,
-                scope: scope_of(resource, status_only),
-                time: &time,
-            };
-            let entries = managed_fields::read_entries(&current);
-            let entries = managed_fields::track_update(entries, &current, &next, writer);
-            managed_fields::write_entries(&mut next, &entries);
+            record_update(resource, options, status_only, &current, &mut next);
         }
         if resource.custom && spec_part(&next) != spec_part(&current) {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);

@@ -164,23 +164,10 @@ fn default_value(schema: &JSONSchemaProps, value: &mut Value, root: bool) {
 
 #[cfg(test)]
 mod tests {
-    use lxd_operator_crds::generate::all_crds;
     use serde_json::json;
 
     use super::*;
-
-    fn schema_of(kind: &str) -> JSONSchemaProps {
-        let crd = all_crds()
-            .into_iter()
-            .find(|crd| crd.spec.names.kind == kind)
-            .unwrap();
-        crd.spec.versions[0]
-            .schema
-            .clone()
-            .unwrap()
-            .open_api_v3_schema
-            .unwrap()
-    }
+    use crate::apiserver::validation::tests::{example_manifests, schema_of};
 
     #[test]
     fn unknown_fields_are_pruned_and_named() {
@@ -221,18 +208,11 @@ mod tests {
 
     #[test]
     fn every_example_manifest_survives_pruning_unchanged() {
-        let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
-        for entry in std::fs::read_dir(examples).unwrap() {
-            let path = entry.unwrap().path();
-            let text = std::fs::read_to_string(&path).unwrap();
-            for part in text.split("\n---\n") {
-                let document: Value = serde_saphyr::from_str(part).unwrap();
-                let kind = document["kind"].as_str().unwrap().to_owned();
-                let mut pruned = document.clone();
-                let unknown = prune(&schema_of(&kind), &mut pruned);
-                assert!(unknown.is_empty(), "{}: {unknown:?}", path.display());
-                assert_eq!(pruned, document);
-            }
+        for (path, kind, manifest) in example_manifests() {
+            let mut pruned = manifest.clone();
+            let unknown = prune(&schema_of(&kind), &mut pruned);
+            assert!(unknown.is_empty(), "{}: {unknown:?}", path.display());
+            assert_eq!(pruned, manifest);
         }
     }
 }

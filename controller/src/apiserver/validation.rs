@@ -575,24 +575,28 @@ impl fmt::Display for Path {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use lxd_operator_crds::generate::all_crds;
     use serde_json::json;
 
     use super::*;
 
-    fn validator_for(kind: &str) -> SchemaValidator {
+    /// The schema of one of our kinds, as its generated CRD has it.
+    pub(crate) fn schema_of(kind: &str) -> JSONSchemaProps {
         let crd = all_crds()
             .into_iter()
             .find(|crd| crd.spec.names.kind == kind)
             .unwrap();
-        let schema = crd.spec.versions[0]
+        crd.spec.versions[0]
             .schema
             .clone()
             .unwrap()
             .open_api_v3_schema
-            .unwrap();
-        SchemaValidator::new(schema).unwrap()
+            .unwrap()
+    }
+
+    fn validator_for(kind: &str) -> SchemaValidator {
+        SchemaValidator::new(schema_of(kind)).unwrap()
     }
 
     fn container(spec: Value) -> Value {
@@ -745,18 +749,27 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_example_manifest_is_valid() {
+    /// Every manifest in examples/, with its file and kind.
+    pub(crate) fn example_manifests() -> Vec<(std::path::PathBuf, String, Value)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let mut manifests = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
             let text = std::fs::read_to_string(&path).unwrap();
             for doc in text.split("\n---\n") {
                 let manifest: Value = serde_saphyr::from_str(doc).unwrap();
                 let kind = manifest["kind"].as_str().unwrap().to_owned();
-                let errors = validator_for(&kind).validate(&manifest);
-                assert!(errors.is_empty(), "{}: {errors:?}", path.display());
+                manifests.push((path.clone(), kind, manifest));
             }
+        }
+        manifests
+    }
+
+    #[test]
+    fn every_example_manifest_is_valid() {
+        for (path, kind, manifest) in example_manifests() {
+            let errors = validator_for(&kind).validate(&manifest);
+            assert!(errors.is_empty(), "{}: {errors:?}", path.display());
         }
     }
 }
