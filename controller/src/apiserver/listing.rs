@@ -63,3 +63,64 @@ pub fn stored(
     );
     Ok(Some(response))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Value, json};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_list_of_stored_text_is_the_list_of_the_objects() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = super::super::open(dir.path(), 1000).unwrap();
+        let resource = state
+            .registry
+            .find("lxd-operator.dev", "v1alpha1", "lxdcontainers")
+            .unwrap();
+        for name in ["b", "a", "c"] {
+            let object = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+                "metadata": {"name": name, "labels": {"app": "x"}},
+                "spec": {"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}}});
+            state
+                .create(&resource, Some("default"), object, &Default::default())
+                .unwrap();
+        }
+        let body = |table: bool| {
+            let response = stored(
+                &state,
+                &resource,
+                Some("default"),
+                &ListOptions::default(),
+                table,
+            )
+            .unwrap()
+            .unwrap();
+            async move {
+                let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+                    .await
+                    .unwrap();
+                serde_json::from_slice::<Value>(&bytes).unwrap()
+            }
+        };
+        let (items, revision, _) = state
+            .list(&resource, Some("default"), &ListOptions::default())
+            .unwrap();
+        let expected = json!({"kind": "LxdContainerList", "apiVersion": "lxd-operator.dev/v1alpha1",
+            "metadata": {"resourceVersion": revision.to_string()}, "items": items});
+        assert_eq!(body(false).await, expected);
+        assert_eq!(
+            body(true).await,
+            table::table(&resource, &items, revision, None)
+        );
+        let selected = ListOptions {
+            labels: LabelSelector::parse("app=x").unwrap(),
+            ..Default::default()
+        };
+        assert!(
+            stored(&state, &resource, Some("default"), &selected, false)
+                .unwrap()
+                .is_none()
+        );
+    }
+}

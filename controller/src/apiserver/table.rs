@@ -246,6 +246,40 @@ fn evaluate_ref<'a>(object: &'a Value, path: &str) -> Option<&'a Value> {
 mod tests {
     use super::*;
 
+    fn resource(plural: &str) -> Resource {
+        let registry = super::super::registry::Registry::default();
+        for crd in lxd_operator_crds::generate::all_crds() {
+            registry.install_crd(&crd).unwrap();
+        }
+        registry
+            .all()
+            .into_iter()
+            .find(|r| r.plural == plural)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_table_of_stored_text_is_the_table_of_the_objects() {
+        let containers = resource("lxdcontainers");
+        let objects = [
+            json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+                   "metadata": {"name": "a", "namespace": "default", "creationTimestamp": "2020-01-01T00:00:00Z",
+                                "labels": {"x": "y\"z"}, "managedFields": [{"manager": "m", "fieldsV1": {"f:spec": {}}}]},
+                   "spec": {"clusterRef": {"name": "c1"}, "image": {"alias": "busybox"}},
+                   "status": {"phase": "Running", "member": "m1", "ipv4": ["10.0.0.2"]}}),
+            json!({"metadata": {"name": "b"}, "status": {"ipv4": [], "member": 3}}),
+            json!({"kind": "Odd", "we\"ird": 1, "metadata": {"name": "c"}}),
+        ];
+        let texts: Vec<String> = objects.iter().map(Value::to_string).collect();
+        let stored: Value =
+            serde_json::from_str(&stored_table(&containers, &texts, 7).unwrap()).unwrap();
+        assert_eq!(stored, table(&containers, &objects, 7, None));
+        let config_maps = resource("configmaps");
+        let stored: Value =
+            serde_json::from_str(&stored_table(&config_maps, &texts, 7).unwrap()).unwrap();
+        assert_eq!(stored, table(&config_maps, &objects, 7, None));
+    }
+
     #[test]
     fn printer_column_paths() {
         let object = json!({"status": {"phase": "Running", "ipv4": ["10.0.0.2"], "conditions": [{"type": "Scheduled", "status": "True"}, {"type": "Ready", "status": "False"}]}});
