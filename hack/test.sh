@@ -31,3 +31,6 @@ eval "$(hack/lxd-cluster.sh env)"
 
 step "tests"
 cargo test --workspace --locked --no-fail-fast
+
+step "API server figures (short bench in the debug build, no targets)"
+hack/bench apiserver --short

@@ -2,19 +2,24 @@
 //! - durable creates per second over HTTP, 1 client and 16 concurrent clients, against the same
 //!   number of single-row SQLite inserts committed one by one (WAL, synchronous=FULL);
 //! - listing `BENCH_OBJECTS` (default 10,000) LxdContainers, as full objects and as a Table;
-//! - the process's resident memory with them stored.
+//! - the process's resident memory with them stored;
+//! - watch delivery: `BENCH_WATCHERS` (default 100) watch streams on LxdContainers, the time
+//!   from a create's HTTP answer to each watcher receiving its event (p50, p99).
 //!
-//! `hack/bench apiserver [N]`
+//! `hack/bench apiserver [N]` (release, with targets), or `hack/bench apiserver --short`
+//! (`BENCH_SHORT=1`: 300 objects and 20 watchers, figures only; CI runs it in the debug
+//! profile).
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{Api, ListParams, PostParams};
 use lxd_operator::apiserver::{Server, Transport};
 use lxd_operator_crds::LxdContainer;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn container(name: &str) -> LxdContainer {
     serde_json::from_value(json!({
@@ -52,11 +57,41 @@ fn resident_memory_mib() -> f64 {
         / 1024.0
 }
 
+/// An HTTPS client trusting the server's CA, with a connection of its own.
+fn http_client(roots: &rustls::RootCertStore) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_safe_default_protocol_versions()
+            .expect("tls")
+            .with_root_certificates(roots.clone())
+            .with_no_client_auth(),
+        )
+        .build()
+        .expect("http")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let index = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index].as_secs_f64() * 1000.0
+}
+
+fn env_number(name: &str) -> Option<usize> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
 fn main() {
-    let objects: usize = std::env::var("BENCH_OBJECTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(10_000);
+    let short = std::env::var("BENCH_SHORT").is_ok_and(|v| v == "1")
+        || std::env::args().any(|a| a == "--short");
+    let objects = env_number("BENCH_OBJECTS").unwrap_or(if short { 300 } else { 10_000 });
+    let watchers = env_number("BENCH_WATCHERS").unwrap_or(if short { 20 } else { 100 });
+    let watched_writes = if short { 50 } else { 200 };
+    let target = |text: &'static str| if short { "" } else { text };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async move {
         let dir = tempfile::tempdir().expect("temp dir");
@@ -67,6 +102,7 @@ fn main() {
         let kubeconfig = kube::config::Kubeconfig::read_from(&server.kubeconfig).expect("kubeconfig");
         let url = server.url();
         let token = std::fs::read_to_string(dir.path().join("token")).expect("token");
+        let bearer = format!("Bearer {}", token.trim());
         let mut roots = rustls::RootCertStore::empty();
         {
             use rustls_pki_types::pem::PemObject;
@@ -77,8 +113,9 @@ fn main() {
         let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.expect("config");
         let client = kube::Client::try_from(config).expect("client");
         let api: Api<LxdContainer> = Api::namespaced(client, "default");
+        let collection = format!("{url}/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainers");
 
-        let sequential = objects.min(1000);
+        let sequential = (objects / 2).min(1000);
         let baseline = sqlite_baseline(sequential);
         let started = Instant::now();
         for i in 0..sequential {
@@ -99,26 +136,16 @@ fn main() {
         let sixteen_clients = concurrent as f64 / started.elapsed().as_secs_f64().max(1e-9);
 
         let time_list = |table: bool| {
-            let url = url.clone();
-            let roots = roots.clone();
-            let bearer = format!("Bearer {}", token.trim());
+            let http = http_client(&roots);
+            let collection = collection.clone();
+            let bearer = bearer.clone();
             async move {
-                let http = reqwest::Client::builder()
-                    .tls_backend_preconfigured(
-                        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(rustls::crypto::ring::default_provider()))
-                            .with_safe_default_protocol_versions()
-                            .expect("tls")
-                            .with_root_certificates(roots)
-                            .with_no_client_auth(),
-                    )
-                    .build()
-                    .expect("http");
                 let accept = if table { "application/json;as=Table;v=v1;g=meta.k8s.io,application/json" } else { "application/json" };
                 let mut best = Duration::MAX;
                 for _ in 0..5 {
                     let started = Instant::now();
                     let body = http
-                        .get(format!("{url}/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainers"))
+                        .get(&collection)
                         .header("Accept", accept)
                         .header("Authorization", &bearer)
                         .send()
@@ -135,15 +162,64 @@ fn main() {
         };
         let full = time_list(false).await;
         let table = time_list(true).await;
-        let listed = api.list(&ListParams::default()).await.expect("list").items.len();
-        assert_eq!(listed, objects);
+        let listed = api.list(&ListParams::default()).await.expect("list");
+        assert_eq!(listed.items.len(), objects);
+        let revision = listed.metadata.resource_version.clone().expect("list revision");
+        drop(listed);
+        let memory = resident_memory_mib();
 
-        println!("embedded API server, {objects} LxdContainers");
+        // Watch delivery: every watcher on its own connection, resuming after the list.
+        let mut streams = Vec::new();
+        for _ in 0..watchers {
+            let response = http_client(&roots)
+                .get(format!("{collection}?watch=true&resourceVersion={revision}"))
+                .header("Authorization", &bearer)
+                .send()
+                .await
+                .expect("watch");
+            assert!(response.status().is_success());
+            streams.push(tokio::spawn(async move {
+                let mut response = response;
+                let mut buffer = Vec::new();
+                let mut lines: Vec<(Instant, Vec<u8>)> = Vec::new();
+                while lines.len() < watched_writes {
+                    let chunk = response.chunk().await.expect("watch chunk").expect("watch ended early");
+                    let received = Instant::now();
+                    buffer.extend_from_slice(&chunk);
+                    while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = buffer.drain(..=end).collect();
+                        lines.push((received, line));
+                    }
+                }
+                lines
+            }));
+        }
+        let mut answered = Vec::with_capacity(watched_writes);
+        for i in 0..watched_writes {
+            api.create(&PostParams::default(), &container(&format!("watch-{i:05}"))).await.expect("create");
+            answered.push(Instant::now());
+        }
+        let mut delays = Vec::with_capacity(watchers * watched_writes);
+        for stream in streams {
+            for (received, line) in stream.await.expect("watcher") {
+                let event: Value = serde_json::from_slice(&line).expect("watch event");
+                let name = event["object"]["metadata"]["name"].as_str().expect("event name");
+                let index: usize = name.strip_prefix("watch-").and_then(|n| n.parse().ok()).expect("a watched object");
+                delays.push(received.saturating_duration_since(answered[index]));
+            }
+        }
+        delays.sort();
+
+        println!("embedded API server, {objects} LxdContainers{}", if short { " (short run: figures only)" } else { "" });
         println!("  baseline: single-row SQLite inserts committed one by one   {baseline:>8.0} /s");
-        println!("  creates over HTTP, 1 client                                {one_client:>8.0} /s  ({:.2} of the baseline; target >= 0.5)", one_client / baseline);
-        println!("  creates over HTTP, 16 concurrent clients                   {sixteen_clients:>8.0} /s  (target >= 3000)");
-        println!("  list of {objects}, full objects                            {:>8.1} ms (target < 100)", full.as_secs_f64() * 1000.0);
-        println!("  list of {objects}, as a Table                              {:>8.1} ms (target < 100)", table.as_secs_f64() * 1000.0);
-        println!("  resident memory of server and client with them stored    {:>8.1} MiB", resident_memory_mib());
+        println!("  creates over HTTP, 1 client                                {one_client:>8.0} /s  ({:.2} of the baseline{})", one_client / baseline, target("; target >= 0.5"));
+        println!("  creates over HTTP, 16 concurrent clients                   {sixteen_clients:>8.0} /s  {}", target("(target >= 3000)"));
+        println!("  list of {objects}, full objects                            {:>8.1} ms {}", full.as_secs_f64() * 1000.0, target("(target < 100)"));
+        println!("  list of {objects}, as a Table                              {:>8.1} ms {}", table.as_secs_f64() * 1000.0, target("(target < 100)"));
+        println!("  resident memory of server and client with them stored    {memory:>8.1} MiB");
+        println!("  watch delivery to {watchers} watchers, {watched_writes} creates one after another:");
+        println!("    from the create's answer to each watcher, p50            {:>8.2} ms", percentile(&delays, 0.5));
+        println!("    p99                                                      {:>8.2} ms {}", percentile(&delays, 0.99), target("(target < 10)"));
+        println!("    max                                                      {:>8.2} ms", percentile(&delays, 1.0));
     });
 }

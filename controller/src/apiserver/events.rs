@@ -10,6 +10,11 @@ fn is_events_api(resource: &Resource) -> bool {
     resource.group == "events.k8s.io"
 }
 
+/// Whether `resource` shows objects as they are stored ([`present`] changes nothing).
+pub fn shown_as_stored(resource: &Resource) -> bool {
+    !is_events_api(resource)
+}
+
 fn moved(from: &mut Map<String, Value>, to: &mut Map<String, Value>, old: &str, new: &str) {
     if let Some(value) = from.remove(old) {
         to.insert(new.to_owned(), value);

@@ -12,6 +12,7 @@
 
 pub mod discovery;
 pub mod events;
+pub mod listing;
 pub mod managed_fields;
 pub mod objects;
 pub mod openapi;

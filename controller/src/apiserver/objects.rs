@@ -188,7 +188,11 @@ fn name_error(resource: &Resource, name: &str) -> Option<String> {
             "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
         )
     };
-    let valid = regex::Regex::new(pattern).is_ok_and(|r| r.is_match(name));
+    // Compiled once: compiling costs more than the rest of a create.
+    static COMPILED: std::sync::LazyLock<[Option<regex::Regex>; 2]> =
+        std::sync::LazyLock::new(|| [DNS_LABEL, DNS_SUBDOMAIN].map(|p| regex::Regex::new(p).ok()));
+    let compiled = &COMPILED[usize::from(pattern == DNS_SUBDOMAIN)];
+    let valid = compiled.as_ref().is_some_and(|r| r.is_match(name));
     if name.len() > max {
         Some(format!("must be no more than {max} characters"))
     } else if !valid {

@@ -79,7 +79,7 @@ pub fn document(registry: &Registry, group: &str, version: &str) -> Value {
             json!({"group": resource.group, "version": resource.version, "kind": resource.kind});
         let mut schema = match &resource.schema {
             Some(schema) => {
-                serde_json::to_value(schema).unwrap_or_else(|_| json!({"type": "object"}))
+                serde_json::to_value(schema.as_ref()).unwrap_or_else(|_| json!({"type": "object"}))
             }
             None => json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true}),
         };

@@ -36,7 +36,7 @@ pub struct Resource {
     /// Printer columns of a custom resource.
     pub columns: Vec<CustomResourceColumnDefinition>,
     /// The schema, for validation and OpenAPI.
-    pub schema: Option<JSONSchemaProps>,
+    pub schema: Option<Arc<JSONSchemaProps>>,
     /// The compiled schema.
     pub validator: Option<Arc<SchemaValidator>>,
     /// Where its objects are stored; two API versions of one thing (Events) share it.
@@ -250,7 +250,8 @@ impl Registry {
                     .additional_printer_columns
                     .clone()
                     .unwrap_or_default(),
-                schema,
+                // Shared: every request's lookup copies its resource.
+                schema: schema.map(Arc::new),
                 validator,
                 storage: format!("{}/{}", spec.group, spec.names.plural),
             });

@@ -16,7 +16,7 @@ use super::objects::{ApiState, FieldValidation, ListOptions, PatchKind, WriteOpt
 use super::registry::Resource;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::{discovery, openapi, table, watch};
+use super::{discovery, listing, openapi, table, watch};
 
 /// Kubernetes' limit on request bodies.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -360,6 +360,10 @@ fn dispatch(
                     table: as_table,
                 };
                 return watch::start(state, resource.clone(), request);
+            }
+            if let Some(response) = listing::stored(state, resource, namespace, &options, as_table)?
+            {
+                return Ok(response);
             }
             let (items, revision, next) = state.list(resource, namespace, &options)?;
             if as_table {

@@ -3,8 +3,9 @@
 //! objects' `resourceVersion`. A write is committed (WAL, `synchronous=FULL`) before it is
 //! answered, and then broadcast to watchers.
 
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde_json::Value;
@@ -28,6 +29,10 @@ pub enum StorageError {
     /// The store's lock was poisoned by a panic elsewhere.
     #[error("storage lock poisoned")]
     Poisoned,
+    /// The batch this change was committed in failed (the error is logged once, by the
+    /// writer that committed it).
+    #[error("storage: commit failed: {0}")]
+    Batch(String),
 }
 
 /// What a change did.
@@ -77,16 +82,57 @@ pub struct Change {
     pub key: String,
     /// What happened.
     pub kind: ChangeKind,
-    /// The object after the change (before it, for a delete).
-    pub object: Arc<Value>,
+    /// The object after the change (before it, for a delete), as stored (JSON). Only text:
+    /// the last changes are kept for watchers that lag, and decoded they would take ten times
+    /// the memory.
+    pub text: Arc<str>,
 }
 
-/// The store.
+/// The store. Reads are answered from memory (the committed objects' JSON text, as stored);
+/// writes go to SQLite, concurrent writers' changes committed together in one transaction (group commit),
+/// each writer answered once its change is durable.
 #[derive(Debug, Clone)]
 pub struct Store {
-    connection: Arc<Mutex<Connection>>,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    /// Only the writer of a batch (and reads of the log) use it.
+    connection: Mutex<Connection>,
+    /// What is committed, as readers see it.
+    view: RwLock<View>,
+    /// Changes waiting for their commit.
+    queue: Mutex<Queue>,
+    /// Signalled when a batch is done.
+    flushed: Condvar,
     changes: broadcast::Sender<Change>,
     history: i64,
+}
+
+#[derive(Debug, Default)]
+struct View {
+    /// The newest committed revision.
+    revision: i64,
+    /// Every object's JSON, by key. Text costs a tenth of the memory of decoded values, and
+    /// lists copy it into answers as it is.
+    objects: BTreeMap<String, Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Queue {
+    /// The revision the next change gets.
+    next: i64,
+    pending: Vec<Pending>,
+    /// Whether a writer is committing a batch now.
+    committing: bool,
+}
+
+/// A change waiting for its commit; `outcome` is set when its batch is done.
+#[derive(Debug)]
+struct Pending {
+    change: Change,
+    outcome: Arc<OnceLock<Result<(), String>>>,
 }
 
 impl Store {
@@ -106,27 +152,51 @@ impl Store {
              CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, revision INTEGER NOT NULL, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS log (revision INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL);",
         )?;
+        let revision = current_revision(&connection)?;
+        let mut objects = BTreeMap::new();
+        {
+            let mut statement = connection.prepare("SELECT key, value FROM objects")?;
+            let mut rows = statement.query([])?;
+            while let Some(row) = rows.next()? {
+                let key: String = row.get(0)?;
+                let text: String = row.get(1)?;
+                parse(&key, &text)?;
+                objects.insert(key, text.into());
+            }
+        }
         let (changes, _) = broadcast::channel(16_384);
         Ok(Store {
-            connection: Arc::new(Mutex::new(connection)),
-            changes,
-            history: history.max(10),
+            shared: Arc::new(Shared {
+                connection: Mutex::new(connection),
+                view: RwLock::new(View { revision, objects }),
+                queue: Mutex::new(Queue {
+                    next: revision + 1,
+                    pending: Vec::new(),
+                    committing: false,
+                }),
+                flushed: Condvar::new(),
+                changes,
+                history: history.max(10),
+            }),
         })
     }
 
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Connection>, StorageError> {
-        self.connection.lock().map_err(|_| StorageError::Poisoned)
+    fn view(&self) -> Result<std::sync::RwLockReadGuard<'_, View>, StorageError> {
+        self.shared.view.read().map_err(|_| StorageError::Poisoned)
     }
 
     /// The newest revision.
     pub fn current_revision(&self) -> Result<i64, StorageError> {
-        let connection = self.lock()?;
-        current_revision(&connection)
+        Ok(self.view()?.revision)
     }
 
     /// The oldest revision a watch can resume from.
     pub fn oldest_revision(&self) -> Result<i64, StorageError> {
-        let connection = self.lock()?;
+        let connection = self
+            .shared
+            .connection
+            .lock()
+            .map_err(|_| StorageError::Poisoned)?;
         Ok(
             connection.query_row("SELECT COALESCE(MIN(revision), 0) FROM log", [], |row| {
                 row.get(0)
@@ -136,88 +206,166 @@ impl Store {
 
     /// One object.
     pub fn get(&self, key: &str) -> Result<Option<Value>, StorageError> {
-        let connection = self.lock()?;
-        let text: Option<String> = connection
-            .query_row(
-                "SELECT value FROM objects WHERE key = ?1",
-                params![key],
-                |row| row.get(0),
-            )
-            .optional()?;
+        let text = self.view()?.objects.get(key).cloned();
         text.map(|text| parse(key, &text)).transpose()
     }
 
     /// Every object whose key starts with `prefix`, in key order, and the revision the list
     /// was read at.
     pub fn list(&self, prefix: &str) -> Result<(Vec<Value>, i64), StorageError> {
-        let connection = self.lock()?;
-        let revision = current_revision(&connection)?;
-        let mut statement = connection.prepare_cached(
-            "SELECT key, value FROM objects WHERE key >= ?1 AND key < ?2 ORDER BY key",
-        )?;
-        let end = format!("{prefix}\u{10FFFF}");
-        let rows = statement.query_map(params![prefix, end], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut objects = Vec::new();
-        for row in rows {
-            let (key, text) = row?;
-            objects.push(parse(&key, &text)?);
-        }
+        let (texts, revision) = self.list_text(prefix)?;
+        // Decoded outside the lock: writers wait only for the pointers to be taken.
+        let objects = texts
+            .iter()
+            .map(|text| parse(prefix, text))
+            .collect::<Result<_, _>>()?;
         Ok((objects, revision))
     }
 
-    /// Applies one change, committed before it returns. `write` gets the revision the change
+    /// [`Store::list`] as the stored JSON text of each object.
+    pub fn list_text(&self, prefix: &str) -> Result<(Vec<Arc<str>>, i64), StorageError> {
+        let view = self.view()?;
+        let texts = view
+            .objects
+            .range::<str, _>((
+                std::ops::Bound::Included(prefix),
+                std::ops::Bound::Unbounded,
+            ))
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .map(|(_, text)| text.clone())
+            .collect();
+        Ok((texts, view.revision))
+    }
+
+    /// Applies one change, durable before it returns. `write` gets the revision the change
     /// will have and returns the object to store (with that revision as its resourceVersion);
     /// for a delete, the object as it was.
+    ///
+    /// Writers arriving while a batch is being committed queue their changes; the first of them
+    /// commits the whole queue in one transaction when that batch is done. Revisions are given
+    /// in queue order, batches are committed, made visible and broadcast in that order, so
+    /// revisions grow strictly and watchers see changes in order.
     pub fn commit(
         &self,
         key: &str,
         kind: ChangeKind,
         write: impl FnOnce(i64) -> Value,
     ) -> Result<Value, StorageError> {
-        let mut connection = self.lock()?;
-        let transaction =
-            connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let revision = current_revision(&transaction)? + 1;
-        let object = write(revision);
-        let text = object.to_string();
-        transaction.execute(
-            "INSERT INTO log (revision, key, kind, value) VALUES (?1, ?2, ?3, ?4)",
-            params![revision, key, kind.code(), text],
-        )?;
-        match kind {
-            ChangeKind::Deleted => {
-                transaction.execute("DELETE FROM objects WHERE key = ?1", params![key])?;
-            }
-            ChangeKind::Added | ChangeKind::Modified => {
-                transaction.execute(
-                    "INSERT INTO objects (key, revision, value) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO UPDATE SET revision = ?2, value = ?3",
-                    params![key, revision, text],
-                )?;
-            }
+        let outcome = Arc::new(OnceLock::new());
+        let (object, alone) = {
+            let mut queue = self.lock_queue()?;
+            let revision = queue.next;
+            let object = write(revision);
+            let text: Arc<str> = serde_json::to_string(&object)
+                .map_err(|source| StorageError::Corrupt {
+                    key: key.to_owned(),
+                    source,
+                })?
+                .into();
+            queue.next += 1;
+            queue.pending.push(Pending {
+                change: Change {
+                    revision,
+                    key: key.to_owned(),
+                    kind,
+                    text,
+                },
+                outcome: outcome.clone(),
+            });
+            (object, queue.pending.len() == 1 && !queue.committing)
+        };
+        if alone {
+            // Nobody else writing: committing here costs one disk sync, less than handing the
+            // thread's other tasks over to another thread.
+            self.wait_or_commit(&outcome)?;
+        } else {
+            // Waiting for other writers' commits must not stall the other requests served by
+            // this thread.
+            blocking(|| self.wait_or_commit(&outcome))?;
         }
-        if revision % (self.history / 10) == 0 {
-            transaction.execute(
-                "DELETE FROM log WHERE revision <= ?1",
-                params![revision - self.history],
-            )?;
+        Ok(object)
+    }
+
+    fn lock_queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, StorageError> {
+        self.shared.queue.lock().map_err(|_| StorageError::Poisoned)
+    }
+
+    /// Waits until `outcome` is known, committing the queued batch when nobody else is.
+    fn wait_or_commit(&self, outcome: &OnceLock<Result<(), String>>) -> Result<(), StorageError> {
+        let mut queue = self.lock_queue()?;
+        loop {
+            if let Some(result) = outcome.get() {
+                return result.clone().map_err(StorageError::Batch);
+            }
+            if !queue.committing {
+                queue.committing = true;
+                let batch = std::mem::take(&mut queue.pending);
+                drop(queue);
+                let result = self.commit_batch(&batch);
+                for pending in &batch {
+                    let _ = pending.outcome.set(result.clone());
+                }
+                queue = self.lock_queue()?;
+                queue.committing = false;
+                self.shared.flushed.notify_all();
+                continue;
+            }
+            queue = self
+                .shared
+                .flushed
+                .wait(queue)
+                .map_err(|_| StorageError::Poisoned)?;
         }
-        transaction.commit()?;
-        let object = Arc::new(object);
-        // Nobody listening is fine.
-        let _ = self.changes.send(Change {
-            revision,
-            key: key.to_owned(),
-            kind,
-            object: object.clone(),
-        });
-        Ok(Arc::unwrap_or_clone(object))
+    }
+
+    /// Commits `batch` in one transaction, then shows it to readers and watchers.
+    fn commit_batch(&self, batch: &[Pending]) -> Result<(), String> {
+        let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
+            return Ok(());
+        };
+        let mut connection = self
+            .shared
+            .connection
+            .lock()
+            .map_err(|_| StorageError::Poisoned.to_string())?;
+        let written = write_batch(&mut connection, batch, self.shared.history);
+        drop(connection);
+        written.map_err(|error| {
+            tracing::error!(%error, first = first.change.revision, last = last.change.revision, "storage: commit failed");
+            error.to_string()
+        })?;
+        {
+            let mut view = self
+                .shared
+                .view
+                .write()
+                .map_err(|_| StorageError::Poisoned.to_string())?;
+            for Pending { change, .. } in batch {
+                match change.kind {
+                    ChangeKind::Deleted => {
+                        view.objects.remove(&change.key);
+                    }
+                    ChangeKind::Added | ChangeKind::Modified => {
+                        view.objects.insert(change.key.clone(), change.text.clone());
+                    }
+                }
+            }
+            view.revision = last.change.revision;
+        }
+        for Pending { change, .. } in batch {
+            // Nobody listening is fine.
+            let _ = self.shared.changes.send(change.clone());
+        }
+        Ok(())
     }
 
     /// Changes after `revision` under `prefix`, oldest first.
     pub fn changes_since(&self, prefix: &str, revision: i64) -> Result<Vec<Change>, StorageError> {
-        let connection = self.lock()?;
+        let connection = self
+            .shared
+            .connection
+            .lock()
+            .map_err(|_| StorageError::Poisoned)?;
         let mut statement = connection.prepare_cached("SELECT revision, key, kind, value FROM log WHERE revision > ?1 AND key >= ?2 AND key < ?3 ORDER BY revision")?;
         let end = format!("{prefix}\u{10FFFF}");
         let rows = statement.query_map(params![revision, prefix, end], |row| {
@@ -231,12 +379,11 @@ impl Store {
         let mut changes = Vec::new();
         for row in rows {
             let (revision, key, kind, text) = row?;
-            let object = Arc::new(parse(&key, &text)?);
             changes.push(Change {
                 revision,
                 key,
                 kind: ChangeKind::from_code(kind),
-                object,
+                text: text.into(),
             });
         }
         Ok(changes)
@@ -244,8 +391,60 @@ impl Store {
 
     /// Live changes from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
-        self.changes.subscribe()
+        self.shared.changes.subscribe()
     }
+}
+
+/// Runs `f`, which may wait for the disk: on a multi-threaded Tokio runtime, the thread's other
+/// tasks move to another thread meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
+
+/// Writes a batch of changes in one immediate transaction, committed (durable) on return.
+fn write_batch(
+    connection: &mut Connection,
+    batch: &[Pending],
+    history: i64,
+) -> Result<(), rusqlite::Error> {
+    let transaction =
+        connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut log = transaction.prepare_cached(
+            "INSERT INTO log (revision, key, kind, value) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut upsert = transaction.prepare_cached(
+            "INSERT INTO objects (key, revision, value) VALUES (?1, ?2, ?3) ON CONFLICT(key) DO UPDATE SET revision = ?2, value = ?3",
+        )?;
+        let mut remove = transaction.prepare_cached("DELETE FROM objects WHERE key = ?1")?;
+        let mut compact = transaction.prepare_cached("DELETE FROM log WHERE revision <= ?1")?;
+        for Pending { change, .. } in batch {
+            let text: &str = &change.text;
+            log.execute(params![
+                change.revision,
+                change.key,
+                change.kind.code(),
+                text
+            ])?;
+            match change.kind {
+                ChangeKind::Deleted => {
+                    remove.execute(params![change.key])?;
+                }
+                ChangeKind::Added | ChangeKind::Modified => {
+                    upsert.execute(params![change.key, change.revision, text])?;
+                }
+            }
+            if change.revision % (history / 10) == 0 {
+                compact.execute(params![change.revision - history])?;
+            }
+        }
+    }
+    transaction.commit()
 }
 
 fn current_revision(connection: &Connection) -> Result<i64, StorageError> {
@@ -307,6 +506,50 @@ mod tests {
             kinds,
             [ChangeKind::Added, ChangeKind::Deleted, ChangeKind::Added]
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_writers_are_committed_in_batches_in_revision_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let store = Store::open(&path).unwrap();
+        let mut live = store.subscribe();
+        let writers: Vec<_> = (0..16)
+            .map(|writer| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut revisions = Vec::new();
+                    for i in 0..25 {
+                        let key = format!("/a/default/{writer}-{i}");
+                        let object = store
+                            .commit(&key, ChangeKind::Added, |rv| json!({"rv": rv}))
+                            .unwrap();
+                        // Durable and visible before the answer.
+                        assert_eq!(store.get(&key).unwrap(), Some(object.clone()));
+                        revisions.push(object["rv"].as_i64().unwrap());
+                    }
+                    revisions
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for writer in writers {
+            let revisions = writer.await.unwrap();
+            assert!(revisions.windows(2).all(|w| w[0] < w[1]));
+            all.extend(revisions);
+        }
+        all.sort_unstable();
+        assert_eq!(all, (1..=400).collect::<Vec<i64>>());
+        let broadcast: Vec<i64> = (0..400)
+            .map(|_| live.try_recv().unwrap().revision)
+            .collect();
+        assert_eq!(broadcast, (1..=400).collect::<Vec<i64>>());
+        assert_eq!(store.list("/a/").unwrap().0.len(), 400);
+        drop(store);
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.current_revision().unwrap(), 400);
+        assert_eq!(store.list("/a/").unwrap().0.len(), 400);
+        assert_eq!(store.changes_since("/a/", 390).unwrap().len(), 10);
     }
 
     #[test]

@@ -15,6 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::events;
 use super::objects::{ApiState, ListOptions};
 use super::registry::Resource;
+use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
 use super::storage::Change;
 use super::table;
@@ -41,9 +42,70 @@ pub struct WatchRequest {
     pub table: bool,
 }
 
+/// One watch event, serialized without copying its object.
+#[derive(serde::Serialize)]
+struct Event<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    object: &'a Value,
+}
+
 fn line(kind: &str, object: &Value) -> Bytes {
-    let mut text = json!({"type": kind, "object": object}).to_string();
-    text.push('\n');
+    let mut text = serde_json::to_vec(&Event { kind, object }).unwrap_or_default();
+    text.push(b'\n');
+    Bytes::from(text)
+}
+
+/// How a watch shows its events.
+struct Shown<'a> {
+    resource: &'a Resource,
+    request: &'a WatchRequest,
+    /// Objects go out as stored: no selector, no Table, no other form.
+    as_stored: bool,
+}
+
+impl<'a> Shown<'a> {
+    fn new(resource: &'a Resource, request: &'a WatchRequest) -> Self {
+        let as_stored = !request.table
+            && events::shown_as_stored(resource)
+            && request.options.labels == LabelSelector::default()
+            && request.options.fields == FieldSelector::default();
+        Shown {
+            resource,
+            request,
+            as_stored,
+        }
+    }
+
+    /// The event line of an object (stored JSON) at `revision`, unless the selectors leave it
+    /// out.
+    fn line(&self, kind: &str, text: &str, revision: i64) -> Result<Option<Bytes>, ()> {
+        if self.as_stored {
+            return Ok(Some(stored_line(kind, text)));
+        }
+        let object: Value = serde_json::from_str(text).map_err(|_| ())?;
+        let object = events::present(self.resource, object);
+        let options = &self.request.options;
+        if !(options.labels.matches(&object) && options.fields.matches(&object)) {
+            return Ok(None);
+        }
+        let payload = if self.request.table {
+            table::table(self.resource, &[object], revision, None)
+        } else {
+            object
+        };
+        Ok(Some(line(kind, &payload)))
+    }
+}
+
+/// An event line around an object's stored JSON.
+fn stored_line(kind: &str, object: &str) -> Bytes {
+    let mut text = Vec::with_capacity(object.len() + kind.len() + 24);
+    text.extend_from_slice(b"{\"type\":\"");
+    text.extend_from_slice(kind.as_bytes());
+    text.extend_from_slice(b"\",\"object\":");
+    text.extend_from_slice(object.as_bytes());
+    text.extend_from_slice(b"}\n");
     Bytes::from(text)
 }
 
@@ -87,16 +149,6 @@ pub fn start(
     Ok(response)
 }
 
-/// The object (or Table row) a watch event carries.
-fn payload(resource: &Resource, object: &Value, as_table: bool, revision: i64) -> Value {
-    let object = events::present(resource, object.clone());
-    if as_table {
-        table::table(resource, &[object], revision, None)
-    } else {
-        object
-    }
-}
-
 async fn run(
     state: &ApiState,
     resource: &Resource,
@@ -105,10 +157,7 @@ async fn run(
     sender: &mpsc::Sender<Bytes>,
 ) -> Result<(), ()> {
     let prefix = resource.prefix(request.namespace.as_deref());
-    let matches = |object: &Value| {
-        let object = events::present(resource, object.clone());
-        request.options.labels.matches(&object) && request.options.fields.matches(&object)
-    };
+    let shown = Shown::new(resource, &request);
     let send = |bytes: Bytes| async move { sender.send(bytes).await.map_err(|_| ()) };
     let mut last = 0i64;
     let from: Option<i64> = match request.resource_version.as_str() {
@@ -116,13 +165,11 @@ async fn run(
         text => text.parse().ok(),
     };
     if request.initial_events || from.is_none() {
-        let (objects, revision) = state.store.list(&prefix).map_err(|_| ())?;
-        for object in objects.iter().filter(|o| matches(o)) {
-            send(line(
-                "ADDED",
-                &payload(resource, object, request.table, revision),
-            ))
-            .await?;
+        let (texts, revision) = state.store.list_text(&prefix).map_err(|_| ())?;
+        for text in texts {
+            if let Some(bytes) = shown.line("ADDED", &text, revision)? {
+                send(bytes).await?;
+            }
         }
         last = revision;
         if request.initial_events {
@@ -137,12 +184,10 @@ async fn run(
         }
         for change in state.store.changes_since(&prefix, from).map_err(|_| ())? {
             last = change.revision;
-            if matches(&change.object) {
-                send(line(
-                    change.kind.watch_type(),
-                    &payload(resource, &change.object, request.table, change.revision),
-                ))
-                .await?;
+            if let Some(bytes) =
+                shown.line(change.kind.watch_type(), &change.text, change.revision)?
+            {
+                send(bytes).await?;
             }
         }
         last = last.max(from);
@@ -164,8 +209,8 @@ async fn run(
                         continue;
                     }
                     last = change.revision;
-                    if matches(&change.object) {
-                        send(line(change.kind.watch_type(), &payload(resource, &change.object, request.table, change.revision))).await?;
+                    if let Some(bytes) = shown.line(change.kind.watch_type(), &change.text, change.revision)? {
+                        send(bytes).await?;
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => {
