@@ -475,3 +475,38 @@ async fn every_acknowledged_create_survives_sigkill() {
     }
     println!("{} acknowledged creates across 3 kills", acknowledged.len());
 }
+
+#[tokio::test]
+async fn concurrent_writers_lose_nothing_and_one_create_of_a_name_wins() {
+    let operator = Operator::start(Mode::Apiserver);
+    let api: Api<LxdContainer> = Api::namespaced(client(&operator).await, "default");
+    let creates = futures::future::join_all(
+        (0..8).map(|_| async { api.create(&PostParams::default(), &container("race")).await }),
+    )
+    .await;
+    let won = creates.iter().filter(|c| c.is_ok()).count();
+    assert_eq!(won, 1, "{creates:?}");
+    assert!(creates.iter().all(|c| match c {
+        Ok(_) => true,
+        Err(kube::Error::Api(status)) => status.reason == "AlreadyExists",
+        Err(_) => false,
+    }));
+
+    // Sixteen writers patch at once, none with a resourceVersion: every change stays.
+    futures::future::join_all((0..16).map(|i| {
+        let api = api.clone();
+        async move {
+            let patch = json!({"metadata": {"labels": {format!("writer-{i}"): "yes"}}});
+            api.patch("race", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    }))
+    .await;
+    let labels = api.get("race").await.unwrap().labels().clone();
+    assert_eq!(
+        labels.keys().filter(|k| k.starts_with("writer-")).count(),
+        16,
+        "{labels:?}"
+    );
+}

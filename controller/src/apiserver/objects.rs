@@ -11,7 +11,7 @@ use super::patch;
 use super::registry::{Registry, Resource};
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::storage::{ChangeKind, Store};
+use super::storage::{ChangeKind, Precondition, StorageError, Store};
 use super::structural;
 
 /// The API's state: the store and the kinds it serves.
@@ -440,10 +440,19 @@ impl ApiState {
         if options.dry_run {
             return Ok(Written::new(events::present(resource, object), warnings));
         }
-        let stored = self.store.commit(&key, ChangeKind::Added, |revision| {
-            object["metadata"]["resourceVersion"] = json!(revision.to_string());
-            object
-        })?;
+        let stored = self
+            .store
+            .commit(&key, ChangeKind::Added, Precondition::Absent, |revision| {
+                object["metadata"]["resourceVersion"] = json!(revision.to_string());
+                object
+            })
+            .map_err(|error| match error {
+                // Another create of the same name came first.
+                StorageError::Precondition { .. } => {
+                    ApiError::already_exists(&resource.group, &resource.plural, &name)
+                }
+                other => other.into(),
+            })?;
         Ok(Written::new(events::present(resource, stored), warnings))
     }
 
@@ -465,8 +474,33 @@ impl ApiState {
         Ok(object)
     }
 
-    /// Replaces an object (PUT), or its status (PUT `/status`).
+    /// Replaces an object (PUT), or its status (PUT `/status`). A write that loses a race
+    /// with another is done again on the new state, unless the client named the
+    /// resourceVersion it expects (then it gets the 409).
     pub fn update(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        body: Value,
+        status_only: bool,
+        options: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let explicit = meta_str(&body, "resourceVersion").is_some();
+        let key = resource.key(namespace, name);
+        self.retry_races(resource, &key, name, explicit, || {
+            self.update_once(
+                resource,
+                namespace,
+                name,
+                body.clone(),
+                status_only,
+                options,
+            )
+        })
+    }
+
+    fn update_once(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
@@ -498,9 +532,33 @@ impl ApiState {
         )
     }
 
-    /// Patches an object (or its status).
+    /// Patches an object (or its status); done again on the new state when another write
+    /// came first, unless the patch names the resourceVersion it expects.
     #[allow(clippy::too_many_arguments)]
     pub fn patch(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        kind: PatchKind,
+        body: &Value,
+        status_only: bool,
+        options: &WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let explicit = match body {
+            Value::Array(operations) => operations
+                .iter()
+                .any(|op| op["path"] == "/metadata/resourceVersion"),
+            _ => meta_str(body, "resourceVersion").is_some(),
+        };
+        let key = resource.key(namespace, name);
+        self.retry_races(resource, &key, name, explicit, || {
+            self.patch_once(resource, namespace, name, kind, body, status_only, options)
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn patch_once(
         &self,
         resource: &Resource,
         namespace: Option<&str>,
@@ -676,6 +734,7 @@ impl ApiState {
         if !body.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        let read_at = Precondition::Revision(revision_of(&current));
         let mut next = if status_only {
             let mut next = current.clone();
             next["status"] = body.get("status").cloned().unwrap_or(Value::Null);
@@ -764,20 +823,24 @@ impl ApiState {
         if next["metadata"].get("deletionTimestamp").is_some() && finalizers_done {
             // The last finalizer is gone: the object goes.
             let uid = meta_str(&current, "uid").unwrap_or_default().to_owned();
-            let deleted = self.store.commit(key, ChangeKind::Deleted, |revision| {
-                next["metadata"]["resourceVersion"] = json!(revision.to_string());
-                next
-            })?;
+            let deleted = self
+                .store
+                .commit(key, ChangeKind::Deleted, read_at, |revision| {
+                    next["metadata"]["resourceVersion"] = json!(revision.to_string());
+                    next
+                })?;
             self.collect_dependents(&uid)?;
             return Ok(Written::new(events::present(resource, deleted), warnings));
         }
         if resource.kind == "CustomResourceDefinition" && !status_only {
             next = self.install_crd(next)?;
         }
-        let stored = self.store.commit(key, ChangeKind::Modified, |revision| {
-            next["metadata"]["resourceVersion"] = json!(revision.to_string());
-            next
-        })?;
+        let stored = self
+            .store
+            .commit(key, ChangeKind::Modified, read_at, |revision| {
+                next["metadata"]["resourceVersion"] = json!(revision.to_string());
+                next
+            })?;
         Ok(Written::new(events::present(resource, stored), warnings))
     }
 
@@ -790,10 +853,24 @@ impl ApiState {
         dry_run: bool,
     ) -> Result<(u16, Value), ApiError> {
         let key = resource.key(namespace, name);
+        self.retry_races(resource, &key, name, false, || {
+            self.delete_once(resource, namespace, name, dry_run)
+        })
+    }
+
+    fn delete_once(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+        dry_run: bool,
+    ) -> Result<(u16, Value), ApiError> {
+        let key = resource.key(namespace, name);
         let mut current = self
             .store
             .get(&key)?
             .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, name))?;
+        let read_at = Precondition::Revision(revision_of(&current));
         let has_finalizers = current["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
@@ -810,14 +887,18 @@ impl ApiState {
                 let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
                 current["metadata"]["generation"] = json!(generation + 1);
             }
-            let stored = self.store.commit(&key, ChangeKind::Modified, |revision| {
-                current["metadata"]["resourceVersion"] = json!(revision.to_string());
-                current
-            })?;
+            let stored = self
+                .store
+                .commit(&key, ChangeKind::Modified, read_at, |revision| {
+                    current["metadata"]["resourceVersion"] = json!(revision.to_string());
+                    current
+                })?;
             return Ok((202, events::present(resource, stored)));
         }
         let uid = meta_str(&current, "uid").unwrap_or_default().to_owned();
-        let deleted = self.store.commit(&key, ChangeKind::Deleted, |_| current)?;
+        let deleted = self
+            .store
+            .commit(&key, ChangeKind::Deleted, read_at, |_| current)?;
         if resource.kind == "CustomResourceDefinition"
             && let Ok(crd) = serde_json::from_value::<CustomResourceDefinition>(deleted.clone())
         {
@@ -861,6 +942,45 @@ impl ApiState {
             }
         }
         Ok(())
+    }
+}
+
+/// The resourceVersion of an object as stored.
+fn revision_of(object: &Value) -> i64 {
+    meta_str(object, "resourceVersion")
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
+/// How often a write that lost a race is done again before the client gets the 409.
+const RACE_RETRIES: usize = 16;
+
+impl ApiState {
+    /// Runs `write` again while it loses races with other writes to the object at `key` (as
+    /// the Kubernetes API server retries an update without a precondition), each time once
+    /// the winning write can be read. With `explicit`, the client's own resourceVersion was
+    /// the precondition: the 409 is its answer.
+    fn retry_races<T>(
+        &self,
+        resource: &Resource,
+        key: &str,
+        name: &str,
+        explicit: bool,
+        mut write: impl FnMut() -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        let mut attempts = 0;
+        loop {
+            match write() {
+                Err(error) if error.is_race() => {
+                    attempts += 1;
+                    if explicit || attempts >= RACE_RETRIES {
+                        return Err(ApiError::conflict(&resource.group, &resource.plural, name));
+                    }
+                    self.store.settle(key)?;
+                }
+                other => return other,
+            }
+        }
     }
 }
 

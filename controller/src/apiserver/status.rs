@@ -174,6 +174,11 @@ impl ApiError {
         self
     }
 
+    /// Whether this is a write that lost a race with another (see `From<StorageError>`).
+    pub fn is_race(&self) -> bool {
+        self.code == 409 && self.reason == "Conflict" && self.details.is_none()
+    }
+
     /// The `Status` object.
     pub fn status(&self) -> Value {
         let mut status = json!({
@@ -201,6 +206,17 @@ impl IntoResponse for ApiError {
 
 impl From<super::storage::StorageError> for ApiError {
     fn from(error: super::storage::StorageError) -> Self {
-        ApiError::internal(error)
+        match error {
+            // A lost race: a 409 without details, which writers without a precondition of
+            // their own retry ([`ApiError::is_race`]).
+            super::storage::StorageError::Precondition { key } => ApiError::new(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on {key}: the object has been modified; please apply your changes to the latest version and try again"
+                ),
+            ),
+            other => ApiError::internal(other),
+        }
     }
 }

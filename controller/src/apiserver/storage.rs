@@ -3,7 +3,7 @@
 //! objects' `resourceVersion`. A write is committed (WAL, `synchronous=FULL`) before it is
 //! answered, and then broadcast to watchers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Condvar, Mutex, OnceLock, RwLock};
 
@@ -33,6 +33,21 @@ pub enum StorageError {
     /// writer that committed it).
     #[error("storage: commit failed: {0}")]
     Batch(String),
+    /// The key is not in the state the write expected: another write came first.
+    #[error("storage: {key} was changed by another write")]
+    Precondition { key: String },
+}
+
+/// What a write expects of its key, checked against every change before it (committed or
+/// queued), so that of two writers that read the same state only the first one wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precondition {
+    /// Nothing is expected.
+    None,
+    /// The key holds no object (a create).
+    Absent,
+    /// The key holds the object at this revision (an update or delete of what was read).
+    Revision(i64),
 }
 
 /// What a change did.
@@ -126,6 +141,9 @@ struct Queue {
     pending: Vec<Pending>,
     /// Whether a writer is committing a batch now.
     committing: bool,
+    /// Keys with changes not yet visible to readers: the revision of the last change, and
+    /// whether the object exists after it.
+    unseen: HashMap<String, (i64, bool)>,
 }
 
 /// A change waiting for its commit; `outcome` is set when its batch is done.
@@ -173,6 +191,7 @@ impl Store {
                     next: revision + 1,
                     pending: Vec::new(),
                     committing: false,
+                    unseen: HashMap::new(),
                 }),
                 flushed: Condvar::new(),
                 changes,
@@ -249,11 +268,28 @@ impl Store {
         &self,
         key: &str,
         kind: ChangeKind,
+        precondition: Precondition,
         write: impl FnOnce(i64) -> Value,
     ) -> Result<Value, StorageError> {
         let outcome = Arc::new(OnceLock::new());
         let (object, alone) = {
             let mut queue = self.lock_queue()?;
+            if precondition != Precondition::None {
+                let current = match queue.unseen.get(key) {
+                    Some(&(revision, exists)) => exists.then_some(revision),
+                    None => self.view()?.objects.get(key).map(|text| revision_of(text)),
+                };
+                let holds = match precondition {
+                    Precondition::None => true,
+                    Precondition::Absent => current.is_none(),
+                    Precondition::Revision(expected) => current == Some(expected),
+                };
+                if !holds {
+                    return Err(StorageError::Precondition {
+                        key: key.to_owned(),
+                    });
+                }
+            }
             let revision = queue.next;
             let object = write(revision);
             let text: Arc<str> = serde_json::to_string(&object)
@@ -263,6 +299,9 @@ impl Store {
                 })?
                 .into();
             queue.next += 1;
+            queue
+                .unseen
+                .insert(key.to_owned(), (revision, kind != ChangeKind::Deleted));
             queue.pending.push(Pending {
                 change: Change {
                     revision,
@@ -286,6 +325,22 @@ impl Store {
         Ok(object)
     }
 
+    /// Waits until every change queued for `key` is visible to reads, so that a writer that
+    /// lost a race reads the state that won it.
+    pub fn settle(&self, key: &str) -> Result<(), StorageError> {
+        blocking(|| {
+            let mut queue = self.lock_queue()?;
+            while queue.unseen.contains_key(key) {
+                queue = self
+                    .shared
+                    .flushed
+                    .wait(queue)
+                    .map_err(|_| StorageError::Poisoned)?;
+            }
+            Ok(())
+        })
+    }
+
     fn lock_queue(&self) -> Result<std::sync::MutexGuard<'_, Queue>, StorageError> {
         self.shared.queue.lock().map_err(|_| StorageError::Poisoned)
     }
@@ -306,6 +361,12 @@ impl Store {
                     let _ = pending.outcome.set(result.clone());
                 }
                 queue = self.lock_queue()?;
+                // The batch is visible now (or failed, and the view still shows what was
+                // before): what later changes did stays.
+                if let Some(last) = batch.last() {
+                    let last = last.change.revision;
+                    queue.unseen.retain(|_, (revision, _)| *revision > last);
+                }
                 queue.committing = false;
                 self.shared.flushed.notify_all();
                 continue;
@@ -459,6 +520,24 @@ fn current_revision(connection: &Connection) -> Result<i64, StorageError> {
     Ok(sequence.unwrap_or(0))
 }
 
+/// The resourceVersion of a stored object (0 when it has none), without decoding the rest.
+fn revision_of(text: &str) -> i64 {
+    #[derive(serde::Deserialize)]
+    struct Metadata<'a> {
+        #[serde(rename = "resourceVersion", borrow)]
+        resource_version: Option<std::borrow::Cow<'a, str>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Object<'a> {
+        #[serde(borrow)]
+        metadata: Option<Metadata<'a>>,
+    }
+    serde_json::from_str::<Object<'_>>(text)
+        .ok()
+        .and_then(|object| object.metadata?.resource_version?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn parse(key: &str, text: &str) -> Result<Value, StorageError> {
     serde_json::from_str(text).map_err(|source| StorageError::Corrupt {
         key: key.to_owned(),
@@ -478,13 +557,28 @@ mod tests {
         let path = dir.path().join("store.db");
         let store = Store::open(&path).unwrap();
         store
-            .commit("/a/default/x", ChangeKind::Added, |rv| json!({"rv": rv}))
+            .commit(
+                "/a/default/x",
+                ChangeKind::Added,
+                Precondition::None,
+                |rv| json!({"rv": rv}),
+            )
             .unwrap();
         store
-            .commit("/a/default/y", ChangeKind::Added, |rv| json!({"rv": rv}))
+            .commit(
+                "/a/default/y",
+                ChangeKind::Added,
+                Precondition::None,
+                |rv| json!({"rv": rv}),
+            )
             .unwrap();
         store
-            .commit("/a/default/x", ChangeKind::Deleted, |rv| json!({"rv": rv}))
+            .commit(
+                "/a/default/x",
+                ChangeKind::Deleted,
+                Precondition::None,
+                |rv| json!({"rv": rv}),
+            )
             .unwrap();
         assert_eq!(store.current_revision().unwrap(), 3);
         let (objects, revision) = store.list("/a/").unwrap();
@@ -493,7 +587,12 @@ mod tests {
         let store = Store::open(&path).unwrap();
         assert_eq!(store.current_revision().unwrap(), 3);
         store
-            .commit("/a/default/z", ChangeKind::Added, |rv| json!({"rv": rv}))
+            .commit(
+                "/a/default/z",
+                ChangeKind::Added,
+                Precondition::None,
+                |rv| json!({"rv": rv}),
+            )
             .unwrap();
         assert_eq!(store.current_revision().unwrap(), 4);
         let kinds: Vec<ChangeKind> = store
@@ -522,7 +621,12 @@ mod tests {
                     for i in 0..25 {
                         let key = format!("/a/default/{writer}-{i}");
                         let object = store
-                            .commit(&key, ChangeKind::Added, |rv| json!({"rv": rv}))
+                            .commit(
+                                &key,
+                                ChangeKind::Added,
+                                Precondition::None,
+                                |rv| json!({"rv": rv}),
+                            )
                             .unwrap();
                         // Durable and visible before the answer.
                         assert_eq!(store.get(&key).unwrap(), Some(object.clone()));
@@ -557,11 +661,52 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         store
-            .commit("/lxdcontainers/default/a", ChangeKind::Added, |_| json!(1))
+            .commit(
+                "/lxdcontainers/default/a",
+                ChangeKind::Added,
+                Precondition::None,
+                |_| json!(1),
+            )
             .unwrap();
         store
-            .commit("/lxdcontainers/defaults/b", ChangeKind::Added, |_| json!(2))
+            .commit(
+                "/lxdcontainers/defaults/b",
+                ChangeKind::Added,
+                Precondition::None,
+                |_| json!(2),
+            )
             .unwrap();
         assert_eq!(store.list("/lxdcontainers/default/").unwrap().0, [json!(1)]);
+    }
+
+    #[test]
+    fn of_two_writers_that_read_the_same_state_only_the_first_wins() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.db")).unwrap();
+        let key = "/a/default/x";
+        let created = store
+            .commit(
+                key,
+                ChangeKind::Added,
+                Precondition::Absent,
+                |rv| json!({"metadata": {"resourceVersion": rv.to_string()}}),
+            )
+            .unwrap();
+        let twice = store.commit(key, ChangeKind::Added, Precondition::Absent, |_| json!({}));
+        assert!(matches!(twice, Err(StorageError::Precondition { .. })));
+        let read: i64 = created["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let update =
+            |value: i64| {
+                store.commit(key, ChangeKind::Modified, Precondition::Revision(read), move |rv| {
+                json!({"metadata": {"resourceVersion": rv.to_string()}, "value": value})
+            })
+            };
+        update(1).unwrap();
+        assert!(matches!(update(2), Err(StorageError::Precondition { .. })));
+        assert_eq!(store.get(key).unwrap().unwrap()["value"], 1);
     }
 }
