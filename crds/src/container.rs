@@ -169,7 +169,8 @@ pub struct Placement {
     /// Place away from other LxdContainers (of this namespace) that match a selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anti_affinity: Vec<AffinityTerm>,
-    /// What to do when the member the container runs on goes offline.
+    /// What to do when the member the container runs on goes offline. Only `Wait` is carried
+    /// out in this version: `Reschedule` is accepted and, for now, waits too.
     #[serde(default)]
     pub on_member_failure: MemberFailurePolicy,
 }
@@ -251,7 +252,7 @@ pub enum MemberFailurePolicy {
     #[default]
     Wait,
     /// Create the container anew on another member (its data on the failed member is lost to
-    /// it).
+    /// it). Not carried out yet: the container waits, as with `Wait`.
     Reschedule,
 }
 

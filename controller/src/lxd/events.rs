@@ -130,6 +130,14 @@ impl LxdEvent {
         })
     }
 
+    /// Who asked for the change a lifecycle event reports: LXD's `requestor.username` (the
+    /// SHA-256 fingerprint of a TLS client's certificate, `root` over the unix socket). None
+    /// for changes nobody asked for (a crash) and for events LXD 5.0 sends without it
+    /// (`instance-created`).
+    pub fn requested_by(&self) -> Option<&str> {
+        self.metadata.get("requestor")?.get("username")?.as_str()
+    }
+
     /// The instance this event is about: the source of a lifecycle event, or the first
     /// instance an operation acts on.
     pub fn instance_name(&self) -> Option<String> {

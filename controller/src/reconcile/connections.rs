@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::lxd::client::RequestObserver;
-use crate::lxd::events::EventStreamItem;
+use crate::lxd::events::{EventStreamItem, LifecycleAction, LxdEvent};
 use crate::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, LxdError, ServerTrust};
 
 /// Why a cluster cannot be connected to as its spec says.
@@ -130,8 +130,18 @@ fn spawn_event_forwarder(
 ) -> tokio::task::AbortHandle {
     let mut events = client.events(&["lifecycle"]);
     let cluster = cluster.to_owned();
+    let own = client
+        .config()
+        .identity
+        .as_ref()
+        .map(ClientIdentity::fingerprint);
     tokio::spawn(async move {
         while let Some(item) = events.recv().await {
+            if let EventStreamItem::Event(event) = &item
+                && is_our_own_doing(event, own.as_deref())
+            {
+                continue;
+            }
             if signals
                 .send(ClusterSignal {
                     cluster: cluster.clone(),
@@ -144,6 +154,27 @@ fn spawn_event_forwarder(
         }
     })
     .abort_handle()
+}
+
+/// Whether an event only reports what the operator itself just did, and the reconcile that did
+/// it knows: a change our own certificate asked for, or an instance created (by us, or by
+/// someone else: a new instance is no drift of ours). Drift (a stop over the unix socket, a
+/// crash, another client) still wakes the container's reconcile.
+fn is_our_own_doing(event: &LxdEvent, own_fingerprint: Option<&str>) -> bool {
+    let Some(lifecycle) = event.lifecycle() else {
+        return false;
+    };
+    if lifecycle.action == LifecycleAction::InstanceCreated {
+        return true;
+    }
+    let instance_change = !matches!(
+        lifecycle.action,
+        LifecycleAction::ClusterMemberAdded
+            | LifecycleAction::ClusterMemberRemoved
+            | LifecycleAction::ClusterMemberUpdated
+            | LifecycleAction::ClusterMemberRenamed
+    );
+    instance_change && own_fingerprint.is_some_and(|own| event.requested_by() == Some(own))
 }
 
 fn connection_key(cluster: &LxdCluster, secret_version: &str) -> String {
@@ -245,4 +276,51 @@ async fn client_config(
     let mut config = ClientConfig::new(endpoints, identity, trust);
     config.project.clone_from(&spec.project);
     Ok((config, secret_version))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn lifecycle(action: &str, requestor: Option<&str>) -> LxdEvent {
+        let mut metadata = json!({"action": action, "source": "/1.0/instances/default-web-1"});
+        if let Some(username) = requestor {
+            metadata["requestor"] = json!({"username": username, "protocol": "tls"});
+        }
+        serde_json::from_value(
+            json!({"type": "lifecycle", "location": "node2", "metadata": metadata}),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn our_own_changes_wake_nobody_and_drift_does() {
+        let own = Some("df15ff4d");
+        assert!(is_our_own_doing(
+            &lifecycle("instance-started", Some("df15ff4d")),
+            own
+        ));
+        assert!(is_our_own_doing(&lifecycle("instance-created", None), own));
+        // Stopped over the unix socket, crashed, or by another client: drift.
+        assert!(!is_our_own_doing(
+            &lifecycle("instance-stopped", Some("root")),
+            own
+        ));
+        assert!(!is_our_own_doing(&lifecycle("instance-stopped", None), own));
+        assert!(!is_our_own_doing(
+            &lifecycle("instance-deleted", Some("other")),
+            own
+        ));
+        // Without a certificate of our own (a unix socket) nothing is ours.
+        assert!(!is_our_own_doing(
+            &lifecycle("instance-started", Some("root")),
+            None
+        ));
+        assert!(!is_our_own_doing(
+            &lifecycle("cluster-member-updated", Some("df15ff4d")),
+            own
+        ));
+    }
 }
