@@ -116,11 +116,26 @@ fn concurrent_rest(cluster: &TestCluster, n: usize) -> Duration {
 }
 
 fn main() {
-    let n: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(60);
+    // `bench-rollout N`: every way, one after the other, on the cluster as it is;
+    // `bench-rollout <direct|sequential|operator> N`: one way, printing its seconds (hack/bench
+    // runs each on a fresh cluster, as a long-used LXD 5.0 cluster slows down).
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (phase, n) = match args.as_slice() {
+        [phase, n] => (Some(phase.as_str()), n.parse().unwrap_or(60)),
+        [n] => (None, n.parse().unwrap_or(60)),
+        _ => (None, 60),
+    };
     let cluster = TestCluster::get();
+    match phase {
+        Some("direct") => println!("{:.2}", concurrent_rest(cluster, n).as_secs_f64()),
+        Some("sequential") => println!("{:.2}", sequential_lxc(cluster, n).as_secs_f64()),
+        Some("operator") => println!("{:.2}", through_operator(cluster, n).as_secs_f64()),
+        Some(other) => panic!("unknown phase {other}: direct, sequential or operator"),
+        None => all_phases(cluster, n),
+    }
+}
+
+fn all_phases(cluster: &TestCluster, n: usize) {
     println!(
         "rollout of {n} busybox containers on {} members",
         cluster.members.len()

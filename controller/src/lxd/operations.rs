@@ -275,9 +275,12 @@ impl LxdClient {
             Err(error) => Err(error),
         };
         match outcome {
-            Ok(()) => Ok(CreateOutcome::Created(
-                self.instance(&request.name).await?.value,
-            )),
+            Ok(()) => Ok(CreateOutcome::Created(match target {
+                // The member is known: the instance is what was asked for, and a read would
+                // only add LXD's own keys, at a cost to a busy cluster.
+                Target::Member(member) => request.as_created(member),
+                _ => self.instance(&request.name).await?.value,
+            })),
             Err(LxdError::AlreadyExists { message }) => match self.settle_lost(&intent).await? {
                 // Our own earlier create won a race with this one.
                 Settlement::Done(Some(instance)) => Ok(CreateOutcome::Adopted(instance)),

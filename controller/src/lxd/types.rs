@@ -357,6 +357,30 @@ pub struct InstanceCreate {
     pub description: String,
 }
 
+impl InstanceCreate {
+    /// The instance this request creates on `member`, as it stands right after the create
+    /// (stopped), without what LXD adds itself (`volatile.*` and `image.*` keys, what profiles
+    /// expand to).
+    pub fn as_created(&self, member: &str) -> Instance {
+        Instance {
+            name: self.name.clone(),
+            status: "Stopped".to_owned(),
+            status_code: 102,
+            location: member.to_owned(),
+            instance_type: self.instance_type.clone(),
+            config: self.config.clone(),
+            devices: self.devices.clone(),
+            profiles: self
+                .profiles
+                .clone()
+                .unwrap_or_else(|| vec!["default".to_owned()]),
+            ephemeral: self.ephemeral,
+            description: self.description.clone(),
+            ..Instance::default()
+        }
+    }
+}
+
 /// Where an instance's root file system comes from.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct InstanceSource {
