@@ -11,7 +11,7 @@
 use std::time::{Duration, Instant};
 
 use lxd_operator::lxd::types::{StateAction, Target};
-use lxd_operator_tests::operator::{Mode, Operator, wait_for};
+use lxd_operator_tests::operator::{Mode, Operator};
 use lxd_operator_tests::{TestCluster, busybox, cluster_manifest, managed_instances, unique_name};
 
 fn delete_all(cluster: &TestCluster, names: &[String]) {
@@ -38,14 +38,15 @@ fn through_operator(cluster: &TestCluster, n: usize) -> Duration {
         .collect();
     let started = Instant::now();
     operator.apply(&manifests.join("---\n"));
-    wait_for(Duration::from_secs(600), "every container Running", || {
-        let running = managed_instances(cluster, &namespace)
-            .iter()
-            .filter(|i| i.status == "Running")
-            .count();
-        (running == n).then_some(())
-    });
+    // Waited for on the operator's Ready conditions, through a watch of the API: polling
+    // LXD's full instance list would load LXD in this way only.
+    wait_until_ready(&operator, &namespace, n);
     let elapsed = started.elapsed();
+    let running = managed_instances(cluster, &namespace)
+        .iter()
+        .filter(|i| i.status == "Running")
+        .count();
+    assert_eq!(running, n, "Ready in the API, Running in LXD");
     let names: Vec<String> = managed_instances(cluster, &namespace)
         .into_iter()
         .map(|i| i.name)
@@ -53,6 +54,42 @@ fn through_operator(cluster: &TestCluster, n: usize) -> Duration {
     drop(operator);
     delete_all(cluster, &names);
     elapsed
+}
+
+/// Returns once `n` LxdContainers of `namespace` report `Ready=True`.
+fn wait_until_ready(operator: &Operator, namespace: &str, n: usize) {
+    use futures::TryStreamExt;
+    use kube::runtime::{WatchStreamExt, watcher};
+    use lxd_operator_crds::LxdContainer;
+
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let api: kube::Api<LxdContainer> =
+            kube::Api::namespaced(operator.kube_client().await, namespace);
+        let mut changes =
+            std::pin::pin!(watcher(api, watcher::Config::default()).applied_objects());
+        let mut ready = std::collections::HashSet::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+        while ready.len() < n {
+            let container = tokio::time::timeout_at(deadline, changes.try_next())
+                .await
+                .expect("every container Ready within 10 minutes")
+                .unwrap()
+                .expect("the watch goes on");
+            let is_ready = container.status.as_ref().is_some_and(|status| {
+                status
+                    .conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+            });
+            let name = container.metadata.name.clone().unwrap_or_default();
+            if is_ready {
+                ready.insert(name);
+            } else {
+                ready.remove(&name);
+            }
+        }
+    });
 }
 
 fn sequential_lxc(cluster: &TestCluster, n: usize) -> Duration {
