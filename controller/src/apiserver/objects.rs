@@ -257,10 +257,7 @@ impl ApiState {
     }
 
     fn namespace_exists(&self, namespace: &str) -> Result<bool, ApiError> {
-        Ok(self
-            .store
-            .get(&format!("/namespaces/-/{namespace}"))?
-            .is_some())
+        Ok(self.store.contains(&format!("/namespaces/-/{namespace}"))?)
     }
 
     fn validate(&self, resource: &Resource, object: &Value, name: &str) -> Result<(), ApiError> {
@@ -414,7 +411,7 @@ impl ApiState {
         let warnings = self.normalize(resource, &mut object, options.field_validation)?;
         self.validate(resource, &object, &name)?;
         let key = resource.key(namespace.as_deref(), &name);
-        if self.store.get(&key)?.is_some() {
+        if self.store.contains(&key)? {
             return Err(ApiError::already_exists(
                 &resource.group,
                 &resource.plural,

@@ -223,6 +223,11 @@ impl Store {
         )
     }
 
+    /// Whether an object is stored at `key` (nothing is decoded).
+    pub fn contains(&self, key: &str) -> Result<bool, StorageError> {
+        Ok(self.view()?.objects.contains_key(key))
+    }
+
     /// One object.
     pub fn get(&self, key: &str) -> Result<Option<Value>, StorageError> {
         let text = self.view()?.objects.get(key).cloned();
