@@ -570,3 +570,33 @@ fn plain_http_is_refused_on_other_addresses_than_loopback() {
     );
     assert!(!data_dir.path().join("kubeconfig").exists());
 }
+
+#[test]
+fn moving_from_client_side_to_server_side_apply_needs_no_force() {
+    let operator = server();
+    operator.apply(WEB);
+    let changed = WEB.replace("256Mi", "512Mi");
+    let moved = operator.kubectl_with_input(&["apply", "--server-side", "-f", "-"], &changed);
+    assert!(moved.status.success(), "{}", text(&moved.stderr));
+    let object = json(&operator, &["get", "lxdc", "web-1", "-o", "json"]);
+    assert_eq!(object["spec"]["resources"]["memory"], "512Mi");
+    // The last-applied annotation follows, so a client-side apply later compares with it.
+    let last_applied =
+        object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"]
+            .as_str()
+            .unwrap();
+    assert!(last_applied.contains("512Mi"), "{last_applied}");
+    // Another manager still may not take what kubectl owns now.
+    let other = operator.kubectl_with_input(
+        &[
+            "apply",
+            "--server-side",
+            "--field-manager",
+            "ops",
+            "-f",
+            "-",
+        ],
+        &WEB.replace("256Mi", "1Gi"),
+    );
+    assert!(!other.status.success(), "{}", text(&other.stdout));
+}

@@ -313,6 +313,28 @@ pub struct Conflict {
     pub manager: String,
     /// The field, `.spec.image`.
     pub field: String,
+    /// The same field as a path.
+    pub path: FieldPath,
+}
+
+/// Where client-side `kubectl apply` keeps the configuration it last applied.
+pub const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// Whether every conflict is with a field client-side `kubectl apply` set, as its
+/// last-applied annotation on `live` records. Then `kubectl apply --server-side` takes those
+/// fields over without `--force-conflicts`, as Kubernetes' lastAppliedManager lets it: a user
+/// moving from client-side to server-side apply is not asked to force.
+pub fn only_client_side_applied(live: &Value, conflicts: &[Conflict], scope: Scope) -> bool {
+    let Some(text) = live["metadata"]["annotations"][LAST_APPLIED].as_str() else {
+        return false;
+    };
+    let Ok(last_applied) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    let allowed = fields_of(&last_applied, scope);
+    conflicts
+        .iter()
+        .all(|conflict| allowed.iter().any(|field| overlaps(field, &conflict.path)))
 }
 
 /// Applies `applied` (already pruned to the schema) by `writer` onto `live` (`None`: the
@@ -345,6 +367,7 @@ pub fn apply(
                     conflicts.push(Conflict {
                         manager: entry.to_string(),
                         field: display_path(owned),
+                        path: owned.clone(),
                     });
                     taken.push((index, owned.clone()));
                 }
@@ -595,10 +618,12 @@ mod tests {
             Conflict {
                 manager: "\"a\"".to_owned(),
                 field: ".spec.x".to_owned(),
+                path: vec!["spec".to_owned(), "x".to_owned()],
             },
             Conflict {
                 manager: "\"a\"".to_owned(),
                 field: ".spec.y".to_owned(),
+                path: vec!["spec".to_owned(), "y".to_owned()],
             },
         ];
         assert_eq!(

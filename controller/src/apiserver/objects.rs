@@ -676,11 +676,49 @@ impl ApiState {
             scope: scope_of(resource, status_only),
             time: &time,
         };
-        let (mut merged, entries) =
-            managed_fields::apply(live.as_ref(), &applied, entries, writer, options.force)
-                .map_err(|conflicts| {
-                    ApiError::apply_conflict(&resource.group, &resource.plural, name, &conflicts)
-                })?;
+        let conflict = |conflicts: Vec<managed_fields::Conflict>| {
+            ApiError::apply_conflict(&resource.group, &resource.plural, name, &conflicts)
+        };
+        // `kubectl apply --server-side` after client-side applies takes over what those set.
+        let upgrading = manager == "kubectl";
+        let (mut merged, entries) = match managed_fields::apply(
+            live.as_ref(),
+            &applied,
+            entries.clone(),
+            writer,
+            options.force,
+        ) {
+            Ok(done) => done,
+            Err(conflicts)
+                if upgrading
+                    && live.as_ref().is_some_and(|live| {
+                        managed_fields::only_client_side_applied(live, &conflicts, writer.scope)
+                    }) =>
+            {
+                managed_fields::apply(live.as_ref(), &applied, entries, writer, true)
+                    .map_err(conflict)?
+            }
+            Err(conflicts) => return Err(conflict(conflicts)),
+        };
+        // And keeps the last-applied annotation in step, so that a client-side apply later
+        // compares with what was applied last.
+        let had_last_applied = live.as_ref().is_some_and(|live| {
+            live["metadata"]["annotations"]
+                .get(managed_fields::LAST_APPLIED)
+                .is_some()
+        });
+        if upgrading && had_last_applied {
+            let mut last_applied = applied.clone();
+            if let Some(annotations) = last_applied
+                .get_mut("metadata")
+                .and_then(|m| m.get_mut("annotations"))
+                .and_then(Value::as_object_mut)
+            {
+                annotations.remove(managed_fields::LAST_APPLIED);
+            }
+            merged["metadata"]["annotations"][managed_fields::LAST_APPLIED] =
+                json!(last_applied.to_string());
+        }
         if !merged["metadata"].is_object() {
             merged["metadata"] = json!({});
         }
