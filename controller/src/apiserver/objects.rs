@@ -486,47 +486,27 @@ impl ApiState {
         let explicit = meta_str(&body, "resourceVersion").is_some();
         let key = resource.key(namespace, name);
         self.retry_races(resource, &key, name, explicit, || {
-            self.update_once(
+            let current = self
+                .store
+                .get(&key)?
+                .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, name))?;
+            let body = events::store_form(resource, body.clone());
+            if let Some(expected) = meta_str(&body, "resourceVersion")
+                && Some(expected) != meta_str(&current, "resourceVersion")
+            {
+                return Err(ApiError::conflict(&resource.group, &resource.plural, name));
+            }
+            self.write(
                 resource,
-                namespace,
+                &key,
                 name,
-                body.clone(),
+                current,
+                body,
                 status_only,
                 options,
+                false,
             )
         })
-    }
-
-    fn update_once(
-        &self,
-        resource: &Resource,
-        namespace: Option<&str>,
-        name: &str,
-        body: Value,
-        status_only: bool,
-        options: &WriteOptions,
-    ) -> Result<Written, ApiError> {
-        let key = resource.key(namespace, name);
-        let current = self
-            .store
-            .get(&key)?
-            .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, name))?;
-        let body = events::store_form(resource, body);
-        if let Some(expected) = meta_str(&body, "resourceVersion")
-            && Some(expected) != meta_str(&current, "resourceVersion")
-        {
-            return Err(ApiError::conflict(&resource.group, &resource.plural, name));
-        }
-        self.write(
-            resource,
-            &key,
-            name,
-            current,
-            body,
-            status_only,
-            options,
-            false,
-        )
     }
 
     /// Patches an object (or its status); done again on the new state when another write
@@ -550,66 +530,51 @@ impl ApiState {
         };
         let key = resource.key(namespace, name);
         self.retry_races(resource, &key, name, explicit, || {
-            self.patch_once(resource, namespace, name, kind, body, status_only, options)
-        })
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn patch_once(
-        &self,
-        resource: &Resource,
-        namespace: Option<&str>,
-        name: &str,
-        kind: PatchKind,
-        body: &Value,
-        status_only: bool,
-        options: &WriteOptions,
-    ) -> Result<Written, ApiError> {
-        if kind == PatchKind::Strategic && resource.custom {
-            return Err(ApiError::unsupported_media_type(
-                "application/strategic-merge-patch+json",
-            ));
-        }
-        let key = resource.key(namespace, name);
-        if kind == PatchKind::Apply {
-            return self.apply(resource, namespace, name, body, status_only, options);
-        }
-        let Some(current) = self.store.get(&key)? else {
-            return Err(ApiError::not_found(&resource.group, &resource.plural, name));
-        };
-        // Patches apply to the object as the client sees it (an events.k8s.io Event is
-        // patched in that form), then go back to the stored form.
-        let mut patched = events::present(resource, current.clone());
-        match kind {
-            PatchKind::Json => patch::json_patch(&mut patched, body).map_err(|e| ApiError {
-                code: 422,
-                reason: "Invalid",
-                message: e,
-                details: None,
-            })?,
-            PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply => {
-                if !body.is_object() {
-                    return Err(ApiError::bad_request("a merge patch must be a JSON object"));
-                }
-                patch::merge_patch(&mut patched, body);
+            if kind == PatchKind::Strategic && resource.custom {
+                return Err(ApiError::unsupported_media_type(
+                    "application/strategic-merge-patch+json",
+                ));
             }
-        }
-        if meta_str(&patched, "resourceVersion") != meta_str(&current, "resourceVersion")
-            && meta_str(&patched, "resourceVersion").is_some()
-        {
-            return Err(ApiError::conflict(&resource.group, &resource.plural, name));
-        }
-        let patched = events::store_form(resource, patched);
-        self.write(
-            resource,
-            &key,
-            name,
-            current,
-            patched,
-            status_only,
-            options,
-            false,
-        )
+            if kind == PatchKind::Apply {
+                return self.apply(resource, namespace, name, body, status_only, options);
+            }
+            let Some(current) = self.store.get(&key)? else {
+                return Err(ApiError::not_found(&resource.group, &resource.plural, name));
+            };
+            // Patches apply to the object as the client sees it (an events.k8s.io Event is
+            // patched in that form), then go back to the stored form.
+            let mut patched = events::present(resource, current.clone());
+            match kind {
+                PatchKind::Json => patch::json_patch(&mut patched, body).map_err(|e| ApiError {
+                    code: 422,
+                    reason: "Invalid",
+                    message: e,
+                    details: None,
+                })?,
+                PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply => {
+                    if !body.is_object() {
+                        return Err(ApiError::bad_request("a merge patch must be a JSON object"));
+                    }
+                    patch::merge_patch(&mut patched, body);
+                }
+            }
+            if meta_str(&patched, "resourceVersion") != meta_str(&current, "resourceVersion")
+                && meta_str(&patched, "resourceVersion").is_some()
+            {
+                return Err(ApiError::conflict(&resource.group, &resource.plural, name));
+            }
+            let patched = events::store_form(resource, patched);
+            self.write(
+                resource,
+                &key,
+                name,
+                current,
+                patched,
+                status_only,
+                options,
+                false,
+            )
+        })
     }
 
     /// Server-side apply: merges the applied configuration under its field manager's
