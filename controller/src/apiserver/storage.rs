@@ -168,7 +168,7 @@ impl Store {
              PRAGMA synchronous=FULL;
              PRAGMA busy_timeout=5000;
              CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, revision INTEGER NOT NULL, value TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS log (revision INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL);",
+             CREATE TABLE IF NOT EXISTS log (revision INTEGER PRIMARY KEY, key TEXT NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL);",
         )?;
         let revision = current_revision(&connection)?;
         let mut objects = BTreeMap::new();
@@ -514,15 +514,30 @@ fn write_batch(
 }
 
 fn current_revision(connection: &Connection) -> Result<i64, StorageError> {
-    // The log's autoincrement sequence survives compaction and restarts.
-    let sequence: Option<i64> = connection
-        .query_row(
-            "SELECT seq FROM sqlite_sequence WHERE name = 'log'",
-            [],
-            |row| row.get(0),
-        )
-        .optional()?;
-    Ok(sequence.unwrap_or(0))
+    // Compaction never removes the newest change, so the log's highest revision is the
+    // current one. Stores made before the log lost AUTOINCREMENT (an extra page written by
+    // every commit) also have its sequence, which is never lower.
+    let newest: i64 =
+        connection.query_row("SELECT COALESCE(MAX(revision), 0) FROM log", [], |row| {
+            row.get(0)
+        })?;
+    let has_sequence: bool = connection.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = 'sqlite_sequence')",
+        [],
+        |row| row.get(0),
+    )?;
+    let sequence: Option<i64> = if has_sequence {
+        connection
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'log'",
+                [],
+                |row| row.get(0),
+            )
+            .optional()?
+    } else {
+        None
+    };
+    Ok(newest.max(sequence.unwrap_or(0)))
 }
 
 /// The resourceVersion of a stored object (0 when it has none), without decoding the rest.
@@ -713,5 +728,36 @@ mod tests {
         update(1).unwrap();
         assert!(matches!(update(2), Err(StorageError::Precondition { .. })));
         assert_eq!(store.get(key).unwrap().unwrap()["value"], 1);
+    }
+
+    #[test]
+    fn revisions_go_on_after_a_restart_even_when_the_last_change_was_a_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.db");
+        {
+            let store = Store::open(&path).unwrap();
+            for kind in [ChangeKind::Added, ChangeKind::Deleted] {
+                store
+                    .commit(
+                        "/a/default/x",
+                        kind,
+                        Precondition::None,
+                        |rv| json!({"rv": rv}),
+                    )
+                    .unwrap();
+            }
+            assert_eq!(store.current_revision().unwrap(), 2);
+        }
+        let store = Store::open(&path).unwrap();
+        assert_eq!(store.current_revision().unwrap(), 2);
+        let next = store
+            .commit(
+                "/a/default/y",
+                ChangeKind::Added,
+                Precondition::None,
+                |rv| json!({"rv": rv}),
+            )
+            .unwrap();
+        assert_eq!(next["rv"], 3);
     }
 }
