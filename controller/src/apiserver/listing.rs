@@ -33,11 +33,7 @@ pub fn stored(
     let body = if as_table {
         table::stored_table(resource, &texts, revision).map_err(ApiError::internal)?
     } else {
-        let api_version = if resource.kind == "Event" && resource.group.is_empty() {
-            "v1".to_owned()
-        } else {
-            resource.api_version()
-        };
+        let api_version = resource.api_version();
         let mut body =
             String::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 256);
         body.push_str(r#"{"apiVersion":"#);

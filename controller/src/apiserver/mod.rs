@@ -31,6 +31,10 @@ pub mod watch;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::json;
 
@@ -247,11 +251,6 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
-        use hyper_util::rt::{TokioExecutor, TokioIo};
-        use hyper_util::server::conn::auto;
-        use hyper_util::server::graceful::GracefulShutdown;
-        use hyper_util::service::TowerToHyperService;
-
         let app = router(self.state).layer(axum::middleware::from_fn_with_state(
             self.credentials.token.clone(),
             security::require_token,
@@ -282,7 +281,6 @@ impl Server {
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let builder = auto::Builder::new(TokioExecutor::new());
                 let served = match acceptor {
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(
@@ -298,15 +296,9 @@ impl Server {
                             }
                             Err(_) => return,
                         };
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection).await
+                        serve_connection(stream, service, watcher).await
                     }
-                    None => {
-                        let connection =
-                            builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                        watcher.watch(connection).await
-                    }
+                    None => serve_connection(stream, service, watcher).await,
                 };
                 if let Err(error) = served {
                     tracing::debug!(%peer, %error, "API connection ended");
@@ -317,4 +309,18 @@ impl Server {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
         Ok(())
     }
+}
+
+/// Serves HTTP on one accepted connection, plain or TLS, until it closes or the server stops.
+async fn serve_connection<I>(
+    io: I,
+    service: TowerToHyperService<axum::Router>,
+    watcher: Watcher,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    watcher.watch(connection).await
 }

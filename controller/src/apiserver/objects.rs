@@ -256,6 +256,20 @@ impl ApiState {
         Ok(warnings)
     }
 
+    /// Stores `object` at `key` with the change's revision as its resourceVersion.
+    fn commit_with_revision(
+        &self,
+        key: &str,
+        kind: ChangeKind,
+        precondition: Precondition,
+        mut object: Value,
+    ) -> Result<Value, StorageError> {
+        self.store.commit(key, kind, precondition, |revision| {
+            object["metadata"]["resourceVersion"] = json!(revision.to_string());
+            object
+        })
+    }
+
     fn namespace_exists(&self, namespace: &str) -> Result<bool, ApiError> {
         Ok(self.store.contains(&format!("/namespaces/-/{namespace}"))?)
     }
@@ -438,11 +452,7 @@ impl ApiState {
             return Ok(Written::new(events::present(resource, object), warnings));
         }
         let stored = self
-            .store
-            .commit(&key, ChangeKind::Added, Precondition::Absent, |revision| {
-                object["metadata"]["resourceVersion"] = json!(revision.to_string());
-                object
-            })
+            .commit_with_revision(&key, ChangeKind::Added, Precondition::Absent, object)
             .map_err(|error| match error {
                 // Another create of the same name came first.
                 StorageError::Precondition { .. } => {
@@ -787,23 +797,18 @@ impl ApiState {
             map.remove("status");
         }
         let warnings = self.normalize(resource, &mut next, options.field_validation)?;
-        let managed_fields_given = next["metadata"]
-            .get("managedFields")
-            .is_some_and(|given| Some(given) != current["metadata"].get("managedFields"));
-        if applied {
-            // The apply computed the ownership.
-        } else if managed_fields_given {
-            // A client that sets managedFields (kubectl moving an object to server-side
-            // apply) gets them as given; an empty list clears them.
-            if next["metadata"]["managedFields"]
-                .as_array()
-                .is_some_and(Vec::is_empty)
+        // An apply has computed the ownership already. A client that sets managedFields
+        // (kubectl moving an object to server-side apply) gets them as given, an empty list
+        // clearing them; any other write owns what it changed.
+        if !applied {
+            let given = next["metadata"].get("managedFields");
+            if given.is_none() || given == current["metadata"].get("managedFields") {
+                record_update(resource, options, status_only, &current, &mut next);
+            } else if given.and_then(Value::as_array).is_some_and(Vec::is_empty)
                 && let Some(metadata) = next["metadata"].as_object_mut()
             {
                 metadata.remove("managedFields");
             }
-        } else {
-            record_update(resource, options, status_only, &current, &mut next);
         }
         if resource.custom && spec_part(&next) != spec_part(&current) {
             let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
@@ -823,24 +828,14 @@ impl ApiState {
         if next["metadata"].get("deletionTimestamp").is_some() && finalizers_done {
             // The last finalizer is gone: the object goes.
             let uid = meta_str(&current, "uid").unwrap_or_default().to_owned();
-            let deleted = self
-                .store
-                .commit(key, ChangeKind::Deleted, read_at, |revision| {
-                    next["metadata"]["resourceVersion"] = json!(revision.to_string());
-                    next
-                })?;
+            let deleted = self.commit_with_revision(key, ChangeKind::Deleted, read_at, next)?;
             self.collect_dependents(&uid)?;
             return Ok(Written::new(events::present(resource, deleted), warnings));
         }
         if resource.kind == "CustomResourceDefinition" && !status_only {
             next = self.install_crd(next)?;
         }
-        let stored = self
-            .store
-            .commit(key, ChangeKind::Modified, read_at, |revision| {
-                next["metadata"]["resourceVersion"] = json!(revision.to_string());
-                next
-            })?;
+        let stored = self.commit_with_revision(key, ChangeKind::Modified, read_at, next)?;
         Ok(Written::new(events::present(resource, stored), warnings))
     }
 
@@ -854,21 +849,21 @@ impl ApiState {
     ) -> Result<(u16, Value), ApiError> {
         let key = resource.key(namespace, name);
         self.retry_races(resource, &key, name, false, || {
-            self.delete_once(resource, namespace, name, dry_run)
+            self.delete_at(resource, &key, name, dry_run)
         })
     }
 
-    fn delete_once(
+    /// One attempt of [`ApiState::delete`] on the object stored at `key`.
+    fn delete_at(
         &self,
         resource: &Resource,
-        namespace: Option<&str>,
+        key: &str,
         name: &str,
         dry_run: bool,
     ) -> Result<(u16, Value), ApiError> {
-        let key = resource.key(namespace, name);
         let mut current = self
             .store
-            .get(&key)?
+            .get(key)?
             .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, name))?;
         let read_at = Precondition::Revision(revision_of(&current));
         let has_finalizers = current["metadata"]["finalizers"]
@@ -887,18 +882,13 @@ impl ApiState {
                 let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
                 current["metadata"]["generation"] = json!(generation + 1);
             }
-            let stored = self
-                .store
-                .commit(&key, ChangeKind::Modified, read_at, |revision| {
-                    current["metadata"]["resourceVersion"] = json!(revision.to_string());
-                    current
-                })?;
+            let stored = self.commit_with_revision(key, ChangeKind::Modified, read_at, current)?;
             return Ok((202, events::present(resource, stored)));
         }
         let uid = meta_str(&current, "uid").unwrap_or_default().to_owned();
         let deleted = self
             .store
-            .commit(&key, ChangeKind::Deleted, read_at, |_| current)?;
+            .commit(key, ChangeKind::Deleted, read_at, |_| current)?;
         if resource.kind == "CustomResourceDefinition"
             && let Ok(crd) = serde_json::from_value::<CustomResourceDefinition>(deleted.clone())
         {

@@ -378,11 +378,7 @@ fn dispatch(
             if let Some(next) = next {
                 metadata["continue"] = json!(next);
             }
-            let api_version = if resource.kind == "Event" && resource.group.is_empty() {
-                "v1".to_owned()
-            } else {
-                resource.api_version()
-            };
+            let api_version = resource.api_version();
             Ok(json_response(
                 &json!({"kind": format!("{}List", resource.kind), "apiVersion": api_version, "metadata": metadata, "items": items}),
             ))

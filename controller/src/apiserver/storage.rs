@@ -571,49 +571,28 @@ mod tests {
 
     use super::*;
 
+    /// Commits `{"rv": <its revision>}` at `key`, expecting nothing of it.
+    fn record(store: &Store, key: &str, kind: ChangeKind) -> Value {
+        store
+            .commit(key, kind, Precondition::None, |rv| json!({"rv": rv}))
+            .unwrap()
+    }
+
     #[test]
     fn revisions_grow_across_writes_deletes_and_reopening() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("store.db");
         let store = Store::open(&path).unwrap();
-        store
-            .commit(
-                "/a/default/x",
-                ChangeKind::Added,
-                Precondition::None,
-                |rv| json!({"rv": rv}),
-            )
-            .unwrap();
-        store
-            .commit(
-                "/a/default/y",
-                ChangeKind::Added,
-                Precondition::None,
-                |rv| json!({"rv": rv}),
-            )
-            .unwrap();
-        store
-            .commit(
-                "/a/default/x",
-                ChangeKind::Deleted,
-                Precondition::None,
-                |rv| json!({"rv": rv}),
-            )
-            .unwrap();
+        record(&store, "/a/default/x", ChangeKind::Added);
+        record(&store, "/a/default/y", ChangeKind::Added);
+        record(&store, "/a/default/x", ChangeKind::Deleted);
         assert_eq!(store.current_revision().unwrap(), 3);
         let (objects, revision) = store.list("/a/").unwrap();
         assert_eq!((objects, revision), (vec![json!({"rv": 2})], 3));
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(store.current_revision().unwrap(), 3);
-        store
-            .commit(
-                "/a/default/z",
-                ChangeKind::Added,
-                Precondition::None,
-                |rv| json!({"rv": rv}),
-            )
-            .unwrap();
+        record(&store, "/a/default/z", ChangeKind::Added);
         assert_eq!(store.current_revision().unwrap(), 4);
         let kinds: Vec<ChangeKind> = store
             .changes_since("/a/", 1)
@@ -640,14 +619,7 @@ mod tests {
                     let mut revisions = Vec::new();
                     for i in 0..25 {
                         let key = format!("/a/default/{writer}-{i}");
-                        let object = store
-                            .commit(
-                                &key,
-                                ChangeKind::Added,
-                                Precondition::None,
-                                |rv| json!({"rv": rv}),
-                            )
-                            .unwrap();
+                        let object = record(&store, &key, ChangeKind::Added);
                         // Durable and visible before the answer.
                         assert_eq!(store.get(&key).unwrap(), Some(object.clone()));
                         revisions.push(object["rv"].as_i64().unwrap());
@@ -728,36 +700,5 @@ mod tests {
         update(1).unwrap();
         assert!(matches!(update(2), Err(StorageError::Precondition { .. })));
         assert_eq!(store.get(key).unwrap().unwrap()["value"], 1);
-    }
-
-    #[test]
-    fn revisions_go_on_after_a_restart_even_when_the_last_change_was_a_delete() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("state.db");
-        {
-            let store = Store::open(&path).unwrap();
-            for kind in [ChangeKind::Added, ChangeKind::Deleted] {
-                store
-                    .commit(
-                        "/a/default/x",
-                        kind,
-                        Precondition::None,
-                        |rv| json!({"rv": rv}),
-                    )
-                    .unwrap();
-            }
-            assert_eq!(store.current_revision().unwrap(), 2);
-        }
-        let store = Store::open(&path).unwrap();
-        assert_eq!(store.current_revision().unwrap(), 2);
-        let next = store
-            .commit(
-                "/a/default/y",
-                ChangeKind::Added,
-                Precondition::None,
-                |rv| json!({"rv": rv}),
-            )
-            .unwrap();
-        assert_eq!(next["rv"], 3);
     }
 }

@@ -114,11 +114,7 @@ fn bookmark(resource: &Resource, revision: i64, initial_end: bool) -> Value {
     if initial_end {
         metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
     }
-    let api_version = if resource.kind == "Event" && resource.group.is_empty() {
-        "v1".to_owned()
-    } else {
-        resource.api_version()
-    };
+    let api_version = resource.api_version();
     json!({"kind": resource.kind, "apiVersion": api_version, "metadata": metadata})
 }
 

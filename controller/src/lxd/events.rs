@@ -91,6 +91,18 @@ pub enum LifecycleAction {
 }
 
 impl LifecycleAction {
+    /// Whether it changes the cluster's membership (a member added, removed, updated or
+    /// renamed) rather than an instance.
+    pub fn is_member_change(&self) -> bool {
+        matches!(
+            self,
+            LifecycleAction::ClusterMemberAdded
+                | LifecycleAction::ClusterMemberRemoved
+                | LifecycleAction::ClusterMemberUpdated
+                | LifecycleAction::ClusterMemberRenamed
+        )
+    }
+
     fn from_name(name: &str) -> LifecycleAction {
         match name {
             "instance-created" => LifecycleAction::InstanceCreated,

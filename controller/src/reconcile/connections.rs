@@ -167,14 +167,8 @@ fn is_our_own_doing(event: &LxdEvent, own_fingerprint: Option<&str>) -> bool {
     if lifecycle.action == LifecycleAction::InstanceCreated {
         return true;
     }
-    let instance_change = !matches!(
-        lifecycle.action,
-        LifecycleAction::ClusterMemberAdded
-            | LifecycleAction::ClusterMemberRemoved
-            | LifecycleAction::ClusterMemberUpdated
-            | LifecycleAction::ClusterMemberRenamed
-    );
-    instance_change && own_fingerprint.is_some_and(|own| event.requested_by() == Some(own))
+    !lifecycle.action.is_member_change()
+        && own_fingerprint.is_some_and(|own| event.requested_by() == Some(own))
 }
 
 fn connection_key(cluster: &LxdCluster, secret_version: &str) -> String {

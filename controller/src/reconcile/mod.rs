@@ -27,7 +27,7 @@ use tokio::sync::mpsc;
 
 use self::connections::{ClusterSignal, Connections};
 use crate::lxd::LxdError;
-use crate::lxd::events::{EventStreamItem, LifecycleAction};
+use crate::lxd::events::EventStreamItem;
 use crate::telemetry::Metrics;
 use crate::telemetry::http::Readiness;
 use crate::telemetry::metrics::{ClusterLabels, KindLabels};
@@ -237,15 +237,9 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
         while let Some(ClusterSignal { cluster, item }) = signals.recv().await {
             match item {
                 EventStreamItem::Event(event) => {
-                    let member_event = event.lifecycle().is_some_and(|l| {
-                        matches!(
-                            l.action,
-                            LifecycleAction::ClusterMemberAdded
-                                | LifecycleAction::ClusterMemberRemoved
-                                | LifecycleAction::ClusterMemberUpdated
-                                | LifecycleAction::ClusterMemberRenamed
-                        )
-                    });
+                    let member_event = event
+                        .lifecycle()
+                        .is_some_and(|l| l.action.is_member_change());
                     if member_event {
                         router_ctx.request_cluster_refresh(&cluster);
                         let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
