@@ -197,15 +197,42 @@ async fn resources(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    // Over the limit is a 413 Status, as the Kubernetes API server answers, not a bare text.
-    let body = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
+    let body = match read_body_limited(body).await {
         Ok(body) => body,
-        Err(_) => return ApiError::too_large(MAX_BODY_BYTES).into_response(),
+        Err(error) => return error.into_response(),
     };
     match dispatch(&state, &method, &uri, &headers, &body) {
         Ok(response) => response,
         Err(error) => error.into_response(),
     }
+}
+
+/// How much of a body over the limit is still read (and dropped) before the 413: a server that
+/// answers and closes while the client is still sending makes the kernel reset the connection,
+/// and the client may never see the answer.
+const DRAINED_BYTES: usize = 16 * 1024 * 1024;
+
+/// The request body, or a 413 Status (as the Kubernetes API server answers, not a bare text)
+/// when it is over [`MAX_BODY_BYTES`].
+async fn read_body_limited(body: Body) -> Result<Bytes, ApiError> {
+    use futures::StreamExt;
+    let mut chunks = body.into_data_stream();
+    let mut collected = Vec::new();
+    let mut seen = 0usize;
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| ApiError::bad_request(format!("the request body cannot be read: {e}")))?;
+        seen += chunk.len();
+        if seen <= MAX_BODY_BYTES {
+            collected.extend_from_slice(&chunk);
+        } else if seen > DRAINED_BYTES {
+            break;
+        }
+    }
+    if seen > MAX_BODY_BYTES {
+        return Err(ApiError::too_large(MAX_BODY_BYTES));
+    }
+    Ok(Bytes::from(collected))
 }
 
 fn read_body(body: &Bytes) -> Result<Value, ApiError> {
