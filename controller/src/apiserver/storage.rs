@@ -14,6 +14,12 @@ use tokio::sync::broadcast;
 /// Changes kept for watches that resume from an older revision, by default.
 pub const DEFAULT_HISTORY: i64 = 20_000;
 
+/// The size the WAL file is given on open: what it holds before SQLite checkpoints it (its
+/// default, 1,000 pages of 4 KiB) and a margin. SQLite then writes it over from the start, in
+/// place: a sync of a file that grows must also write its inode (the new size), one more disk
+/// write on every commit; a sync of a file written in place mostly need not.
+const WAL_RESERVE_BYTES: u64 = 4_300_000;
+
 /// Errors of the store.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -170,6 +176,7 @@ impl Store {
              CREATE TABLE IF NOT EXISTS objects (key TEXT PRIMARY KEY, revision INTEGER NOT NULL, value TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS log (revision INTEGER PRIMARY KEY, key TEXT NOT NULL, kind INTEGER NOT NULL, value TEXT NOT NULL);",
         )?;
+        reserve_wal(&connection, path)?;
         let revision = current_revision(&connection)?;
         let mut objects = BTreeMap::new();
         {
@@ -515,6 +522,26 @@ fn write_batch(
     transaction.commit()
 }
 
+/// Grows the WAL file to [`WAL_RESERVE_BYTES`] unless it is that large already (SQLite removes
+/// it when the store is closed): a blob that size is written and removed, and the WAL
+/// checkpointed, so that the next commit starts it over. Its pages stay in the store's free
+/// list, used again the next time.
+fn reserve_wal(connection: &Connection, path: &Path) -> Result<(), StorageError> {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    if size >= WAL_RESERVE_BYTES {
+        return Ok(());
+    }
+    connection.execute_batch(&format!(
+        "CREATE TABLE IF NOT EXISTS wal_reserve (filler BLOB);
+         INSERT INTO wal_reserve VALUES (zeroblob({WAL_RESERVE_BYTES}));
+         DELETE FROM wal_reserve;
+         PRAGMA wal_checkpoint(PASSIVE);"
+    ))?;
+    Ok(())
+}
+
 fn current_revision(connection: &Connection) -> Result<i64, StorageError> {
     // Compaction never removes the newest change, so the log's highest revision is the
     // current one. Stores made before the log lost AUTOINCREMENT (an extra page written by
@@ -630,6 +657,39 @@ mod tests {
         assert_eq!(store.current_revision().unwrap(), 400);
         assert_eq!(store.list("/a/").unwrap().0.len(), 400);
         assert_eq!(store.changes_since("/a/", 390).unwrap().len(), 10);
+    }
+
+    #[test]
+    fn commits_write_the_wal_in_place_without_growing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.db");
+        let wal_size = || {
+            std::fs::metadata(dir.path().join("store.db-wal"))
+                .unwrap()
+                .len()
+        };
+        let store = Store::open(&path).unwrap();
+        let reserved = wal_size();
+        assert!(reserved >= WAL_RESERVE_BYTES, "{reserved}");
+        // More than SQLite's checkpoint interval of 1,000 pages, in changes of about 1 KiB.
+        let text = "x".repeat(1000);
+        for i in 0..1500 {
+            store
+                .commit(
+                    &format!("/a/default/{i}"),
+                    ChangeKind::Added,
+                    Precondition::Absent,
+                    |_| json!({"text": text}),
+                )
+                .unwrap();
+        }
+        assert_eq!(wal_size(), reserved);
+        assert_eq!(store.list("/a/").unwrap().0.len(), 1500);
+        drop(store);
+        // Closed, the WAL is gone (SQLite checkpoints and removes it); open again, reserved again.
+        let store = Store::open(&path).unwrap();
+        assert!(wal_size() >= WAL_RESERVE_BYTES);
+        assert_eq!(store.list("/a/").unwrap().0.len(), 1500);
     }
 
     #[test]
