@@ -4,6 +4,9 @@
 //! - durable creates per second over HTTP, 1 client and 16 concurrent clients, against the same
 //!   number of single-row SQLite inserts committed one by one (WAL, synchronous=FULL), and, for
 //!   comparison only, the same inserts with the WAL file written in place as the server's is;
+//!   the one client in `BENCH_ROUNDS` (default 7) rounds, each beside its own baselines and
+//!   the time of a GET of `/version` on the same connection (the round trip no server work
+//!   can remove: on a small VM it is most of a create's time);
 //! - listing `BENCH_OBJECTS` (default 10,000) LxdContainers, as full objects and as a Table;
 //! - the server process's resident memory with them stored;
 //! - watch delivery: `BENCH_WATCHERS` (default 100) watch streams on LxdContainers, the time
@@ -56,6 +59,16 @@ fn sqlite_baseline(count: usize, wal_in_place: bool) -> f64 {
             .expect("insert");
     }
     count as f64 / started.elapsed().as_secs_f64()
+}
+
+/// One round of the one-client measurement: each figure per second.
+struct OneClientRound {
+    baseline: f64,
+    baseline_in_place: f64,
+    raw: f64,
+    kube: f64,
+    /// A GET of `/version` on the same connection: the round trip alone, in µs.
+    round_trip: f64,
 }
 
 /// The resident memory of process `pid`, in MiB.
@@ -173,37 +186,53 @@ fn main() {
         let api: Api<LxdContainer> = Api::namespaced(client, "default");
         let collection = format!("{url}/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainers");
 
-        let sequential = (objects / 2).min(1000);
-        let baseline = sqlite_baseline(sequential, false);
-        let baseline_in_place = sqlite_baseline(sequential, true);
-        // One client, two ways: a plain HTTP client sending ready JSON (the server's own rate,
-        // as the target means it), and kube-rs (which adds its typed encoding and decoding).
-        let raw_creates = sequential / 2;
+        // One client, in rounds that alternate with the baselines, so that the machine's
+        // slower and faster moments fall on both sides of each ratio: the baseline inserts,
+        // then as many creates by a plain HTTP client sending ready JSON (the server's own
+        // rate, as the target means it), then as many through kube-rs (which adds its typed
+        // encoding and decoding). Each round's ratio is its own; the median is the figure.
+        let rounds = env_number("BENCH_ROUNDS").unwrap_or(if short { 1 } else { 7 });
+        let per_round = (objects / (3 * rounds)).clamp(1, 300);
         let http = http_client(&roots);
-        let bodies: Vec<String> = (0..raw_creates)
-            .map(|i| serde_json::to_string(&container(&format!("raw-{i:05}"))).expect("json"))
-            .collect();
-        let started = Instant::now();
-        for body in bodies {
-            let response = http
-                .post(&collection)
-                .header("Authorization", &bearer)
-                .header("Content-Type", "application/json")
-                .body(body)
-                .send()
-                .await
-                .expect("create");
-            assert_eq!(response.status().as_u16(), 201);
-            response.bytes().await.expect("answer");
+        let mut one_client = Vec::new();
+        for round in 0..rounds {
+            let baseline = sqlite_baseline(per_round, false);
+            let baseline_in_place = sqlite_baseline(per_round, true);
+            let bodies: Vec<String> = (0..per_round)
+                .map(|i| serde_json::to_string(&container(&format!("raw-{round:02}-{i:05}"))).expect("json"))
+                .collect();
+            let started = Instant::now();
+            for body in bodies {
+                let response = http
+                    .post(&collection)
+                    .header("Authorization", &bearer)
+                    .header("Content-Type", "application/json")
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("create");
+                assert_eq!(response.status().as_u16(), 201);
+                response.bytes().await.expect("answer");
+            }
+            let raw = per_round as f64 / started.elapsed().as_secs_f64();
+            let started = Instant::now();
+            for i in 0..per_round {
+                api.create(&PostParams::default(), &container(&format!("seq-{round:02}-{i:05}"))).await.expect("create");
+            }
+            let kube = per_round as f64 / started.elapsed().as_secs_f64();
+            let version = format!("{url}/version");
+            let started = Instant::now();
+            for _ in 0..per_round {
+                let response = http.get(&version).header("Authorization", &bearer).send().await.expect("version");
+                assert!(response.status().is_success());
+                response.bytes().await.expect("answer");
+            }
+            let round_trip = started.elapsed().as_secs_f64() * 1e6 / per_round as f64;
+            one_client.push(OneClientRound { baseline, baseline_in_place, raw, kube, round_trip });
         }
-        let one_client = raw_creates as f64 / started.elapsed().as_secs_f64();
-        let started = Instant::now();
-        for i in raw_creates..sequential {
-            api.create(&PostParams::default(), &container(&format!("seq-{i:05}"))).await.expect("create");
-        }
-        let one_kube_client = (sequential - raw_creates) as f64 / started.elapsed().as_secs_f64();
+        let sequential = 2 * per_round * rounds;
 
-        let concurrent = objects - sequential;
+        let concurrent = objects.saturating_sub(sequential);
         let started = Instant::now();
         futures::stream::iter(0..concurrent)
             .for_each_concurrent(16, |i| {
@@ -291,10 +320,25 @@ fn main() {
         delays.sort();
 
         println!("embedded API server, {objects} LxdContainers{}", if short { " (short run: figures only)" } else { "" });
-        println!("  baseline: single-row SQLite inserts committed one by one   {baseline:>8.0} /s");
-        println!("  creates over HTTP, 1 client                                {one_client:>8.0} /s  ({:.2} of the baseline{})", one_client / baseline, target("; target >= 0.5"));
-        println!("  the same through kube-rs (typed client)                    {one_kube_client:>8.0} /s  ({:.2} of the baseline)", one_kube_client / baseline);
-        println!("  for comparison: the same inserts, WAL written in place    {baseline_in_place:>8.0} /s  (1 client: {:.2} of it)", one_client / baseline_in_place);
+        let median = |figure: fn(&OneClientRound) -> f64| {
+            let mut figures: Vec<f64> = one_client.iter().map(figure).collect();
+            figures.sort_by(f64::total_cmp);
+            (figures[figures.len() / 2], figures[0], figures[figures.len() - 1])
+        };
+        let spread = |(median, low, high): (f64, f64, f64), unit: &str, digits: usize| {
+            if rounds == 1 { format!("{median:>8.digits$}{unit}") } else { format!("{median:>8.digits$}{unit} (rounds {low:.digits$} to {high:.digits$})") }
+        };
+        println!("  one client, {rounds} rounds of {per_round} alternating with the baselines; medians:");
+        println!("  baseline: single-row SQLite inserts committed one by one   {}", spread(median(|r| r.baseline), " /s", 0));
+        println!("  creates over HTTP, 1 client                                {}", spread(median(|r| r.raw), " /s", 0));
+        println!("    of the baseline, each round's ratio                      {} {}", spread(median(|r| r.raw / r.baseline), "", 2), target("(target >= 0.5)"));
+        println!("  the same through kube-rs (typed client)                    {}", spread(median(|r| r.kube), " /s", 0));
+        println!("    of the baseline                                          {}", spread(median(|r| r.kube / r.baseline), "", 2));
+        println!("  for comparison: the same inserts, WAL written in place    {}", spread(median(|r| r.baseline_in_place), " /s", 0));
+        println!("    1 client's creates, of it                                {}", spread(median(|r| r.raw / r.baseline_in_place), "", 2));
+        println!("  for comparison: GET /version on the same connection     {}", spread(median(|r| r.round_trip), " µs", 0));
+        println!("    a create over HTTP, 1 client                             {}", spread(median(|r| 1e6 / r.raw), " µs", 0));
+        println!("    a baseline insert                                        {}", spread(median(|r| 1e6 / r.baseline), " µs", 0));
         println!("  creates over HTTP, 16 concurrent clients                   {sixteen_clients:>8.0} /s  {}", target("(target >= 3000)"));
         println!("  list of {objects}, full objects                            {:>8.1} ms {}", full.as_secs_f64() * 1000.0, target("(target < 100)"));
         println!("  list of {objects}, as a Table                              {:>8.1} ms {}", table.as_secs_f64() * 1000.0, target("(target < 100)"));
