@@ -195,7 +195,7 @@ fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
         (lxd_status(cluster, &instance) == "RUNNING").then_some(())
     });
 
-    cluster.lxc(&["stop", "--force", &instance]);
+    cluster.lxc_when_idle(&["stop", "--force", &instance]);
     let stopped = Instant::now();
     wait_for(
         Duration::from_secs(5),
@@ -204,7 +204,7 @@ fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
     );
     println!("restarted after {:?}", stopped.elapsed());
 
-    cluster.lxc(&["delete", "--force", &instance]);
+    cluster.lxc_when_idle(&["delete", "--force", &instance]);
     let deleted = Instant::now();
     wait_for(
         Duration::from_secs(5),

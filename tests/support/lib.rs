@@ -88,6 +88,26 @@ impl TestCluster {
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
+
+    /// [`TestCluster::lxc`], as a user retries it while the instance is busy with an operation
+    /// (LXD refuses a second one on an instance, and shows a start as Running before the start
+    /// operation ends).
+    pub fn lxc_when_idle(&self, args: &[&str]) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let output = self.lxc_on(0, args);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if output.status.success() {
+                return String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+            assert!(
+                stderr.contains("is busy running") && std::time::Instant::now() < deadline,
+                "lxc {} failed: {stderr}",
+                args.join(" "),
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
 }
 
 fn cluster_env() -> HashMap<String, String> {
