@@ -328,7 +328,7 @@ fn main() {
         let spread = |(median, low, high): (f64, f64, f64), unit: &str, digits: usize| {
             if rounds == 1 { format!("{median:>8.digits$}{unit}") } else { format!("{median:>8.digits$}{unit} (rounds {low:.digits$} to {high:.digits$})") }
         };
-        println!("  one client, {rounds} rounds of {per_round} alternating with the baselines; medians:");
+        println!("  one client, {rounds} round{} of {per_round} alternating with the baselines{}:", if rounds == 1 { "" } else { "s" }, if rounds == 1 { "" } else { "; medians" });
         println!("  baseline: single-row SQLite inserts committed one by one   {}", spread(median(|r| r.baseline), " /s", 0));
         println!("  creates over HTTP, 1 client                                {}", spread(median(|r| r.raw), " /s", 0));
         println!("    of the baseline, each round's ratio                      {} {}", spread(median(|r| r.raw / r.baseline), "", 2), target("(target >= 0.5)"));
