@@ -194,6 +194,7 @@ fn main() {
         let rounds = env_number("BENCH_ROUNDS").unwrap_or(if short { 1 } else { 7 });
         let per_round = (objects / (3 * rounds)).clamp(1, 300);
         let http = http_client(&roots);
+        let version = format!("{url}/version");
         let mut one_client = Vec::new();
         for round in 0..rounds {
             let baseline = sqlite_baseline(per_round, false);
@@ -220,7 +221,6 @@ fn main() {
                 api.create(&PostParams::default(), &container(&format!("seq-{round:02}-{i:05}"))).await.expect("create");
             }
             let kube = per_round as f64 / started.elapsed().as_secs_f64();
-            let version = format!("{url}/version");
             let started = Instant::now();
             for _ in 0..per_round {
                 let response = http.get(&version).header("Authorization", &bearer).send().await.expect("version");

@@ -93,20 +93,20 @@ impl TestCluster {
     /// (LXD refuses a second one on an instance, and shows a start as Running before the start
     /// operation ends).
     pub fn lxc_when_idle(&self, args: &[&str]) -> String {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
+        let what = format!("LXD to accept lxc {}", args.join(" "));
+        operator::wait_for(std::time::Duration::from_secs(30), &what, || {
             let output = self.lxc_on(0, args);
             let stderr = String::from_utf8_lossy(&output.stderr);
             if output.status.success() {
-                return String::from_utf8_lossy(&output.stdout).into_owned();
+                return Some(String::from_utf8_lossy(&output.stdout).into_owned());
             }
             assert!(
-                stderr.contains("is busy running") && std::time::Instant::now() < deadline,
+                stderr.contains("is busy running"),
                 "lxc {} failed: {stderr}",
                 args.join(" "),
             );
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
+            None
+        })
     }
 }
 

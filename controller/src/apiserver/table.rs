@@ -92,9 +92,9 @@ pub fn stored_table(
 #[derive(Debug)]
 struct CellPaths {
     tree: FieldTree,
-    /// How many cells, and which are read from the whole object instead of the tree.
     count: usize,
-    whole: Vec<usize>,
+    /// The cells read from the whole object instead of the tree, with their JSONPath.
+    whole: Vec<(usize, String)>,
 }
 
 impl CellPaths {
@@ -108,7 +108,7 @@ impl CellPaths {
         let mut whole = Vec::new();
         for (cell, path) in paths.iter().enumerate() {
             if !tree.insert(path, cell) {
-                whole.push(cell);
+                whole.push((cell, (*path).to_owned()));
             }
         }
         CellPaths {
@@ -180,8 +180,9 @@ impl FieldTree {
     }
 }
 
-/// Reads one JSON value for a [`FieldTree`] node, filling the cells found under it. At the top
-/// of the object, `metadata` is kept as its text instead (the row carries it whole) and read
+/// Reads one JSON value for a [`FieldTree`] node, filling the cells found under it: decoded
+/// there when cells read the node itself, else followed field by field. At the top of the
+/// object, `metadata` is kept as its text instead (the row carries it whole) and read
 /// afterwards.
 struct TreeSeed<'t, 'f, 'de> {
     tree: &'t FieldTree,
@@ -193,7 +194,13 @@ impl<'de> serde::de::DeserializeSeed<'de> for TreeSeed<'_, '_, 'de> {
     type Value = ();
 
     fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        deserializer.deserialize_any(self)
+        if self.tree.cells.is_empty() {
+            deserializer.deserialize_any(self)
+        } else {
+            let value = <Value as serde::Deserialize>::deserialize(deserializer)?;
+            self.tree.fill(&value, self.found);
+            Ok(())
+        }
     }
 }
 
@@ -216,12 +223,11 @@ impl<'de> serde::de::Visitor<'de> for TreeSeed<'_, '_, 'de> {
                 None => {
                     map.next_value::<serde::de::IgnoredAny>()?;
                 }
-                Some(child) if child.cells.is_empty() => map.next_value_seed(TreeSeed {
+                Some(child) => map.next_value_seed(TreeSeed {
                     tree: child,
                     found: self.found,
                     metadata: None,
                 })?,
-                Some(child) => child.fill(&map.next_value::<Value>()?, self.found),
             }
         }
         Ok(())
@@ -297,25 +303,20 @@ fn stored_row(
         },
         &mut serde_json::Deserializer::from_str(text),
     )?;
-    match (metadata, paths.tree.child("metadata")) {
-        (Some(raw), Some(tree)) if tree.cells.is_empty() => {
-            serde::de::DeserializeSeed::deserialize(
-                TreeSeed {
-                    tree,
-                    found: &mut found,
-                    metadata: None,
-                },
-                &mut serde_json::Deserializer::from_str(raw.get()),
-            )?;
-        }
-        (Some(raw), Some(tree)) => tree.fill(&serde_json::from_str(raw.get())?, &mut found),
-        _ => {}
+    if let (Some(raw), Some(tree)) = (metadata, paths.tree.child("metadata")) {
+        serde::de::DeserializeSeed::deserialize(
+            TreeSeed {
+                tree,
+                found: &mut found,
+                metadata: None,
+            },
+            &mut serde_json::Deserializer::from_str(raw.get()),
+        )?;
     }
     if !paths.whole.is_empty() {
         let object: Value = serde_json::from_str(text)?;
-        for &cell in &paths.whole {
-            let column = &resource.columns[cell - (paths.count - resource.columns.len())];
-            found[cell] = evaluate(&object, &column.json_path);
+        for (cell, path) in &paths.whole {
+            found[*cell] = evaluate(&object, path);
         }
     }
     let mut found = found.into_iter();
