@@ -191,6 +191,11 @@ pub struct MemberStatus {
     /// What the member has in total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capacity: Option<MemberCapacity>,
+    /// What every instance on this member is limited to, ours or not (its `limits.cpu`,
+    /// `limits.cpu.allowance` and `limits.memory`, with profiles applied): what placement
+    /// counts as allocated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocated: Option<MemberUsage>,
     /// What the operator's own containers on this member ask for (their `resources`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub managed: Option<MemberUsage>,

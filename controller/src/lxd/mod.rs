@@ -7,6 +7,7 @@
 //! - [`operations`]: waiting where an operation lives; settling lost operations; create-or-adopt.
 //! - [`events`]: the cluster's event stream, reconnecting.
 //! - [`metrics`]: per-instance usage from `/1.0/metrics`.
+//! - [`observe`]: what each member has, holds and does (status and placement read it).
 //! - [`trust`]: redeeming trust tokens.
 
 pub mod client;
@@ -15,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod instances;
 pub mod metrics;
+pub mod observe;
 pub mod operations;
 pub mod tls;
 pub mod trust;

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::quantity::{CpuAllowance, CpuLimit, MemoryLimit};
+
 /// LXD sends `null` for empty lists and maps in places; read it as empty.
 fn null_as_empty<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
     deserializer: D,
@@ -72,6 +74,19 @@ pub struct ClusterMember {
     /// Cluster groups.
     #[serde(deserialize_with = "null_as_empty")]
     pub groups: Vec<String>,
+}
+
+impl ClusterMember {
+    /// Its labels: the `user.*` keys of its config, without `user.`.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        self.config
+            .iter()
+            .filter_map(|(key, value)| {
+                key.strip_prefix("user.")
+                    .map(|label| (label.to_owned(), value.clone()))
+            })
+            .collect()
+    }
 }
 
 /// `GET /1.0/resources`: the parts placement needs.
@@ -204,7 +219,64 @@ pub struct Instance {
 /// The config key that ties an instance to the custom resource that owns it.
 pub const UID_KEY: &str = "user.lxd-operator.uid";
 
+/// What an instance holds of its member, as placement and the cluster's status count it.
+/// `None`: no limit, or one only the host's size tells when that is unknown.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InstanceLimits {
+    /// CPU cores.
+    pub cpu: Option<f64>,
+    /// Memory in bytes.
+    pub memory_bytes: Option<u64>,
+}
+
 impl Instance {
+    /// Its limits with profiles applied, in every form LXD accepts (`limits.memory` in LXD's
+    /// units or as a percentage of `host`; `limits.cpu` as a count or a set of cores, refined
+    /// by `limits.cpu.allowance`). A value LXD would refuse counts as no limit.
+    pub fn limits(&self, host: Option<&Resources>) -> InstanceLimits {
+        let config = if self.expanded_config.is_empty() {
+            &self.config
+        } else {
+            &self.expanded_config
+        };
+        let host_cpus = host
+            .map(|h| f64::from(h.cpu.total))
+            .filter(|cpus| *cpus > 0.0);
+        let limited_cpus = config
+            .get("limits.cpu")
+            .and_then(|text| CpuLimit::parse(text).ok())
+            .map(|limit| limit.cpus() as f64)
+            .filter(|cpus| *cpus > 0.0);
+        let allowance = config
+            .get("limits.cpu.allowance")
+            .and_then(|text| CpuAllowance::parse(text).ok());
+        let cpu = match (allowance, limited_cpus.or(host_cpus)) {
+            (Some(allowance), Some(cpus)) => Some(allowance.cores(cpus)),
+            _ => limited_cpus,
+        };
+        let memory_bytes = match config
+            .get("limits.memory")
+            .and_then(|text| MemoryLimit::parse(text).ok())
+        {
+            Some(MemoryLimit::Bytes(bytes)) => Some(bytes),
+            Some(share) => host
+                .map(|h| h.memory.total)
+                .filter(|total| *total > 0)
+                .map(|total| share.bytes(total)),
+            None => None,
+        };
+        InstanceLimits {
+            cpu: cpu.filter(|cores| *cores > 0.0),
+            memory_bytes: memory_bytes.filter(|bytes| *bytes > 0),
+        }
+    }
+
+    /// Whether it is on `member`: its location, or any member of a standalone server (whose
+    /// instances have no location, or `none`).
+    pub fn is_on(&self, member: &str) -> bool {
+        self.location == member || self.location.is_empty() || self.location == "none"
+    }
+
     /// The uid of the custom resource that created it, if the operator did.
     pub fn owner_uid(&self) -> Option<&str> {
         self.config.get(UID_KEY).map(String::as_str)

@@ -1,12 +1,12 @@
-//! The LxdCluster reconciler: connect with the spec's endpoints, Secret and pin; read members,
-//! capacity, what our containers take and live load into status; report `Ready`; publish an
+//! The LxdCluster reconciler: connect with the spec's endpoints, Secret and pin; observe the
+//! members ([`crate::lxd::observe`], as placement does) into status: capacity, what every
+//! instance and what our containers hold, live load; report `Ready`; publish an
 //! Event when a member goes offline or comes back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action;
@@ -17,10 +17,10 @@ use lxd_operator_crds::shared::CONDITION_READY;
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus};
 
 use super::connections::ConnectionError;
+use super::context::{Context, Error};
 use super::status::{condition, set_condition, write_status};
-use super::{Context, Error};
-use crate::lxd::types::{ClusterMember, Instance, UID_KEY};
-use crate::lxd::{LxdClient, LxdError};
+use crate::lxd::LxdError;
+use crate::lxd::observe::{Allocation, MemberObservation};
 
 /// Reconciles one LxdCluster.
 #[tracing::instrument(skip_all, fields(object = %cluster.name_any()))]
@@ -137,79 +137,54 @@ async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus
     let connection = ctx.connections.connect(&ctx.client, cluster).await?;
     let client = &connection.client;
     client.ensure_trusted().await?;
-    let members = client.members().await?;
-    let instances = client.instances().await?;
+    let observation = client.observe_members().await?;
     let now = Time(jiff::Timestamp::now());
-    let previous: BTreeMap<String, MemberStatus> = cluster
+    let previous: BTreeMap<&str, &MemberStatus> = cluster
         .status
         .iter()
         .flat_map(|s| s.members.iter())
-        .map(|m| (m.name.clone(), m.clone()))
+        .map(|m| (m.name.as_str(), m))
         .collect();
-    let statuses = join_all(members.iter().map(|member| {
-        member_status(
-            client,
-            member,
-            &instances,
-            previous.get(&member.server_name),
-            &now,
-        )
-    }))
-    .await;
-    Ok(statuses)
+    Ok(observation
+        .members
+        .iter()
+        .map(|observed| {
+            member_status(
+                observed,
+                previous.get(observed.member.server_name.as_str()).copied(),
+                &now,
+            )
+        })
+        .collect())
 }
 
-async fn member_status(
-    client: &LxdClient,
-    member: &ClusterMember,
-    instances: &[Instance],
+/// A member's status from its observation; an offline member keeps the capacity and load last
+/// seen.
+fn member_status(
+    observed: &MemberObservation,
     previous: Option<&MemberStatus>,
     now: &Time,
 ) -> MemberStatus {
-    let online = member.status == "Online";
-    let on_member: Vec<&Instance> = instances
-        .iter()
-        .filter(|i| {
-            i.location == member.server_name || i.location.is_empty() || i.location == "none"
-        })
-        .collect();
-    let ours: Vec<&&Instance> = on_member
-        .iter()
-        .filter(|i| i.config.contains_key(UID_KEY))
-        .collect();
-    let managed = MemberUsage {
-        cpus: ours.iter().map(|i| requested_cpu(i)).sum(),
-        memory_bytes: ours.iter().map(|i| requested_memory(i)).sum(),
-        instances: u32::try_from(ours.len()).unwrap_or(u32::MAX),
+    let member = &observed.member;
+    let online = observed.is_online();
+    let usage = |allocation: &Allocation| MemberUsage {
+        cpus: allocation.cpu,
+        memory_bytes: allocation.memory_bytes,
+        instances: allocation.instances,
     };
-    let (capacity, mut load) = if online {
-        let resources = client.member_resources(&member.server_name).await.ok();
-        let metrics = client
-            .member_instance_metrics(&member.server_name)
-            .await
-            .unwrap_or_default();
-        let state = client
-            .member_state(&member.server_name)
-            .await
-            .ok()
-            .flatten();
-        let averages = state
-            .as_ref()
-            .map(|s| s.sysinfo.load_averages.clone())
-            .unwrap_or_default();
+    let (capacity, load) = if online {
+        let averages = &observed.load_averages;
         let load = MemberLoad {
             load1: averages.first().copied(),
             load5: averages.get(1).copied(),
             load15: averages.get(2).copied(),
-            memory_used_bytes: resources.as_ref().map(|r| r.memory.used),
+            memory_used_bytes: observed.resources.as_ref().map(|r| r.memory.used),
             instance_cpu_cores: None,
-            instance_memory_bytes: Some(
-                metrics.iter().map(|m| m.memory_used_bytes).sum::<f64>() as u64
-            ),
-            instances: None,
+            instance_memory_bytes: Some(observed.instance_memory_used_bytes as u64),
+            instances: Some(observed.allocated.instances),
         };
         (
-            resources.map(|r| MemberCapacity {
+            observed.resources.as_ref().map(|r| MemberCapacity {
                 cpus: r.cpu.total,
                 memory_bytes: r.memory.total,
             }),
@@ -218,12 +193,14 @@ async fn member_status(
     } else {
         (
             previous.and_then(|p| p.capacity.clone()),
-            previous.and_then(|p| p.load.clone()),
+            previous
+                .and_then(|p| p.load.clone())
+                .map(|load| MemberLoad {
+                    instances: Some(observed.allocated.instances),
+                    ..load
+                }),
         )
     };
-    if let Some(load) = load.as_mut() {
-        load.instances = Some(u32::try_from(on_member.len()).unwrap_or(u32::MAX));
-    }
     MemberStatus {
         name: member.server_name.clone(),
         url: member.url.clone(),
@@ -233,16 +210,10 @@ async fn member_status(
         failure_domain: (!member.failure_domain.is_empty()).then(|| member.failure_domain.clone()),
         architecture: (!member.architecture.is_empty()).then(|| member.architecture.clone()),
         groups: member.groups.clone(),
-        labels: member
-            .config
-            .iter()
-            .filter_map(|(k, v)| {
-                k.strip_prefix("user.")
-                    .map(|label| (label.to_owned(), v.clone()))
-            })
-            .collect(),
+        labels: member.labels(),
         capacity,
-        managed: Some(managed),
+        allocated: Some(usage(&observed.allocated)),
+        managed: Some(usage(&observed.managed)),
         load,
         last_seen: if online {
             Some(now.clone())
@@ -250,32 +221,6 @@ async fn member_status(
             previous.and_then(|p| p.last_seen.clone())
         },
     }
-}
-
-/// CPU cores an instance is limited to (`limits.cpu` as a count, refined by a time allowance).
-pub fn requested_cpu(instance: &Instance) -> f64 {
-    if let Some(allowance) = instance.config.get("limits.cpu.allowance")
-        && let Some((quota, period)) = allowance.split_once('/')
-        && let (Some(quota), Some(period)) = (quota.strip_suffix("ms"), period.strip_suffix("ms"))
-        && let (Ok(quota), Ok(period)) = (quota.parse::<f64>(), period.parse::<f64>())
-        && period > 0.0
-    {
-        return quota / period;
-    }
-    instance
-        .config
-        .get("limits.cpu")
-        .and_then(|cpu| cpu.parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
-
-/// Bytes of memory an instance is limited to (plain bytes, as the operator writes them).
-pub fn requested_memory(instance: &Instance) -> u64 {
-    instance
-        .config
-        .get("limits.memory")
-        .and_then(|memory| memory.trim_end_matches('B').parse().ok())
-        .unwrap_or(0)
 }
 
 async fn announce_member_changes(

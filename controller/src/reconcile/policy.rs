@@ -11,8 +11,8 @@ use kube::runtime::controller::Action;
 use lxd_operator_crds::shared::CONDITION_READY;
 use lxd_operator_crds::{LxdPlacementPolicy, LxdPlacementPolicyStatus};
 
+use super::context::{Context, Error};
 use super::status::{condition, set_condition, write_status};
-use super::{Context, Error};
 use crate::placement::policy::from_spec;
 
 /// Reconciles one LxdPlacementPolicy.

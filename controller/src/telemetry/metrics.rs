@@ -194,6 +194,21 @@ impl Metrics {
             })
             .observe(duration.as_secs_f64());
     }
+
+    /// Counts one placement of a container by the policy `policy` that took `duration`.
+    pub fn observe_placement(&self, policy: &str, placed: bool, duration: Duration) {
+        self.placements
+            .get_or_create(&PlacementLabels {
+                strategy: policy.to_owned(),
+                outcome: if placed { "placed" } else { "unschedulable" }.to_owned(),
+            })
+            .inc();
+        self.placement_duration
+            .get_or_create(&KindLabels {
+                kind: "LxdContainer".to_owned(),
+            })
+            .observe(duration.as_secs_f64());
+    }
 }
 
 impl RequestObserver for Metrics {

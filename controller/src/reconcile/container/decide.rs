@@ -3,7 +3,7 @@
 
 use lxd_operator_crds::container::DesiredState;
 
-use crate::lxd::types::{Instance, InstancePut, StateAction, UID_KEY};
+use crate::lxd::types::{Instance, InstancePut, StateAction};
 
 use super::desired::DesiredInstance;
 
@@ -44,8 +44,7 @@ pub fn next_step(
             None => Step::Place,
         };
     };
-    let uid = desired.config.get(UID_KEY).map(String::as_str);
-    if instance.owner_uid() != uid {
+    if instance.owner_uid() != Some(desired.uid.as_str()) {
         return Step::NameTaken {
             owner: instance.owner_uid().map(str::to_owned),
         };
@@ -102,7 +101,10 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::lxd::types::InstanceSource;
+    use crate::lxd::types::{InstanceSource, UID_KEY};
+    use crate::placement::model::Request;
+    use crate::reconcile::container::placement::PlacementRequest;
+    use crate::reconcile::container::placement::policy::PolicyChoice;
 
     fn desired(state: DesiredState) -> DesiredInstance {
         DesiredInstance {
@@ -117,8 +119,13 @@ mod tests {
             devices: BTreeMap::new(),
             ephemeral: false,
             state,
-            cpu: None,
-            memory_bytes: None,
+            uid: "uid-1".into(),
+            placement: PlacementRequest {
+                uid: "uid-1".into(),
+                cluster: "local".into(),
+                request: Request::default(),
+                policy: PolicyChoice::ClusterDefault,
+            },
         }
     }
 

@@ -1,15 +1,19 @@
-//! What LXD should hold for an LxdContainer: its spec checked against the rules the schema
-//! cannot express, and mapped onto LXD's instance fields. Pure: no I/O.
+//! What LXD should hold for an LxdContainer, and what placement is asked for it: its spec
+//! checked against the rules the schema cannot express, parsed once, and mapped onto LXD's
+//! instance fields and placement's request. Every later step uses these values, never the spec
+//! again. Pure: no I/O.
 
 use std::collections::BTreeMap;
 
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::container::{DesiredState, ImageSource};
 
-use crate::lxd::types::{InstanceCreate, InstanceSource, UID_KEY};
-use crate::quantity::parse_bytes;
-
 use super::naming::instance_name;
+use super::placement::PlacementRequest;
+use super::placement::policy::PolicyChoice;
+use crate::lxd::types::{InstanceCreate, InstanceSource, UID_KEY};
+use crate::placement::model::{Request, Resources};
+use crate::quantity::parse_bytes;
 
 /// Config keys naming the custom resource that owns an instance.
 pub const NAMESPACE_KEY: &str = "user.lxd-operator.namespace";
@@ -52,10 +56,10 @@ pub struct DesiredInstance {
     pub ephemeral: bool,
     /// The state to keep it in.
     pub state: DesiredState,
-    /// Requested CPU cores (for placement).
-    pub cpu: Option<f64>,
-    /// Requested memory in bytes (for placement).
-    pub memory_bytes: Option<u64>,
+    /// The owning LxdContainer's uid (also under [`UID_KEY`] in `config`).
+    pub uid: String,
+    /// What placement is asked for it.
+    pub placement: PlacementRequest,
 }
 
 impl DesiredInstance {
@@ -137,6 +141,29 @@ impl DesiredInstance {
             }
             None => None,
         };
+        let placement = spec.placement.clone().unwrap_or_default();
+        let policy = match (&placement.policy, placement.strategy) {
+            (Some(_), Some(_)) => {
+                return Err(spec_error(
+                    "spec.placement",
+                    "set at most one of policy and strategy",
+                ));
+            }
+            (Some(name), None) => PolicyChoice::Named(name.clone()),
+            (None, Some(strategy)) => PolicyChoice::Strategy(strategy),
+            (None, None) => PolicyChoice::ClusterDefault,
+        };
+        let request = Request {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            labels: container.metadata.labels.clone().unwrap_or_default(),
+            resources: Resources {
+                cpu: resources.cpu.unwrap_or(0.0),
+                memory: memory_bytes.map_or(0.0, |bytes| bytes as f64),
+            },
+            architecture: None,
+            placement,
+        };
 
         config.insert(UID_KEY.to_owned(), uid.to_owned());
         config.insert(NAMESPACE_KEY.to_owned(), namespace.to_owned());
@@ -157,8 +184,13 @@ impl DesiredInstance {
             devices: spec.devices.clone(),
             ephemeral: spec.ephemeral,
             state: spec.state,
-            cpu: resources.cpu,
-            memory_bytes,
+            uid: uid.to_owned(),
+            placement: PlacementRequest {
+                uid: uid.to_owned(),
+                cluster: spec.cluster_ref.name.clone(),
+                request,
+                policy,
+            },
         })
     }
 
@@ -251,7 +283,10 @@ mod tests {
                 ("user.role", "web"),
             ]
         );
-        assert_eq!(desired.memory_bytes, Some(268_435_456));
+        assert_eq!(
+            desired.placement.request.resources.memory, 268_435_456.0,
+            "placement is asked for the memory the limit gives"
+        );
         assert_eq!(
             desired.create_request().profiles,
             None,

@@ -1,0 +1,221 @@
+//! The container reconciler's placement step: the engine ([`crate::placement`], which does no
+//! I/O) wired to the world.
+//!
+//! - [`policy`]: which policy places the container, and loading it.
+//! - [`figures`]: the members as LXD shows them, read once per burst.
+//! - [`burst`]: decisions pending together are made largest first.
+//! - [`webhook`]: the policy's webhook over HTTP.
+//!
+//! Here: the operator's own containers from the API (for affinity and spreading), the
+//! reservations of decisions LXD does not show yet, and the lock that serializes the decisions
+//! of one cluster.
+
+pub mod burst;
+pub mod figures;
+pub mod policy;
+pub mod webhook;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::policy::WebhookFailurePolicy;
+
+use self::burst::{Pending, PendingEntry};
+use self::figures::FiguresCache;
+use self::policy::{ChosenPolicy, PolicyChoice, PolicyLoadError};
+use self::webhook::{WebhookClients, WebhookError};
+use crate::lxd::{LxdClient, LxdError};
+use crate::placement::model::{Placed, Request};
+use crate::placement::reservations::Reservations;
+use crate::placement::{self as engine, Decision, Unschedulable};
+
+/// What placement is asked for one container: read from its spec and validated once, in the
+/// desired-state step.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlacementRequest {
+    /// The container's uid (its reservation's key).
+    pub uid: String,
+    /// The LxdCluster it goes to.
+    pub cluster: String,
+    /// What it asks for: resources, labels, placement spec.
+    pub request: Request,
+    /// Which policy places it.
+    pub policy: PolicyChoice,
+}
+
+/// Per-cluster decision state: reservations and the round-robin counter. Its lock is held
+/// from snapshot to decision, which serializes the decisions of one cluster.
+#[derive(Debug, Default)]
+struct ClusterPlacement {
+    reservations: Reservations,
+    decisions: u64,
+}
+
+/// One cluster's placement state, its member figures and its pending decisions.
+#[derive(Debug, Default)]
+struct ClusterShared {
+    state: tokio::sync::Mutex<ClusterPlacement>,
+    figures: FiguresCache,
+    pending: Pending,
+}
+
+/// Placement state of every cluster, and the webhooks' HTTP clients.
+#[derive(Debug, Default)]
+pub struct Placements {
+    clusters: tokio::sync::Mutex<HashMap<String, Arc<ClusterShared>>>,
+    webhooks: WebhookClients,
+}
+
+impl Placements {
+    async fn cluster(&self, name: &str) -> Arc<ClusterShared> {
+        self.clusters
+            .lock()
+            .await
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Ends a container's reservation (its create failed, or it is deleted).
+    pub async fn release(&self, cluster: &str, uid: &str) {
+        self.cluster(cluster)
+            .await
+            .state
+            .lock()
+            .await
+            .reservations
+            .release(uid);
+    }
+}
+
+/// Why a container could not be placed.
+#[derive(Debug, thiserror::Error)]
+pub enum PlacementError {
+    /// No member passes the filters.
+    #[error("{}", .0.message)]
+    Unschedulable(Unschedulable),
+    /// The chosen policy does not exist or is invalid.
+    #[error(transparent)]
+    Policy(PolicyLoadError),
+    /// The webhook failed and the policy says Fail.
+    #[error("placement webhook: {0}")]
+    Webhook(#[source] WebhookError),
+    /// Reading the cluster failed.
+    #[error(transparent)]
+    Lxd(#[from] LxdError),
+    /// Reading the API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[source] kube::Error),
+}
+
+impl From<PolicyLoadError> for PlacementError {
+    fn from(error: PolicyLoadError) -> Self {
+        match error {
+            PolicyLoadError::Kube(error) => PlacementError::Kube(error),
+            other => PlacementError::Policy(other),
+        }
+    }
+}
+
+/// A placement's outcome, and the policy that made it (for status, Events and metrics).
+#[derive(Debug)]
+pub struct PlacementAttempt {
+    /// The policy's name; `unresolved` when the API could not say which.
+    pub policy: String,
+    /// The decision, or why there is none.
+    pub outcome: Result<Decision, PlacementError>,
+}
+
+/// Chooses a member for the container and reserves it.
+pub async fn place(
+    asked: &PlacementRequest,
+    client: &LxdClient,
+    kube: &kube::Client,
+    placements: &Placements,
+) -> PlacementAttempt {
+    let chosen = match policy::choose(kube, &asked.policy, &asked.cluster).await {
+        Ok(chosen) => chosen,
+        Err(error) => {
+            return PlacementAttempt {
+                policy: "unresolved".to_owned(),
+                outcome: Err(PlacementError::Kube(error)),
+            };
+        }
+    };
+    PlacementAttempt {
+        policy: chosen.name().to_owned(),
+        outcome: decide(asked, &chosen, client, kube, placements).await,
+    }
+}
+
+async fn decide(
+    asked: &PlacementRequest,
+    chosen: &ChosenPolicy,
+    client: &LxdClient,
+    kube: &kube::Client,
+    placements: &Placements,
+) -> Result<Decision, PlacementError> {
+    let policy = policy::load(kube, chosen).await?;
+    let request = &asked.request;
+    let shared = placements.cluster(&asked.cluster).await;
+    let pending = PendingEntry::join(&shared.pending, &asked.uid, request);
+    // Member figures and the namespace's containers are read outside the decision lock: under
+    // a busy LXD a read takes seconds, and decisions of the cluster queue on the lock.
+    let figures = shared.figures.get(client).await?;
+    let mut snapshot = figures.snapshot;
+    snapshot.placed = placed_containers(kube, &request.namespace, &asked.cluster)
+        .await
+        .map_err(PlacementError::Kube)?;
+    pending.wait_turn(request).await;
+    let mut state = shared.state.lock().await;
+    // This container's own earlier reservation (a retried decision) does not count against it.
+    state.reservations.release(&asked.uid);
+    state.reservations.apply(&mut snapshot, &figures.visible);
+    let mut evaluation = engine::evaluate(&policy, request, &snapshot);
+    if let Some(webhook) = &policy.webhook {
+        let body = evaluation.webhook_request(request, &snapshot);
+        match placements.webhooks.call(webhook, &body).await {
+            Ok(answer) => evaluation.apply_webhook(&answer, f64::from(webhook.weight)),
+            Err(error) if webhook.failure_policy == WebhookFailurePolicy::Ignore => {
+                tracing::warn!(%error, policy = %policy.name, "placement webhook failed; deciding without it (failurePolicy Ignore)");
+            }
+            Err(error) => return Err(PlacementError::Webhook(error)),
+        }
+    }
+    let decision = evaluation
+        .decide(state.decisions)
+        .map_err(PlacementError::Unschedulable)?;
+    state.decisions += 1;
+    state
+        .reservations
+        .reserve(&asked.uid, &decision.member, request);
+    Ok(decision)
+}
+
+/// The operator's containers of `namespace` with a member, for affinity and spreading (their
+/// labels live in the API, not in LXD).
+async fn placed_containers(
+    kube: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+) -> Result<Vec<Placed>, kube::Error> {
+    let containers: Api<LxdContainer> = Api::namespaced(kube.clone(), namespace);
+    let mut placed = Vec::new();
+    for other in containers.list(&ListParams::default()).await?.items {
+        if other.spec.cluster_ref.name != cluster {
+            continue;
+        }
+        if let Some(member) = other.status.as_ref().and_then(|s| s.member.clone()) {
+            placed.push(Placed {
+                namespace: namespace.to_owned(),
+                name: other.name_any(),
+                labels: other.labels().clone(),
+                member,
+            });
+        }
+    }
+    Ok(placed)
+}

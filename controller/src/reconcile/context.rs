@@ -1,0 +1,174 @@
+//! What every reconcile shares: the [`Context`] (API client, LXD connections, Events, metrics,
+//! placement state, the index of which container owns which instance) and the [`Error`] of a
+//! reconcile.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::finalizer;
+use kube::runtime::reflector::ObjectRef;
+use lxd_operator_crds::LxdContainer;
+use tokio::sync::mpsc;
+
+use super::connections::{ClusterSignal, Connections};
+use super::container::placement::Placements;
+use crate::lxd::LxdError;
+use crate::telemetry::Metrics;
+
+/// How often a container is checked against LXD when nothing happened.
+pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Errors of a reconcile.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Talking to the Kubernetes API failed.
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    /// Talking to LXD failed.
+    #[error("LXD: {0}")]
+    Lxd(#[from] LxdError),
+    /// The container's cluster is not connected.
+    #[error("LxdCluster {cluster} is not connected")]
+    ClusterNotReady { cluster: String },
+    /// The instance's delete ran, but LXD still holds it.
+    #[error("instance {instance} not deleted yet: {state}")]
+    NotDeletedYet { instance: String, state: String },
+    /// Adding or removing the finalizer failed, or the reconcile inside it did.
+    #[error("{0}")]
+    Finalizer(#[source] Box<finalizer::Error<Error>>),
+}
+
+impl Error {
+    /// A short, stable label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Lxd(error) => error.metric_label(),
+            Error::ClusterNotReady { .. } => "cluster_not_ready",
+            Error::NotDeletedYet { .. } => "not_deleted_yet",
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.metric_label()
+                }
+                _ => "finalizer",
+            },
+        }
+    }
+
+    /// Whether retrying soon may help.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Lxd(error) => error.is_transient(),
+            Error::Finalizer(error) => match error.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.is_transient()
+                }
+                _ => true,
+            },
+            Error::Kube(_) | Error::ClusterNotReady { .. } | Error::NotDeletedYet { .. } => true,
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The Kubernetes (or embedded) API.
+    pub client: kube::Client,
+    /// LXD clients by cluster.
+    pub connections: Connections,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// How often containers are checked when nothing happened.
+    pub resync: Duration,
+    /// The operator's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Which container owns which instance, for LXD events: (cluster, instance) → container.
+    instances: Mutex<HashMap<(String, String), ObjectRef<LxdContainer>>>,
+    /// Clusters whose status should be refreshed at once (member events).
+    refresh: Mutex<HashSet<String>>,
+    /// Placement state (reservations, round-robin turns) of every cluster.
+    pub placements: Placements,
+}
+
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context")
+            .field("connections", &self.connections)
+            .field("resync", &self.resync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context {
+    pub(super) fn new(
+        client: kube::Client,
+        signals: mpsc::UnboundedSender<ClusterSignal>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: "lxd-operator".to_owned(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            connections: Connections::new(signals, metrics.clone()),
+            resync: RESYNC_INTERVAL,
+            metrics,
+            instances: Mutex::new(HashMap::new()),
+            refresh: Mutex::new(HashSet::new()),
+            placements: Placements::default(),
+        }
+    }
+
+    /// Remembers that `container` owns the instance `instance` on `cluster`.
+    pub fn index_instance(&self, cluster: &str, instance: &str, container: &LxdContainer) {
+        if let Ok(mut index) = self.instances.lock() {
+            index.insert(
+                (cluster.to_owned(), instance.to_owned()),
+                ObjectRef::from_obj(container),
+            );
+        }
+    }
+
+    pub(super) fn container_of(
+        &self,
+        cluster: &str,
+        instance: &str,
+    ) -> Option<ObjectRef<LxdContainer>> {
+        self.instances
+            .lock()
+            .ok()?
+            .get(&(cluster.to_owned(), instance.to_owned()))
+            .cloned()
+    }
+
+    pub(super) fn containers_of(&self, cluster: &str) -> Vec<ObjectRef<LxdContainer>> {
+        self.instances
+            .lock()
+            .map(|index| {
+                index
+                    .iter()
+                    .filter(|((c, _), _)| c == cluster)
+                    .map(|(_, r)| r.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    pub(super) fn request_cluster_refresh(&self, cluster: &str) {
+        if let Ok(mut refresh) = self.refresh.lock() {
+            refresh.insert(cluster.to_owned());
+        }
+    }
+
+    /// Whether a refresh of `cluster` was requested (and clears the request).
+    pub fn take_cluster_refresh(&self, cluster: &str) -> bool {
+        self.refresh
+            .lock()
+            .map(|mut refresh| refresh.remove(cluster))
+            .unwrap_or(false)
+    }
+}
