@@ -589,3 +589,111 @@ async fn a_unix_socket_endpoint_is_trusted_without_certificates() {
         Ok(Some(EventStreamItem::Connected { .. }))
     ));
 }
+
+#[tokio::test]
+async fn every_limit_form_lxd_accepts_is_counted_as_what_it_holds_on_its_member() {
+    let cluster = TestCluster::get();
+    let client = cluster.client_all();
+    let prefix = unique_name("limits");
+    let host = client.member_resources("node2").await.unwrap();
+    let (cpus, memory) = (f64::from(host.cpu.total), host.memory.total);
+    // (config a user gives `lxc init`, CPU cores and memory bytes it holds)
+    let forms: Vec<(Vec<&str>, Option<f64>, Option<u64>)> = vec![
+        (vec!["limits.memory=6000MiB"], None, Some(6000 << 20)),
+        (vec!["limits.memory=6000MB"], None, Some(6_000_000_000)),
+        (vec!["limits.memory=6GB"], None, Some(6_000_000_000)),
+        (vec!["limits.memory=2GiB"], None, Some(2 << 30)),
+        (vec!["limits.memory=1500kB"], None, Some(1_500_000)),
+        (vec!["limits.memory=1500KiB"], None, Some(1500 << 10)),
+        (vec!["limits.memory=1TB"], None, Some(1_000_000_000_000)),
+        (vec!["limits.memory=1TiB"], None, Some(1 << 40)),
+        (vec!["limits.memory=268435456"], None, Some(268_435_456)),
+        (vec!["limits.memory=268435456B"], None, Some(268_435_456)),
+        (vec!["limits.memory=100 bytes"], None, Some(100)),
+        (vec!["limits.memory=50%"], None, Some(memory / 2)),
+        (vec!["limits.cpu=2"], Some(2.0), None),
+        (vec!["limits.cpu=0-1"], Some(2.0), None),
+        (vec!["limits.cpu=1,3"], Some(2.0), None),
+        (vec!["limits.cpu=0-1,3"], Some(3.0), None),
+        (vec!["limits.cpu=0-0"], Some(1.0), None),
+        (
+            vec!["limits.cpu=2", "limits.cpu.allowance=50ms/100ms"],
+            Some(0.5),
+            None,
+        ),
+        (
+            vec!["limits.cpu=2", "limits.cpu.allowance=150ms/100ms"],
+            Some(1.5),
+            None,
+        ),
+        (vec!["limits.cpu.allowance=50%"], Some(cpus / 2.0), None),
+        (
+            vec!["limits.cpu=2", "limits.cpu.allowance=50%"],
+            Some(1.0),
+            None,
+        ),
+    ];
+    let mut names = Vec::new();
+    for (index, (config, _, _)) in forms.iter().enumerate() {
+        let name = format!("{prefix}-{index}");
+        let mut args = vec!["init", "busybox", name.as_str(), "--target", "node2"];
+        for pair in config {
+            args.extend(["-c", pair]);
+        }
+        cluster.lxc(&args);
+        names.push(name);
+    }
+    // A profile's limit counts too (the instance's own config does not have it).
+    let profile = format!("{prefix}-profile");
+    cluster.lxc(&["profile", "create", &profile]);
+    cluster.lxc(&["profile", "set", &profile, "limits.memory", "3GiB"]);
+    let from_profile = format!("{prefix}-p");
+    cluster.lxc(&[
+        "init",
+        "busybox",
+        &from_profile,
+        "--target",
+        "node2",
+        "-p",
+        "default",
+        "-p",
+        &profile,
+    ]);
+
+    let instances = client.instances().await.unwrap();
+    let limits_of = |name: &str| {
+        instances
+            .iter()
+            .find(|i| i.name == name)
+            .unwrap_or_else(|| panic!("{name} not listed"))
+            .limits(Some(&host))
+    };
+    for ((config, cpu, memory_bytes), name) in forms.iter().zip(&names) {
+        let limits = limits_of(name);
+        assert_eq!(
+            (limits.cpu, limits.memory_bytes),
+            (*cpu, *memory_bytes),
+            "{config:?}"
+        );
+    }
+    assert_eq!(limits_of(&from_profile).memory_bytes, Some(3 << 30));
+
+    // The observation placement and the cluster status are made from holds them all.
+    let observation = client.observe_members().await.unwrap();
+    let node2 = observation
+        .members
+        .iter()
+        .find(|m| m.member.server_name == "node2")
+        .unwrap();
+    let ours: u64 = forms.iter().filter_map(|(_, _, m)| *m).sum::<u64>() + (3 << 30);
+    assert!(
+        node2.allocated.memory_bytes >= ours,
+        "node2 allocated {} bytes, the test's instances alone hold {ours}",
+        node2.allocated.memory_bytes
+    );
+
+    for name in names.iter().chain([&from_profile]) {
+        cluster.lxc(&["delete", "--force", name]);
+    }
+    cluster.lxc(&["profile", "delete", &profile]);
+}

@@ -6,10 +6,11 @@
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lxd_operator_tests::operator::{Mode, Operator, wait_for};
-use lxd_operator_tests::{TestCluster, cluster_manifest, unique_name};
+use lxd_operator_tests::{TestCluster, cluster_manifest, http_get, unique_name};
 use serde_json::Value;
 
 fn start() -> (Operator, String) {
@@ -60,6 +61,10 @@ fn members_when_scheduled(
     })
 }
 
+/// Held by tests that fill a member out of band, so that one test's fillers do not steer
+/// another's placement.
+static FILLING_A_MEMBER: Mutex<()> = Mutex::new(());
+
 /// Memory of one member as LXD reports it (members of the test cluster share one host).
 fn member_memory(cluster: &TestCluster) -> u64 {
     let resources: Value =
@@ -69,6 +74,7 @@ fn member_memory(cluster: &TestCluster) -> u64 {
 
 #[test]
 fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pack() {
+    let _filling = FILLING_A_MEMBER.lock();
     let cluster = TestCluster::get();
     let gib = 1u64 << 30;
     // Leave 3.5 GiB of node3's memory unallocated, with instances the operator does not own.
@@ -140,6 +146,98 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         "--all",
         "-n",
         &packed_namespace,
+        "--timeout=120s",
+    ]);
+    for name in &fillers {
+        cluster.lxc(&["delete", "--force", name]);
+    }
+}
+
+#[test]
+fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_and_is_named() {
+    let _filling = FILLING_A_MEMBER.lock();
+    let cluster = TestCluster::get();
+    let (mib, gib) = (1u64 << 20, 1u64 << 30);
+    // Out of band, as `lxc launch ... -c limits.memory=...` users write it: a quarter of the
+    // host, then MiB and GB, together leaving about 3.5 GiB of node1's memory unallocated.
+    let total = member_memory(cluster);
+    let rest = (total - total / 4 - 3 * gib - gib / 2) / 2;
+    let (in_mib, in_gb) = (rest / mib, rest / 1_000_000_000);
+    let limits = [
+        "25%".to_owned(),
+        format!("{in_mib}MiB"),
+        format!("{in_gb}GB"),
+    ];
+    let filled = total / 4 + in_mib * mib + in_gb * 1_000_000_000;
+    let fillers: Vec<String> = (0..3).map(|i| unique_name(&format!("units{i}"))).collect();
+    for (name, limit) in fillers.iter().zip(&limits) {
+        let memory = format!("limits.memory={limit}");
+        cluster.lxc(&[
+            "init", "busybox", name, "--target", "node1", "--quiet", "-c", &memory,
+        ]);
+    }
+
+    let (operator, namespace) = start();
+    let policy = unique_name("balanced");
+    operator.apply(&format!(
+        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdPlacementPolicy\nmetadata: {{name: {policy}}}\nspec:\n  filters: [{{name: capacity}}]\n  scorers: [{{name: least-allocated, weight: 1}}]\n"
+    ));
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdcl",
+        "local",
+        "--type=merge",
+        "-p",
+        &format!(r#"{{"spec":{{"defaultPlacementPolicy":"{policy}"}}}}"#),
+    ]);
+    let small: Vec<String> = (1..=6)
+        .map(|i| container(&namespace, &format!("small{i}"), "256Mi", "{}"))
+        .collect();
+    operator.apply(&small.join("---\n"));
+    let placed = members_when_scheduled(&operator, &namespace, 6);
+    println!("the cluster's default policy: {placed:?}");
+    assert!(
+        placed.values().all(|m| m != "node1"),
+        "placed on the member out-of-band instances fill: {placed:?}"
+    );
+    for (name, status) in statuses(&operator, &namespace) {
+        assert_eq!(status["placement"]["policy"], policy.as_str(), "{name}");
+    }
+
+    // The cluster's status counts what placement counted.
+    let node1: Value = serde_json::from_str(&operator.kubectl_ok(&[
+        "get",
+        "lxdcl",
+        "local",
+        "-o",
+        "jsonpath={.status.members[?(@.name=='node1')]}",
+    ]))
+    .unwrap();
+    let allocated = node1["allocated"]["memoryBytes"].as_u64().unwrap();
+    assert!(
+        allocated >= filled,
+        "node1's status shows {allocated} bytes allocated: {node1}"
+    );
+
+    // Placement metrics are labelled with the policy that placed.
+    let (_, metrics) = http_get(&format!(
+        "{}/metrics",
+        operator.metrics_url.clone().unwrap()
+    ));
+    let label = format!(
+        r#"lxd_operator_placement_decisions_total{{strategy="{policy}",outcome="placed"}} 6"#
+    );
+    assert!(
+        metrics.lines().any(|l| l == label),
+        "no {label} in\n{metrics}"
+    );
+
+    operator.kubectl_ok(&[
+        "delete",
+        "lxdc",
+        "--all",
+        "-n",
+        &namespace,
         "--timeout=120s",
     ]);
     for name in &fillers {
