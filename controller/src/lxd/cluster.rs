@@ -76,7 +76,7 @@ impl LxdClient {
     }
 
     /// Load averages and memory of one member, where the LXD version offers member state
-    /// (`None` on LXD 5.0.2, which answers 501; remembered so it is asked only once).
+    /// (`None` on LXD 5.0.2, which answers 501 Not Implemented; remembered so it is asked only once).
     pub async fn member_state(&self, member: &str) -> Result<Option<MemberState>> {
         if self
             .inner
@@ -97,7 +97,7 @@ impl LxdClient {
                 self.remember_member_state_support(true);
                 Ok(Some(state))
             }
-            Err(LxdError::OperationFailed { message }) if message.contains("not implemented") => {
+            Err(LxdError::Unsupported { .. }) => {
                 self.remember_member_state_support(false);
                 Ok(None)
             }

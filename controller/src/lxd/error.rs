@@ -30,6 +30,9 @@ pub enum LxdError {
     /// must be read from the instance itself.
     #[error("operation {id} was lost: {message}")]
     OperationLost { id: String, message: String },
+    /// This LXD version does not offer what was asked (HTTP 501), e.g. member state on 5.0.2.
+    #[error("not supported by this LXD: {message}")]
+    Unsupported { message: String },
     /// The operation ran and failed, with LXD's reason.
     #[error("operation failed: {message}")]
     OperationFailed { message: String },
@@ -92,6 +95,7 @@ impl LxdError {
             404 => LxdError::NotFound { message },
             409 => LxdError::AlreadyExists { message },
             412 => LxdError::Conflict { message },
+            501 => LxdError::Unsupported { message },
             502..=504 => LxdError::Unavailable { message },
             _ => LxdError::OperationFailed { message },
         }
@@ -108,6 +112,7 @@ impl LxdError {
             LxdError::Unavailable { .. } => "unavailable",
             LxdError::Timeout { .. } => "timeout",
             LxdError::OperationLost { .. } => "operation_lost",
+            LxdError::Unsupported { .. } => "unsupported",
             LxdError::OperationFailed { .. } => "operation_failed",
             LxdError::Tls { .. } => "tls",
             LxdError::UnexpectedResponse { .. } => "unexpected_response",
@@ -167,6 +172,7 @@ mod tests {
             (400, "Instance is running", "invalid"),
             (500, "Failed to start the container", "operation_failed"),
             (503, "Cluster member is offline", "unavailable"),
+            (501, "not implemented", "unsupported"),
             (
                 500,
                 "Missing event connection with target cluster member",
