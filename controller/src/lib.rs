@@ -6,7 +6,7 @@
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
 //! - [`placement`]: the placement engine (pure: no kube, tokio or HTTP).
-//! - [`quantity`]: Kubernetes quantities as bytes.
+//! - [`quantity`]: quantities read in one place: Kubernetes' in our specs, LXD's in instance limits.
 //! - [`telemetry`]: logging and its format.
 
 #![forbid(unsafe_code)]
