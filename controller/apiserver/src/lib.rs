@@ -1,7 +1,8 @@
 //! The embedded Kubernetes-compatible API server of standalone mode: our custom resources (and
 //! any CRD applied later), Namespaces, Secrets, ConfigMaps, Events and Leases, stored in SQLite,
 //! served so that kubectl and kube-rs work unchanged. The model is k3s with kine: the
-//! Kubernetes API over an embedded SQL database.
+//! Kubernetes API over an embedded SQL database. A crate of its own: it depends only on the API
+//! types (`lxd-operator-crds`), and the controller's binary serves it.
 //!
 //! - [`storage`]: objects and their change log (the resourceVersions) in SQLite.
 //! - [`registry`]: the served kinds; [`objects`]: what each write means.
@@ -9,6 +10,8 @@
 //! - [`validation`]: CRD schema validation; [`structural`]: pruning and defaults;
 //!   [`managed_fields`]: field ownership and server-side apply.
 //! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
+
+#![forbid(unsafe_code)]
 
 pub mod discovery;
 pub mod events;

@@ -751,7 +751,7 @@ pub(crate) mod tests {
 
     /// Every manifest in examples/, with its file and kind.
     pub(crate) fn example_manifests() -> Vec<(std::path::PathBuf, String, Value)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let mut manifests = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
