@@ -4,10 +4,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::registry::Resource;
+use crate::registry::{Resource, Role};
 
 fn is_events_api(resource: &Resource) -> bool {
-    resource.group == "events.k8s.io"
+    resource.role == Role::EventsApiEvent
 }
 
 /// Whether `resource` shows objects as they are stored ([`present`] changes nothing).

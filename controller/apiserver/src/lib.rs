@@ -5,9 +5,10 @@
 //! types (`lxd-operator-crds`), and the controller's binary serves it.
 //!
 //! - [`storage`]: objects and their change log (the resourceVersions) in SQLite.
-//! - [`registry`]: the served kinds; [`objects`]: what each write means.
-//! - [`router`]: the HTTP layer; [`discovery`], [`openapi`], [`table`], [`watch`].
-//! - [`validation`]: CRD schema validation; [`structural`]: pruning and defaults;
+//! - [`registry`]: the served kinds, and what each does beyond being stored.
+//! - [`objects`]: what each write means, one file per verb family; [`listing`]: reads, paging.
+//! - [`router`](mod@router): the HTTP layer; [`discovery`], [`table`], [`watch`].
+//! - [`schema`]: CRD schema validation and name rules, pruning and defaults, OpenAPI;
 //!   [`managed_fields`]: field ownership and server-side apply.
 //! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
 
@@ -18,17 +19,15 @@ pub mod events;
 pub mod listing;
 pub mod managed_fields;
 pub mod objects;
-pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod router;
+pub mod schema;
 pub mod security;
 pub mod selectors;
 pub mod status;
 pub mod storage;
-pub mod structural;
 pub mod table;
-pub mod validation;
 pub mod watch;
 
 use std::net::SocketAddr;

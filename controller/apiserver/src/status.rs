@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::validation::FieldError;
+use crate::schema::validation::FieldError;
 
 /// An error the API answers with.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -13,7 +13,8 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::events;
-use super::objects::{ApiState, ListOptions};
+use super::listing::ListOptions;
+use super::objects::ApiState;
 use super::registry::Resource;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
