@@ -89,7 +89,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
         .map_err(data_dir_error)?;
     let store = storage::Store::open_with_history(&data_dir.join("state.db"), history)?;
     let state = ApiState {
-        store,
+        store: std::sync::Arc::new(store),
         registry: registry::Registry::default(),
     };
     let crds = state

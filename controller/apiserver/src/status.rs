@@ -216,6 +216,9 @@ impl From<super::storage::StorageError> for ApiError {
                     "Operation cannot be fulfilled on {key}: the object has been modified; please apply your changes to the latest version and try again"
                 ),
             ),
+            super::storage::StorageError::Compacted { revision, oldest } => {
+                ApiError::expired(revision, oldest)
+            }
             other => ApiError::internal(other),
         }
     }

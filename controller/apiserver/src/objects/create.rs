@@ -8,7 +8,7 @@ use crate::events;
 use crate::registry::{Resource, Role};
 use crate::schema::validation;
 use crate::status::ApiError;
-use crate::storage::{ChangeKind, Precondition, StorageError};
+use crate::storage::StorageError;
 
 impl ApiState {
     fn namespace_exists(&self, namespace: &str) -> Result<bool, ApiError> {
@@ -113,7 +113,8 @@ impl ApiState {
             return Ok(Written::new(events::present(resource, object), warnings));
         }
         let stored = self
-            .commit_with_revision(&key, ChangeKind::Added, Precondition::Absent, object)
+            .store
+            .create(&key, object)
             .map_err(|error| match error {
                 // Another create of the same name came first.
                 StorageError::Precondition { .. } => {

@@ -7,7 +7,7 @@ use super::write::{meta_str, now, revision_of};
 use crate::events;
 use crate::registry::{Resource, Role};
 use crate::status::ApiError;
-use crate::storage::{ChangeKind, Precondition};
+use crate::storage::DeletedVersion;
 
 impl ApiState {
     /// Deletes an object: at once, or (with finalizers) by marking it; 202 while it waits.
@@ -36,7 +36,7 @@ impl ApiState {
             .store
             .get(key)?
             .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, name))?;
-        let read_at = Precondition::Revision(revision_of(&current));
+        let read_at = revision_of(&current);
         let has_finalizers = current["metadata"]["finalizers"]
             .as_array()
             .is_some_and(|f| !f.is_empty());
@@ -53,13 +53,13 @@ impl ApiState {
                 let generation = current["metadata"]["generation"].as_i64().unwrap_or(1);
                 current["metadata"]["generation"] = json!(generation + 1);
             }
-            let stored = self.commit_with_revision(key, ChangeKind::Modified, read_at, current)?;
+            let stored = self.store.update(key, read_at, current)?;
             return Ok((202, events::present(resource, stored)));
         }
         let uid = meta_str(&current, "uid").unwrap_or_default().to_owned();
         let deleted = self
             .store
-            .commit(key, ChangeKind::Deleted, read_at, |_| current)?;
+            .delete(key, read_at, current, DeletedVersion::AsRead)?;
         match resource.role {
             Role::Definition => self.uninstall_crd(&deleted),
             Role::Namespace => self.delete_namespace_contents(name)?,

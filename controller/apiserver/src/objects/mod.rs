@@ -14,11 +14,13 @@ mod delete;
 mod update;
 mod write;
 
+use std::sync::Arc;
+
 use serde_json::Value;
 
 use crate::registry::Registry;
 use crate::status::ApiError;
-use crate::storage::Store;
+use crate::storage::Storage;
 
 pub(crate) use write::meta_str;
 pub use write::now;
@@ -27,7 +29,7 @@ pub use write::now;
 #[derive(Debug, Clone)]
 pub struct ApiState {
     /// Objects and their history.
-    pub store: Store,
+    pub store: Arc<dyn Storage>,
     /// Served kinds.
     pub registry: Registry,
 }

@@ -9,7 +9,7 @@ use crate::managed_fields::{self, Scope, Writer};
 use crate::registry::{Resource, Role};
 use crate::schema::structural;
 use crate::status::ApiError;
-use crate::storage::{ChangeKind, Precondition, StorageError};
+use crate::storage::DeletedVersion;
 
 /// The outcome of unknown fields under a `fieldValidation` policy: warnings, or the 400.
 pub(super) fn unknown_fields(
@@ -115,20 +115,6 @@ impl ApiState {
         Ok(warnings)
     }
 
-    /// Stores `object` at `key` with the change's revision as its resourceVersion.
-    pub(super) fn commit_with_revision(
-        &self,
-        key: &str,
-        kind: ChangeKind,
-        precondition: Precondition,
-        mut object: Value,
-    ) -> Result<Value, StorageError> {
-        self.store.commit(key, kind, precondition, |revision| {
-            object["metadata"]["resourceVersion"] = json!(revision.to_string());
-            object
-        })
-    }
-
     pub(super) fn validate(
         &self,
         resource: &Resource,
@@ -168,7 +154,7 @@ impl ApiState {
         if !body.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
-        let read_at = Precondition::Revision(revision_of(&current));
+        let read_at = revision_of(&current);
         let mut next = if status_only {
             let mut next = current.clone();
             next["status"] = body.get("status").cloned().unwrap_or(Value::Null);
@@ -252,14 +238,16 @@ impl ApiState {
         if next["metadata"].get("deletionTimestamp").is_some() && finalizers_done {
             // The last finalizer is gone: the object goes.
             let uid = meta_str(&current, "uid").unwrap_or_default().to_owned();
-            let deleted = self.commit_with_revision(key, ChangeKind::Deleted, read_at, next)?;
+            let deleted = self
+                .store
+                .delete(key, read_at, next, DeletedVersion::OfDelete)?;
             self.collect_dependents(&uid)?;
             return Ok(Written::new(events::present(resource, deleted), warnings));
         }
         if resource.role == Role::Definition && !status_only {
             next = self.install_crd(next)?;
         }
-        let stored = self.commit_with_revision(key, ChangeKind::Modified, read_at, next)?;
+        let stored = self.store.update(key, read_at, next)?;
         Ok(Written::new(events::present(resource, stored), warnings))
     }
 }
