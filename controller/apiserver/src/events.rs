@@ -15,6 +15,26 @@ pub fn shown_as_stored(resource: &Resource) -> bool {
     !is_events_api(resource)
 }
 
+/// Each field of an `events.k8s.io` Event and its name in a core Event: read one way to store
+/// an Event, the other way to show it.
+const FIELDS: [(&str, &str); 15] = [
+    ("metadata", "metadata"),
+    ("regarding", "involvedObject"),
+    ("related", "related"),
+    ("note", "message"),
+    ("reason", "reason"),
+    ("type", "type"),
+    ("action", "action"),
+    ("reportingController", "reportingComponent"),
+    ("reportingInstance", "reportingInstance"),
+    ("eventTime", "eventTime"),
+    ("series", "series"),
+    ("deprecatedCount", "count"),
+    ("deprecatedFirstTimestamp", "firstTimestamp"),
+    ("deprecatedLastTimestamp", "lastTimestamp"),
+    ("deprecatedSource", "source"),
+];
+
 fn moved(from: &mut Map<String, Value>, to: &mut Map<String, Value>, old: &str, new: &str) {
     if let Some(value) = from.remove(old) {
         to.insert(new.to_owned(), value);
@@ -30,24 +50,8 @@ pub fn store_form(resource: &Resource, object: Value) -> Value {
         return object;
     };
     let mut core = Map::new();
-    for (old, new) in [
-        ("metadata", "metadata"),
-        ("regarding", "involvedObject"),
-        ("related", "related"),
-        ("note", "message"),
-        ("reason", "reason"),
-        ("type", "type"),
-        ("action", "action"),
-        ("reportingController", "reportingComponent"),
-        ("reportingInstance", "reportingInstance"),
-        ("eventTime", "eventTime"),
-        ("series", "series"),
-        ("deprecatedCount", "count"),
-        ("deprecatedFirstTimestamp", "firstTimestamp"),
-        ("deprecatedLastTimestamp", "lastTimestamp"),
-        ("deprecatedSource", "source"),
-    ] {
-        moved(&mut from, &mut core, old, new);
+    for (events_field, core_field) in FIELDS {
+        moved(&mut from, &mut core, events_field, core_field);
     }
     core.insert("apiVersion".to_owned(), json!("v1"));
     core.insert("kind".to_owned(), json!("Event"));
@@ -94,26 +98,43 @@ pub fn present(resource: &Resource, object: Value) -> Value {
         return object;
     };
     let mut events = Map::new();
-    for (old, new) in [
-        ("metadata", "metadata"),
-        ("involvedObject", "regarding"),
-        ("related", "related"),
-        ("message", "note"),
-        ("reason", "reason"),
-        ("type", "type"),
-        ("action", "action"),
-        ("reportingComponent", "reportingController"),
-        ("reportingInstance", "reportingInstance"),
-        ("eventTime", "eventTime"),
-        ("series", "series"),
-        ("count", "deprecatedCount"),
-        ("firstTimestamp", "deprecatedFirstTimestamp"),
-        ("lastTimestamp", "deprecatedLastTimestamp"),
-        ("source", "deprecatedSource"),
-    ] {
-        moved(&mut from, &mut events, old, new);
+    for (events_field, core_field) in FIELDS {
+        moved(&mut from, &mut events, core_field, events_field);
     }
     events.insert("apiVersion".to_owned(), json!("events.k8s.io/v1"));
     events.insert("kind".to_owned(), json!("Event"));
     Value::Object(events)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::Registry;
+
+    #[test]
+    fn an_events_api_event_is_stored_in_the_core_form_and_shown_back_in_its_own() {
+        let events = Registry::default()
+            .find("events.k8s.io", "v1", "events")
+            .unwrap();
+        let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e"}, "regarding": {"name": "web"}, "note": "started",
+            "reason": "Started", "reportingController": "lxd-operator", "deprecatedCount": 2});
+        let stored = store_form(&events, event.clone());
+        assert_eq!(stored["apiVersion"], "v1");
+        assert_eq!(stored["involvedObject"], event["regarding"]);
+        assert_eq!(stored["message"], "started");
+        assert_eq!(stored["source"], json!({"component": "lxd-operator"}));
+        let shown = present(&events, stored);
+        for field in [
+            "metadata",
+            "regarding",
+            "note",
+            "reason",
+            "reportingController",
+        ] {
+            assert_eq!(shown[field], event[field], "{field}");
+        }
+        assert_eq!(shown["deprecatedCount"], 2);
+        assert_eq!(shown["apiVersion"], "events.k8s.io/v1");
+    }
 }
