@@ -518,3 +518,6 @@ fn aggregated(value: &Value) -> Response {
         .insert(header::VARY, HeaderValue::from_static("Accept"));
     response
 }
+
+#[cfg(test)]
+mod tests;
