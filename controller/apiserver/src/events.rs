@@ -35,26 +35,49 @@ const FIELDS: [(&str, &str); 15] = [
     ("deprecatedSource", "source"),
 ];
 
-fn moved(from: &mut Map<String, Value>, to: &mut Map<String, Value>, old: &str, new: &str) {
-    if let Some(value) = from.remove(old) {
-        to.insert(new.to_owned(), value);
+/// Which way an Event's fields are renamed.
+#[derive(Clone, Copy)]
+enum Form {
+    /// To the core names, as stored.
+    Core,
+    /// To the `events.k8s.io` names, as that API shows them.
+    EventsApi,
+}
+
+/// An `events.k8s.io` Event's fields renamed to `form` with [`FIELDS`] (fields it does not
+/// name are dropped), its kind and apiVersion set; any other object as it is.
+fn renamed(resource: &Resource, object: Value, form: Form) -> Result<Map<String, Value>, Value> {
+    if !is_events_api(resource) {
+        return Err(object);
     }
+    let Value::Object(mut from) = object else {
+        return Err(object);
+    };
+    let mut to = Map::new();
+    for (events_field, core_field) in FIELDS {
+        let (old, new) = match form {
+            Form::Core => (events_field, core_field),
+            Form::EventsApi => (core_field, events_field),
+        };
+        if let Some(value) = from.remove(old) {
+            to.insert(new.to_owned(), value);
+        }
+    }
+    let api_version = match form {
+        Form::Core => "v1",
+        Form::EventsApi => "events.k8s.io/v1",
+    };
+    to.insert("apiVersion".to_owned(), json!(api_version));
+    to.insert("kind".to_owned(), json!("Event"));
+    Ok(to)
 }
 
 /// An object as it is stored: an `events.k8s.io` Event becomes a core Event.
 pub fn store_form(resource: &Resource, object: Value) -> Value {
-    if !is_events_api(resource) {
-        return object;
-    }
-    let Value::Object(mut from) = object else {
-        return object;
+    let mut core = match renamed(resource, object, Form::Core) {
+        Ok(core) => core,
+        Err(object) => return object,
     };
-    let mut core = Map::new();
-    for (events_field, core_field) in FIELDS {
-        moved(&mut from, &mut core, events_field, core_field);
-    }
-    core.insert("apiVersion".to_owned(), json!("v1"));
-    core.insert("kind".to_owned(), json!("Event"));
     // What `kubectl describe` prints: who reported it, how often, since when.
     if !core.contains_key("source")
         && let Some(controller) = core.get("reportingComponent").cloned()
@@ -91,19 +114,7 @@ fn truncate_time(time: &Value) -> String {
 /// An object as the API asked shows it: a stored Event in the `events.k8s.io` form when asked
 /// through that API.
 pub fn present(resource: &Resource, object: Value) -> Value {
-    if !is_events_api(resource) {
-        return object;
-    }
-    let Value::Object(mut from) = object else {
-        return object;
-    };
-    let mut events = Map::new();
-    for (events_field, core_field) in FIELDS {
-        moved(&mut from, &mut events, core_field, events_field);
-    }
-    events.insert("apiVersion".to_owned(), json!("events.k8s.io/v1"));
-    events.insert("kind".to_owned(), json!("Event"));
-    Value::Object(events)
+    renamed(resource, object, Form::EventsApi).map_or_else(|object| object, Value::Object)
 }
 
 #[cfg(test)]
