@@ -1,5 +1,6 @@
 //! The kinds the server serves: built-in ones, and every CustomResourceDefinition stored, which
-//! becomes servable as soon as it is created.
+//! becomes servable as soon as it is created; and, as each kind's [`Role`], what the few kinds
+//! that are more than stored (Namespaces, CRDs, `events.k8s.io` Events) do on a write.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
