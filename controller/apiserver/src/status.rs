@@ -33,11 +33,7 @@ impl ApiError {
 
     /// 404 for one object.
     pub fn not_found(group: &str, plural: &str, name: &str) -> ApiError {
-        let resource = if group.is_empty() {
-            plural.to_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
+        let resource = qualified(group, plural);
         ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
             .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
@@ -53,11 +49,7 @@ impl ApiError {
 
     /// 409 on create.
     pub fn already_exists(group: &str, plural: &str, name: &str) -> ApiError {
-        let resource = if group.is_empty() {
-            plural.to_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
+        let resource = qualified(group, plural);
         ApiError::new(
             409,
             "AlreadyExists",
@@ -68,11 +60,7 @@ impl ApiError {
 
     /// 409 on a stale resourceVersion.
     pub fn conflict(group: &str, plural: &str, name: &str) -> ApiError {
-        let resource = if group.is_empty() {
-            plural.to_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
+        let resource = qualified(group, plural);
         ApiError::new(
             409,
             "Conflict",
@@ -201,6 +189,15 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/json"),
         );
         response
+    }
+}
+
+/// A resource as Kubernetes names it in messages: `plural.group`, or `plural` in the core group.
+fn qualified(group: &str, plural: &str) -> String {
+    if group.is_empty() {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
     }
 }
 

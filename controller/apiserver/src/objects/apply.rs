@@ -1,9 +1,10 @@
 //! Server-side apply: the applied configuration merged under its field manager's ownership,
 //! creating the object when it is missing; `kubectl` moving from client-side apply takes over
 //! the fields it set before.
+
 use serde_json::{Value, json};
 
-use super::write::{meta_str, now, scope_of, unknown_fields};
+use super::write::{Target, meta_str, now, scope_of, unknown_fields};
 use super::{ApiState, WriteOptions, Written};
 use crate::events;
 use crate::managed_fields::{self, Writer};
@@ -136,16 +137,8 @@ impl ApiState {
                     return Err(ApiError::conflict(&resource.group, &resource.plural, name));
                 }
                 let current = events::store_form(resource, live);
-                self.write(
-                    resource,
-                    &key,
-                    name,
-                    current,
-                    merged,
-                    status_only,
-                    options,
-                    true,
-                )?
+                let target = Target::new(resource, &key, name, status_only, options);
+                self.write(target, current, merged, true)?
             }
         };
         warnings.append(&mut written.warnings);

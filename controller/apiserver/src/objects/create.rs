@@ -1,5 +1,6 @@
 //! Create: the name (given or generated) and its rules, the namespace, and the metadata a new
 //! object gets.
+
 use serde_json::{Value, json};
 
 use super::write::{meta_str, now, record_update};

@@ -1,5 +1,6 @@
 //! Delete: at once, or (with finalizers) by marking the object; then garbage collection of its
 //! dependents and, for a namespace, of everything in it.
+
 use serde_json::{Value, json};
 
 use super::ApiState;

@@ -3,8 +3,9 @@
 //! takeover of client-side applied fields), `delete.rs` (finalizers, garbage collection of
 //! dependents, the namespace cascade) and `crd.rs` (a CustomResourceDefinition served as it is
 //! written). `write.rs` holds what they share: metadata the server owns (uid, timestamps,
-//! resourceVersion, generation), optimistic concurrency and retries of lost races, the status
-//! subresource, schema pruning, defaults and validation, and writes that change nothing.
+//! generation; the store sets resourceVersion), optimistic concurrency and retries of lost
+//! races, the status subresource, schema pruning, defaults and validation, and writes that
+//! change nothing.
 //! Reads are in [`crate::listing`].
 
 mod apply;

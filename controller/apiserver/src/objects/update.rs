@@ -1,9 +1,10 @@
 //! Update (PUT) and patch (merge, JSON and, for built-in kinds, strategic merge): each done
 //! again on the new state when another write came first, unless the client named the
 //! resourceVersion it expects.
+
 use serde_json::Value;
 
-use super::write::meta_str;
+use super::write::{Target, meta_str};
 use super::{ApiState, PatchKind, WriteOptions, Written};
 use crate::events;
 use crate::patch;
@@ -36,16 +37,8 @@ impl ApiState {
             {
                 return Err(ApiError::conflict(&resource.group, &resource.plural, name));
             }
-            self.write(
-                resource,
-                &key,
-                name,
-                current,
-                body,
-                status_only,
-                options,
-                false,
-            )
+            let target = Target::new(resource, &key, name, status_only, options);
+            self.write(target, current, body, false)
         })
     }
 
@@ -104,16 +97,8 @@ impl ApiState {
                 return Err(ApiError::conflict(&resource.group, &resource.plural, name));
             }
             let patched = events::store_form(resource, patched);
-            self.write(
-                resource,
-                &key,
-                name,
-                current,
-                patched,
-                status_only,
-                options,
-                false,
-            )
+            let target = Target::new(resource, &key, name, status_only, options);
+            self.write(target, current, patched, false)
         })
     }
 }

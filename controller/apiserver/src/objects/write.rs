@@ -1,6 +1,7 @@
 //! What every write shares: the server's own metadata, pruning, defaults and validation, the
 //! common end of update, patch and apply (status subresource, generation, no-op writes,
 //! finalizers done), and retries of writes that lost a race.
+
 use serde_json::{Value, json};
 
 use super::{ApiState, FieldValidation, WriteOptions, Written};
@@ -97,6 +98,36 @@ fn comparable(object: &Value) -> Value {
     copy
 }
 
+/// The object an update, patch or apply is addressed to, and how.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Target<'a> {
+    pub(super) resource: &'a Resource,
+    /// Its storage key.
+    pub(super) key: &'a str,
+    pub(super) name: &'a str,
+    /// Whether the write is to `/status`.
+    pub(super) status_only: bool,
+    pub(super) options: &'a WriteOptions,
+}
+
+impl<'a> Target<'a> {
+    pub(super) fn new(
+        resource: &'a Resource,
+        key: &'a str,
+        name: &'a str,
+        status_only: bool,
+        options: &'a WriteOptions,
+    ) -> Self {
+        Target {
+            resource,
+            key,
+            name,
+            status_only,
+            options,
+        }
+    }
+}
+
 impl ApiState {
     /// Prunes undeclared fields (reported under `policy`) and fills defaults, as a structural
     /// schema does before validation.
@@ -138,19 +169,22 @@ impl ApiState {
         Ok(())
     }
 
-    /// The common end of update and patch.
-    #[allow(clippy::too_many_arguments)]
+    /// The common end of update, patch and apply: `body` replaces `current` (its status only,
+    /// through `/status`). With `applied`, `body` carries the ownership an apply computed.
     pub(super) fn write(
         &self,
-        resource: &Resource,
-        key: &str,
-        name: &str,
+        target: Target<'_>,
         current: Value,
         body: Value,
-        status_only: bool,
-        options: &WriteOptions,
         applied: bool,
     ) -> Result<Written, ApiError> {
+        let Target {
+            resource,
+            key,
+            name,
+            status_only,
+            options,
+        } = target;
         if !body.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
