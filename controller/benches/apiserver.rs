@@ -38,8 +38,9 @@ fn container(name: &str) -> LxdContainer {
 
 /// Single-row SQLite inserts committed one by one, per second, in a new database: the baseline.
 /// With `wal_in_place`, its WAL file is first given its working size, as the server does with
-/// its own (see `storage::WAL_RESERVE_BYTES`): then a commit's sync writes no inode, and SQLite
-/// is much faster on this machine. Shown beside the baseline so that the two are not confused.
+/// its own (see `lxd_operator_apiserver::storage::sqlite::WAL_RESERVE_BYTES`): then a commit's
+/// sync writes no inode, and SQLite is much faster on this machine. Shown beside the baseline so
+/// that the two are not confused.
 fn sqlite_baseline(count: usize, wal_in_place: bool) -> f64 {
     let dir = tempfile::tempdir().expect("temp dir");
     let connection = rusqlite::Connection::open(dir.path().join("baseline.db")).expect("sqlite");

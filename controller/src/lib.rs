@@ -1,7 +1,8 @@
 //! lxd-operator: runs LXD containers declaratively.
 //!
-//! The binary (`main.rs`) is a thin command line over this library. Each module is one concern:
-//! - [`apiserver`]: the embedded Kubernetes-compatible API server of standalone mode.
+//! The binary (`main.rs`) is a thin command line over this library and over the embedded API
+//! server of standalone mode, a crate of its own (`lxd-operator-apiserver`, in `apiserver/`).
+//! Each module is one concern:
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
@@ -11,7 +12,6 @@
 
 #![forbid(unsafe_code)]
 
-pub mod apiserver;
 pub mod leader;
 pub mod lxd;
 pub mod placement;

@@ -51,7 +51,7 @@ struct ApiserverArgs {
     insecure_http: bool,
     /// Changes kept for watches that resume from an older resourceVersion; older ones get
     /// `410 Expired` and relist. Small values are for tests of that path.
-    #[arg(long, default_value_t = lxd_operator::apiserver::storage::DEFAULT_HISTORY, hide = true)]
+    #[arg(long, default_value_t = lxd_operator_apiserver::storage::DEFAULT_HISTORY, hide = true)]
     watch_history: i64,
 }
 
@@ -239,8 +239,8 @@ async fn shutdown_signal() {
     }
 }
 
-async fn bind_apiserver(args: &ApiserverArgs) -> anyhow::Result<lxd_operator::apiserver::Server> {
-    use lxd_operator::apiserver::{Server, Transport};
+async fn bind_apiserver(args: &ApiserverArgs) -> anyhow::Result<lxd_operator_apiserver::Server> {
+    use lxd_operator_apiserver::{Server, Transport};
     let transport = if args.insecure_http {
         Transport::InsecureHttp
     } else {

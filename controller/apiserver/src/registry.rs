@@ -1,5 +1,6 @@
 //! The kinds the server serves: built-in ones, and every CustomResourceDefinition stored, which
-//! becomes servable as soon as it is created.
+//! becomes servable as soon as it is created; and, as each kind's [`Role`], what the few kinds
+//! that are more than stored (Namespaces, CRDs, `events.k8s.io` Events) do on a write.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -8,7 +9,22 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, JSONSchemaProps,
 };
 
-use super::validation::SchemaValidator;
+use crate::schema::validation::{NameRule, SchemaValidator};
+
+/// What the server does for a kind beyond storing it. The registry is the one place that knows
+/// which kinds these are; writes ask the resource, never its kind's name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Stored and served, nothing more.
+    #[default]
+    Plain,
+    /// A Namespace: named by a DNS label, and deleting one deletes what it holds.
+    Namespace,
+    /// A CustomResourceDefinition: named `<plural>.<group>`, and writing one serves its kind.
+    Definition,
+    /// An `events.k8s.io` Event: stored as a core Event and shown in its own form.
+    EventsApiEvent,
+}
 
 /// One resource type.
 #[derive(Debug, Clone)]
@@ -41,6 +57,8 @@ pub struct Resource {
     pub validator: Option<Arc<SchemaValidator>>,
     /// Where its objects are stored; two API versions of one thing (Events) share it.
     pub storage: String,
+    /// What writes of it do beyond storing it.
+    pub role: Role,
 }
 
 impl Resource {
@@ -71,6 +89,25 @@ impl Resource {
             )
         } else {
             format!("/{}/-/{name}", self.storage)
+        }
+    }
+
+    /// The apiVersion its objects are stored with: an `events.k8s.io` Event is stored as a
+    /// core one.
+    pub fn stored_api_version(&self) -> String {
+        if self.role == Role::EventsApiEvent {
+            "v1".to_owned()
+        } else {
+            self.api_version()
+        }
+    }
+
+    /// The rule its objects' names follow.
+    pub fn name_rule(&self) -> NameRule {
+        if self.role == Role::Namespace {
+            NameRule::DnsLabel
+        } else {
+            NameRule::DnsSubdomain
         }
     }
 
@@ -113,21 +150,25 @@ fn builtin(
         schema: None,
         validator: None,
         storage: storage.to_owned(),
+        role: Role::Plain,
     }
 }
 
 /// The resources a fresh server serves before any CRD.
 fn builtins() -> Vec<Resource> {
     vec![
-        builtin(
-            "",
-            "v1",
-            "namespaces",
-            "Namespace",
-            false,
-            &["ns"],
-            "namespaces",
-        ),
+        Resource {
+            role: Role::Namespace,
+            ..builtin(
+                "",
+                "v1",
+                "namespaces",
+                "Namespace",
+                false,
+                &["ns"],
+                "namespaces",
+            )
+        },
         builtin("", "v1", "secrets", "Secret", true, &[], "secrets"),
         builtin(
             "",
@@ -139,15 +180,18 @@ fn builtins() -> Vec<Resource> {
             "configmaps",
         ),
         builtin("", "v1", "events", "Event", true, &["ev"], "events"),
-        builtin(
-            "events.k8s.io",
-            "v1",
-            "events",
-            "Event",
-            true,
-            &["ev"],
-            "events",
-        ),
+        Resource {
+            role: Role::EventsApiEvent,
+            ..builtin(
+                "events.k8s.io",
+                "v1",
+                "events",
+                "Event",
+                true,
+                &["ev"],
+                "events",
+            )
+        },
         builtin(
             "coordination.k8s.io",
             "v1",
@@ -157,15 +201,18 @@ fn builtins() -> Vec<Resource> {
             &[],
             "leases",
         ),
-        builtin(
-            "apiextensions.k8s.io",
-            "v1",
-            "customresourcedefinitions",
-            "CustomResourceDefinition",
-            false,
-            &["crd", "crds"],
-            "customresourcedefinitions",
-        ),
+        Resource {
+            role: Role::Definition,
+            ..builtin(
+                "apiextensions.k8s.io",
+                "v1",
+                "customresourcedefinitions",
+                "CustomResourceDefinition",
+                false,
+                &["crd", "crds"],
+                "customresourcedefinitions",
+            )
+        },
     ]
 }
 
@@ -254,6 +301,7 @@ impl Registry {
                 schema: schema.map(Arc::new),
                 validator,
                 storage: format!("{}/{}", spec.group, spec.names.plural),
+                role: Role::Plain,
             });
         }
         if let Ok(mut resources) = self.resources.write() {

@@ -1,17 +1,110 @@
-//! Lists answered from the stored JSON as it is. With no selector and no paging, a list is every
-//! object's text in key order, copied into the answer undecoded; a Table reads only what its
+//! Reads: one object, and lists, filtered by selectors and paged with continue tokens (the
+//! key of the last object sent). With no selector and no paging, a list is every object's text
+//! in key order, copied into the answer undecoded ([`stored`]); a Table reads only what its
 //! cells need. Other lists go through [`ApiState::list`].
 
 use axum::body::Body;
 use axum::http::{HeaderValue, header};
 use axum::response::Response;
+use serde_json::Value;
 
-use super::events;
-use super::objects::{ApiState, ListOptions};
-use super::registry::Resource;
-use super::selectors::{FieldSelector, LabelSelector};
-use super::status::ApiError;
-use super::table;
+use crate::events;
+use crate::objects::{ApiState, meta_str};
+use crate::registry::Resource;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::ApiError;
+use crate::table;
+
+/// How a list is narrowed.
+#[derive(Debug, Default, Clone)]
+pub struct ListOptions {
+    /// `labelSelector`.
+    pub labels: LabelSelector,
+    /// `fieldSelector`.
+    pub fields: FieldSelector,
+    /// `limit` (0: no limit).
+    pub limit: usize,
+    /// `continue`.
+    pub continue_token: Option<String>,
+}
+
+impl ApiState {
+    /// Reads one object.
+    pub fn get(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ApiError> {
+        let object = self
+            .store
+            .get(&resource.key(namespace, name))?
+            .ok_or_else(|| ApiError::not_found(&resource.group, &resource.plural, name))?;
+        Ok(events::present(resource, object))
+    }
+
+    /// Lists objects, filtered and paged, with the revision they were read at.
+    pub fn list(
+        &self,
+        resource: &Resource,
+        namespace: Option<&str>,
+        options: &ListOptions,
+    ) -> Result<(Vec<Value>, i64, Option<String>), ApiError> {
+        let (objects, revision) = self.store.list(&resource.prefix(namespace))?;
+        let after = options
+            .continue_token
+            .as_deref()
+            .map(decode_continue)
+            .transpose()?;
+        let mut items = Vec::new();
+        let mut next = None;
+        for object in objects {
+            let key = resource.key(
+                meta_str(&object, "namespace"),
+                meta_str(&object, "name").unwrap_or_default(),
+            );
+            if after.as_deref().is_some_and(|after| key.as_str() <= after) {
+                continue;
+            }
+            let object = events::present(resource, object);
+            if !(options.labels.matches(&object) && options.fields.matches(&object)) {
+                continue;
+            }
+            if options.limit > 0 && items.len() == options.limit {
+                next = Some(encode_continue(&last_key(resource, &items)));
+                break;
+            }
+            items.push(object);
+        }
+        Ok((items, revision, next))
+    }
+}
+
+fn last_key(resource: &Resource, items: &[Value]) -> String {
+    items
+        .last()
+        .map(|o| {
+            resource.key(
+                meta_str(o, "namespace"),
+                meta_str(o, "name").unwrap_or_default(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn encode_continue(key: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+}
+
+fn decode_continue(token: &str) -> Result<String, ApiError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .ok()
+        .and_then(|bytes| String::from_utf8(bytes).ok())
+        .ok_or_else(|| ApiError::bad_request("invalid continue token"))
+}
 
 /// The answer to a list that needs no decoding, or `None` for [`ApiState::list`] to answer.
 pub fn stored(
@@ -37,7 +130,7 @@ pub fn stored(
         let mut body =
             String::with_capacity(texts.iter().map(|t| t.len() + 1).sum::<usize>() + 256);
         body.push_str(r#"{"apiVersion":"#);
-        body.push_str(&serde_json::Value::from(api_version).to_string());
+        body.push_str(&Value::from(api_version).to_string());
         body.push_str(r#","items":["#);
         for (i, text) in texts.iter().enumerate() {
             if i > 0 {
@@ -46,7 +139,7 @@ pub fn stored(
             body.push_str(text);
         }
         body.push_str(r#"],"kind":"#);
-        body.push_str(&serde_json::Value::from(format!("{}List", resource.kind)).to_string());
+        body.push_str(&Value::from(format!("{}List", resource.kind)).to_string());
         body.push_str(&format!(
             r#","metadata":{{"resourceVersion":"{revision}"}}}}"#
         ));
@@ -62,14 +155,14 @@ pub fn stored(
 
 #[cfg(test)]
 mod tests {
-    use serde_json::{Value, json};
+    use serde_json::json;
 
     use super::*;
 
     #[tokio::test]
     async fn a_list_of_stored_text_is_the_list_of_the_objects() {
         let dir = tempfile::tempdir().unwrap();
-        let state = super::super::open(dir.path(), 1000).unwrap();
+        let state = crate::open(dir.path(), 1000).unwrap();
         let resource = state
             .registry
             .find("lxd-operator.dev", "v1alpha1", "lxdcontainers")

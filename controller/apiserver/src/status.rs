@@ -5,7 +5,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::validation::FieldError;
+use crate::schema::validation::FieldError;
 
 /// An error the API answers with.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -33,11 +33,7 @@ impl ApiError {
 
     /// 404 for one object.
     pub fn not_found(group: &str, plural: &str, name: &str) -> ApiError {
-        let resource = if group.is_empty() {
-            plural.to_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
+        let resource = qualified(group, plural);
         ApiError::new(404, "NotFound", format!("{resource} \"{name}\" not found"))
             .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
@@ -53,11 +49,7 @@ impl ApiError {
 
     /// 409 on create.
     pub fn already_exists(group: &str, plural: &str, name: &str) -> ApiError {
-        let resource = if group.is_empty() {
-            plural.to_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
+        let resource = qualified(group, plural);
         ApiError::new(
             409,
             "AlreadyExists",
@@ -68,11 +60,7 @@ impl ApiError {
 
     /// 409 on a stale resourceVersion.
     pub fn conflict(group: &str, plural: &str, name: &str) -> ApiError {
-        let resource = if group.is_empty() {
-            plural.to_owned()
-        } else {
-            format!("{plural}.{group}")
-        };
+        let resource = qualified(group, plural);
         ApiError::new(
             409,
             "Conflict",
@@ -204,6 +192,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A resource as Kubernetes names it in messages: `plural.group`, or `plural` in the core group.
+fn qualified(group: &str, plural: &str) -> String {
+    if group.is_empty() {
+        plural.to_owned()
+    } else {
+        format!("{plural}.{group}")
+    }
+}
+
 impl From<super::storage::StorageError> for ApiError {
     fn from(error: super::storage::StorageError) -> Self {
         match error {
@@ -216,6 +213,9 @@ impl From<super::storage::StorageError> for ApiError {
                     "Operation cannot be fulfilled on {key}: the object has been modified; please apply your changes to the latest version and try again"
                 ),
             ),
+            super::storage::StorageError::Compacted { revision, oldest } => {
+                ApiError::expired(revision, oldest)
+            }
             other => ApiError::internal(other),
         }
     }

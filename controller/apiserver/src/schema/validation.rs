@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
@@ -574,6 +575,51 @@ impl fmt::Display for Path {
     }
 }
 
+/// The rule an object's name follows, as the Kubernetes API server checks it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameRule {
+    /// A lowercase RFC 1123 label of up to 63 characters (Namespaces).
+    DnsLabel,
+    /// A lowercase RFC 1123 subdomain of up to 253 characters (every other kind).
+    DnsSubdomain,
+}
+
+impl NameRule {
+    /// `metadata.name`'s error when `name` breaks the rule.
+    pub fn check(self, name: &str) -> Result<(), FieldError> {
+        // Compiled once: compiling costs more than the rest of a create.
+        static DNS_LABEL: LazyLock<Option<Regex>> =
+            LazyLock::new(|| Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").ok());
+        static DNS_SUBDOMAIN: LazyLock<Option<Regex>> = LazyLock::new(|| {
+            Regex::new(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$").ok()
+        });
+        let (compiled, max, rule) = match self {
+            NameRule::DnsLabel => (
+                &DNS_LABEL,
+                63,
+                "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character",
+            ),
+            NameRule::DnsSubdomain => (
+                &DNS_SUBDOMAIN,
+                253,
+                "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character",
+            ),
+        };
+        let violation = if name.len() > max {
+            format!("must be no more than {max} characters")
+        } else if !compiled.as_ref().is_some_and(|r| r.is_match(name)) {
+            rule.to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(FieldError {
+            field: "metadata.name".to_owned(),
+            kind: FieldErrorKind::Invalid,
+            message: format!("Invalid value: \"{name}\": {violation}"),
+        })
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use lxd_operator_crds::generate::all_crds;
@@ -751,7 +797,7 @@ pub(crate) mod tests {
 
     /// Every manifest in examples/, with its file and kind.
     pub(crate) fn example_manifests() -> Vec<(std::path::PathBuf, String, Value)> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
         let mut manifests = Vec::new();
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();

@@ -13,11 +13,12 @@ use serde_json::{Value, json};
 use tokio::sync::{broadcast, mpsc};
 
 use super::events;
-use super::objects::{ApiState, ListOptions};
+use super::listing::ListOptions;
+use super::objects::ApiState;
 use super::registry::Resource;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::storage::Change;
+use super::storage::{Change, StorageError};
 use super::table;
 
 /// How often an idle watch with bookmarks gets one.
@@ -172,13 +173,15 @@ async fn run(
             send(line("BOOKMARK", &bookmark(resource, revision, true))).await?;
         }
     } else if let Some(from) = from {
-        let oldest = state.store.oldest_revision().map_err(|_| ())?;
-        let current = state.store.current_revision().map_err(|_| ())?;
-        if from < oldest.saturating_sub(1) && from < current {
-            send(line("ERROR", &ApiError::expired(from, oldest).status())).await?;
-            return Ok(());
-        }
-        for change in state.store.changes_since(&prefix, from).map_err(|_| ())? {
+        let changes = match state.store.changes_since(&prefix, from) {
+            Ok(changes) => changes,
+            Err(error @ StorageError::Compacted { .. }) => {
+                send(line("ERROR", &ApiError::from(error).status())).await?;
+                return Ok(());
+            }
+            Err(_) => return Err(()),
+        };
+        for change in changes {
             last = change.revision;
             if let Some(bytes) =
                 shown.line(change.kind.watch_type(), &change.text, change.revision)?

@@ -12,11 +12,13 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::{Value, json};
 
-use super::objects::{ApiState, FieldValidation, ListOptions, PatchKind, WriteOptions, Written};
+use super::listing::ListOptions;
+use super::objects::{ApiState, FieldValidation, PatchKind, WriteOptions, Written};
 use super::registry::Resource;
+use super::schema::openapi;
 use super::selectors::{FieldSelector, LabelSelector};
 use super::status::ApiError;
-use super::{discovery, listing, openapi, table, watch};
+use super::{discovery, listing, table, watch};
 
 /// Kubernetes' limit on request bodies.
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -516,3 +518,6 @@ fn aggregated(value: &Value) -> Response {
         .insert(header::VARY, HeaderValue::from_static("Accept"));
     response
 }
+
+#[cfg(test)]
+mod tests;

@@ -167,7 +167,7 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::apiserver::validation::tests::{example_manifests, schema_of};
+    use crate::schema::validation::tests::{example_manifests, schema_of};
 
     #[test]
     fn unknown_fields_are_pruned_and_named() {

@@ -1,31 +1,33 @@
 //! The embedded Kubernetes-compatible API server of standalone mode: our custom resources (and
 //! any CRD applied later), Namespaces, Secrets, ConfigMaps, Events and Leases, stored in SQLite,
 //! served so that kubectl and kube-rs work unchanged. The model is k3s with kine: the
-//! Kubernetes API over an embedded SQL database.
+//! Kubernetes API over an embedded SQL database. A crate of its own: it depends only on the API
+//! types (`lxd-operator-crds`), and the controller's binary serves it.
 //!
 //! - [`storage`]: objects and their change log (the resourceVersions) in SQLite.
-//! - [`registry`]: the served kinds; [`objects`]: what each write means.
-//! - [`router`]: the HTTP layer; [`discovery`], [`openapi`], [`table`], [`watch`].
-//! - [`validation`]: CRD schema validation; [`structural`]: pruning and defaults;
+//! - [`registry`]: the served kinds, and what each does beyond being stored.
+//! - [`objects`]: what each write means, one file per verb family; [`listing`]: reads, paging.
+//! - [`router`](mod@router): the HTTP layer; [`discovery`], [`table`], [`watch`].
+//! - [`schema`]: CRD schema validation and name rules, pruning and defaults, OpenAPI;
 //!   [`managed_fields`]: field ownership and server-side apply.
 //! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
+
+#![forbid(unsafe_code)]
 
 pub mod discovery;
 pub mod events;
 pub mod listing;
 pub mod managed_fields;
 pub mod objects;
-pub mod openapi;
 pub mod patch;
 pub mod registry;
 pub mod router;
+pub mod schema;
 pub mod security;
 pub mod selectors;
 pub mod status;
 pub mod storage;
-pub mod structural;
 pub mod table;
-pub mod validation;
 pub mod watch;
 
 use std::net::SocketAddr;
@@ -87,7 +89,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
         .map_err(data_dir_error)?;
     let store = storage::Store::open_with_history(&data_dir.join("state.db"), history)?;
     let state = ApiState {
-        store,
+        store: std::sync::Arc::new(store),
         registry: registry::Registry::default(),
     };
     let crds = state

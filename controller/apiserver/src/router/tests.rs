@@ -1,0 +1,287 @@
+//! The API's verbs driven in-process through the router (tower's `oneshot`), without a
+//! listener, TLS or the binary: one [`Api`] per test, on a store of its own.
+
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::router;
+
+const CONTAINERS: &str = "/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainers";
+const MERGE: &str = "application/merge-patch+json";
+const JSON_PATCH: &str = "application/json-patch+json";
+const APPLY: &str = "application/apply-patch+yaml";
+
+/// A server on a fresh store in a folder of its own, and the requests tests send it.
+struct Api {
+    router: axum::Router,
+    _data: tempfile::TempDir,
+}
+
+impl Api {
+    fn new() -> Api {
+        let data = tempfile::tempdir().unwrap();
+        let state = crate::open(data.path(), 1000).unwrap();
+        Api {
+            router: router(state),
+            _data: data,
+        }
+    }
+
+    /// Sends one request (a JSON body, of `content_type`) and returns its status and JSON.
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+            .await
+            .unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, "", None).await
+    }
+
+    async fn create(&self, object: &Value) -> (StatusCode, Value) {
+        let json = "application/json";
+        self.send(Method::POST, CONTAINERS, json, Some(object))
+            .await
+    }
+
+    async fn put(&self, path: &str, object: &Value) -> (StatusCode, Value) {
+        let json = "application/json";
+        self.send(Method::PUT, path, json, Some(object)).await
+    }
+
+    async fn patch(&self, path: &str, content_type: &str, patch: &Value) -> (StatusCode, Value) {
+        self.send(Method::PATCH, path, content_type, Some(patch))
+            .await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, path, "", None).await
+    }
+}
+
+fn container(name: &str) -> Value {
+    json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+        "metadata": {"name": name},
+        "spec": {"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}}})
+}
+
+fn path_of(name: &str) -> String {
+    format!("{CONTAINERS}/{name}")
+}
+
+#[tokio::test]
+async fn a_created_object_is_read_back_as_stored() {
+    let api = Api::new();
+    let (status, created) = api.create(&container("web")).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["metadata"]["namespace"], "default");
+    assert_eq!(created["metadata"]["generation"], 1);
+    assert!(created["metadata"]["uid"].is_string());
+    assert!(created["metadata"]["resourceVersion"].is_string());
+    assert_eq!(api.get(&path_of("web")).await, (StatusCode::OK, created));
+    let (status, again) = api.create(&container("web")).await;
+    assert_eq!(
+        (status, again["reason"].clone()),
+        (StatusCode::CONFLICT, json!("AlreadyExists"))
+    );
+    assert_eq!(api.get(&path_of("db")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_list_is_paged_with_continue_tokens() {
+    let api = Api::new();
+    for name in ["c", "a", "b"] {
+        assert_eq!(api.create(&container(name)).await.0, StatusCode::CREATED);
+    }
+    let names = |list: &Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["metadata"]["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let (status, all) = api.get(CONTAINERS).await;
+    assert_eq!(
+        (status, names(&all)),
+        (StatusCode::OK, vec!["a".into(), "b".into(), "c".into()])
+    );
+    assert_eq!(all["kind"], "LxdContainerList");
+    let (_, first) = api.get(&format!("{CONTAINERS}?limit=2")).await;
+    assert_eq!(names(&first), ["a", "b"]);
+    let token = first["metadata"]["continue"].as_str().unwrap();
+    let (_, rest) = api
+        .get(&format!("{CONTAINERS}?limit=2&continue={token}"))
+        .await;
+    assert_eq!(names(&rest), ["c"]);
+    assert!(rest["metadata"].get("continue").is_none());
+    let (status, _) = api
+        .get(&format!("{CONTAINERS}?continue=not-a-token!"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_update_at_a_stale_resource_version_is_a_conflict() {
+    let api = Api::new();
+    let (_, created) = api.create(&container("web")).await;
+    let mut changed = created.clone();
+    changed["spec"]["image"]["alias"] = json!("alpine");
+    let (status, updated) = api.put(&path_of("web"), &changed).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(updated["metadata"]["generation"], 2);
+    assert_ne!(
+        updated["metadata"]["resourceVersion"],
+        created["metadata"]["resourceVersion"]
+    );
+    // Written from the first read: another write came in between.
+    changed["spec"]["image"]["alias"] = json!("debian");
+    let (status, conflict) = api.put(&path_of("web"), &changed).await;
+    assert_eq!(
+        (status, conflict["reason"].clone()),
+        (StatusCode::CONFLICT, json!("Conflict"))
+    );
+    assert_eq!(
+        api.get(&path_of("web")).await.1["spec"]["image"]["alias"],
+        "alpine"
+    );
+}
+
+#[tokio::test]
+async fn merge_and_json_patches_change_what_they_name() {
+    let api = Api::new();
+    api.create(&container("web")).await;
+    let merge =
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"image": {"alias": "alpine"}}});
+    let (status, merged) = api.patch(&path_of("web"), MERGE, &merge).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(merged["metadata"]["labels"], json!({"app": "web"}));
+    assert_eq!(merged["spec"]["image"]["alias"], "alpine");
+    assert_eq!(merged["spec"]["clusterRef"]["name"], "local");
+    let operations = json!([
+        {"op": "replace", "path": "/spec/image/alias", "value": "debian"},
+        {"op": "remove", "path": "/metadata/labels/app"},
+    ]);
+    let (status, patched) = api.patch(&path_of("web"), JSON_PATCH, &operations).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(patched["spec"]["image"]["alias"], "debian");
+    assert_eq!(patched["metadata"]["labels"], json!({}));
+    assert_eq!(patched["metadata"]["generation"], 3);
+    let missing = json!([{"op": "replace", "path": "/spec/nothing/here", "value": 1}]);
+    let (status, _) = api.patch(&path_of("web"), JSON_PATCH, &missing).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+}
+
+#[tokio::test]
+async fn server_side_apply_creates_merges_and_refuses_another_managers_fields_unless_forced() {
+    let api = Api::new();
+    let applied = |manager: &str, alias: &str, force: bool| {
+        let mut object = container("web");
+        object["spec"]["image"]["alias"] = json!(alias);
+        let path = format!("{}?fieldManager={manager}&force={force}", path_of("web"));
+        (path, object)
+    };
+    let (path, object) = applied("alice", "busybox", false);
+    let (status, created) = api.patch(&path, APPLY, &object).await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(created["metadata"]["managedFields"][0]["manager"], "alice");
+    let (path, object) = applied("alice", "alpine", false);
+    let (status, merged) = api.patch(&path, APPLY, &object).await;
+    assert_eq!(
+        (status, merged["spec"]["image"]["alias"].clone()),
+        (StatusCode::OK, json!("alpine"))
+    );
+    let (path, object) = applied("bob", "debian", false);
+    let (status, conflict) = api.patch(&path, APPLY, &object).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(
+        conflict["message"].as_str().unwrap().contains("alice"),
+        "{conflict}"
+    );
+    let (path, object) = applied("bob", "debian", true);
+    let (status, forced) = api.patch(&path, APPLY, &object).await;
+    assert_eq!(
+        (status, forced["spec"]["image"]["alias"].clone()),
+        (StatusCode::OK, json!("debian"))
+    );
+    let (status, _) = api.patch(&path_of("web"), APPLY, &object).await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_REQUEST,
+        "an apply names its field manager"
+    );
+}
+
+#[tokio::test]
+async fn a_delete_waits_for_the_finalizers_and_ends_with_the_last() {
+    let api = Api::new();
+    let mut object = container("web");
+    object["metadata"]["finalizers"] = json!(["lxd-operator.dev/instance"]);
+    api.create(&object).await;
+    let (status, marked) = api.delete(&path_of("web")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert!(marked["metadata"]["deletionTimestamp"].is_string());
+    let (status, still) = api.get(&path_of("web")).await;
+    assert_eq!(
+        (status, still["metadata"]["finalizers"].clone()),
+        (StatusCode::OK, object["metadata"]["finalizers"].clone())
+    );
+    assert_eq!(api.delete(&path_of("web")).await.0, StatusCode::ACCEPTED);
+    let done = json!({"metadata": {"finalizers": null}});
+    assert_eq!(
+        api.patch(&path_of("web"), MERGE, &done).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(api.get(&path_of("web")).await.0, StatusCode::NOT_FOUND);
+    api.create(&container("db")).await;
+    assert_eq!(api.delete(&path_of("db")).await.0, StatusCode::OK);
+    assert_eq!(api.get(&path_of("db")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn status_is_written_through_its_subresource_only() {
+    let api = Api::new();
+    let (_, created) = api.create(&container("web")).await;
+    let status_path = format!("{}/status", path_of("web"));
+    let running = json!({"status": {"phase": "Running", "member": "node1"}});
+    let (code, written) = api.patch(&status_path, MERGE, &running).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(written["status"]["phase"], "Running");
+    assert_eq!(
+        written["metadata"]["generation"],
+        created["metadata"]["generation"]
+    );
+    // The main resource keeps the status as it is.
+    let mut replaced = written.clone();
+    replaced["status"] = json!({"phase": "Stopped"});
+    replaced["spec"]["image"]["alias"] = json!("alpine");
+    let (code, updated) = api.put(&path_of("web"), &replaced).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(updated["status"]["phase"], "Running");
+    assert_eq!(updated["spec"]["image"]["alias"], "alpine");
+    // And the status subresource keeps the spec.
+    let mut status_put = updated.clone();
+    status_put["status"]["phase"] = json!("Stopped");
+    status_put["spec"]["image"]["alias"] = json!("debian");
+    let (code, stopped) = api.put(&status_path, &status_put).await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(stopped["status"]["phase"], "Stopped");
+    assert_eq!(stopped["spec"]["image"]["alias"], "alpine");
+}

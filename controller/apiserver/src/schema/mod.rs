@@ -1,0 +1,7 @@
+//! What a CRD's schema does: [`validation`] of custom resources (and the rules of object
+//! names), [`structural`] pruning and defaults before it, and the [`openapi`] documents built
+//! from the served kinds' schemas.
+
+pub mod openapi;
+pub mod structural;
+pub mod validation;

@@ -1,0 +1,204 @@
+//! Group commit for [`Store`](super::Store): writers arriving while a batch is being committed
+//! queue their changes, and the first of them commits the whole queue in one transaction when
+//! that batch is done. Revisions are given in queue order and batches are committed, made
+//! visible and broadcast in that order, so revisions grow strictly and watchers see changes in
+//! order. Each writer is answered once its change is durable.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+
+use serde_json::Value;
+
+use super::{Change, ChangeKind, Precondition, StorageError};
+
+/// The changes waiting for their commit.
+#[derive(Debug)]
+pub(super) struct Queue {
+    state: Mutex<Waiting>,
+    /// Signalled when a batch is done.
+    flushed: Condvar,
+}
+
+#[derive(Debug)]
+struct Waiting {
+    /// The revision the next change gets.
+    next: i64,
+    pending: Vec<Pending>,
+    /// Whether a writer is committing a batch now.
+    committing: bool,
+    /// Keys with changes not yet visible to readers: the revision of the last change, and
+    /// whether the object exists after it.
+    unseen: HashMap<String, (i64, bool)>,
+}
+
+/// The outcome of a batch, shared by its writers: the error is logged once, by the writer that
+/// committed it.
+type Outcome = Arc<OnceLock<Result<(), String>>>;
+
+/// A change waiting for its commit; `outcome` is set when its batch is done.
+#[derive(Debug)]
+pub(super) struct Pending {
+    pub(super) change: Change,
+    outcome: Outcome,
+}
+
+/// A queued change's place in the queue, to wait on.
+#[derive(Debug)]
+pub(super) struct Ticket {
+    outcome: Outcome,
+    /// Whether nobody else was writing when it was queued.
+    alone: bool,
+}
+
+impl Queue {
+    /// An empty queue after `revision`.
+    pub(super) fn new(revision: i64) -> Queue {
+        Queue {
+            state: Mutex::new(Waiting {
+                next: revision + 1,
+                pending: Vec::new(),
+                committing: false,
+                unseen: HashMap::new(),
+            }),
+            flushed: Condvar::new(),
+        }
+    }
+
+    fn lock(&self) -> Result<MutexGuard<'_, Waiting>, StorageError> {
+        self.state.lock().map_err(|_| StorageError::Poisoned)
+    }
+
+    /// Queues one change to `key` if `precondition` holds against every change before it,
+    /// committed (`committed` tells the revision readers see) or queued. `write` gets the
+    /// revision the change will have and returns the object to store; it is stored as JSON
+    /// text, made here, once.
+    pub(super) fn enqueue(
+        &self,
+        key: &str,
+        kind: ChangeKind,
+        precondition: Precondition,
+        committed: impl FnOnce(&str) -> Result<Option<i64>, StorageError>,
+        write: impl FnOnce(i64) -> Value,
+    ) -> Result<(Value, Ticket), StorageError> {
+        let outcome = Outcome::default();
+        let mut waiting = self.lock()?;
+        if precondition != Precondition::None {
+            let current = match waiting.unseen.get(key) {
+                Some(&(revision, exists)) => exists.then_some(revision),
+                None => committed(key)?,
+            };
+            let holds = match precondition {
+                Precondition::None => true,
+                Precondition::Absent => current.is_none(),
+                Precondition::Revision(expected) => current == Some(expected),
+            };
+            if !holds {
+                return Err(StorageError::Precondition {
+                    key: key.to_owned(),
+                });
+            }
+        }
+        let revision = waiting.next;
+        let object = write(revision);
+        let text: Arc<str> = serde_json::to_string(&object)
+            .map_err(|source| StorageError::Corrupt {
+                key: key.to_owned(),
+                source,
+            })?
+            .into();
+        waiting.next += 1;
+        waiting
+            .unseen
+            .insert(key.to_owned(), (revision, kind != ChangeKind::Deleted));
+        waiting.pending.push(Pending {
+            change: Change {
+                revision,
+                key: key.to_owned(),
+                kind,
+                text,
+            },
+            outcome: outcome.clone(),
+        });
+        let alone = waiting.pending.len() == 1 && !waiting.committing;
+        Ok((object, Ticket { outcome, alone }))
+    }
+
+    /// Waits until the ticket's change is durable (or its batch failed), committing the queued
+    /// batch with `commit` whenever nobody else is.
+    pub(super) fn wait(
+        &self,
+        ticket: &Ticket,
+        commit: impl Fn(&[Pending]) -> Result<(), String>,
+    ) -> Result<(), StorageError> {
+        if ticket.alone {
+            // Nobody else writing: committing here costs one disk sync, less than handing the
+            // thread's other tasks over to another thread.
+            self.wait_or_commit(&ticket.outcome, commit)
+        } else {
+            // Waiting for other writers' commits must not stall the other requests served by
+            // this thread.
+            blocking(|| self.wait_or_commit(&ticket.outcome, commit))
+        }
+    }
+
+    fn wait_or_commit(
+        &self,
+        outcome: &OnceLock<Result<(), String>>,
+        commit: impl Fn(&[Pending]) -> Result<(), String>,
+    ) -> Result<(), StorageError> {
+        let mut waiting = self.lock()?;
+        loop {
+            if let Some(result) = outcome.get() {
+                return result.clone().map_err(StorageError::Batch);
+            }
+            if !waiting.committing {
+                waiting.committing = true;
+                let batch = std::mem::take(&mut waiting.pending);
+                drop(waiting);
+                let result = commit(&batch);
+                for pending in &batch {
+                    let _ = pending.outcome.set(result.clone());
+                }
+                waiting = self.lock()?;
+                // The batch is visible now (or failed, and the view still shows what was
+                // before): what later changes did stays.
+                if let Some(last) = batch.last() {
+                    let last = last.change.revision;
+                    waiting.unseen.retain(|_, (revision, _)| *revision > last);
+                }
+                waiting.committing = false;
+                self.flushed.notify_all();
+                continue;
+            }
+            waiting = self
+                .flushed
+                .wait(waiting)
+                .map_err(|_| StorageError::Poisoned)?;
+        }
+    }
+
+    /// Waits until every change queued for `key` is visible to reads.
+    pub(super) fn settle(&self, key: &str) -> Result<(), StorageError> {
+        blocking(|| {
+            let mut waiting = self.lock()?;
+            while waiting.unseen.contains_key(key) {
+                waiting = self
+                    .flushed
+                    .wait(waiting)
+                    .map_err(|_| StorageError::Poisoned)?;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Runs `f`, which may wait for the disk: on a multi-threaded Tokio runtime, the thread's other
+/// tasks move to another thread meanwhile.
+fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(f)
+        }
+        _ => f(),
+    }
+}
