@@ -190,8 +190,15 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
         "-p",
         &format!(r#"{{"spec":{{"defaultPlacementPolicy":"{policy}"}}}}"#),
     ]);
+    // Half a core each: counted as unlimited (a small default each), the fillers would leave
+    // node1 looking the emptiest after a few of these.
     let small: Vec<String> = (1..=6)
-        .map(|i| container(&namespace, &format!("small{i}"), "256Mi", "{}"))
+        .map(|i| {
+            container(&namespace, &format!("small{i}"), "512Mi", "{}").replace(
+                "resources: {memory: 512Mi}",
+                "resources: {cpu: 0.5, memory: 512Mi}",
+            )
+        })
         .collect();
     operator.apply(&small.join("---\n"));
     let placed = members_when_scheduled(&operator, &namespace, 6);
