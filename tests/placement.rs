@@ -8,33 +8,24 @@ use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use lxd_operator_tests::operator::{Mode, Operator, wait_for};
-use lxd_operator_tests::{TestCluster, cluster_manifest, unique_name};
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::container::{DesiredState, Placement, PlacementStrategy};
+use lxd_operator_crds::testing::LxdContainerBuilder;
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, condition, unique_name};
 use serde_json::Value;
 
-fn start() -> (Operator, String) {
-    let operator = Operator::start(Mode::Standalone);
-    operator.apply(&cluster_manifest());
-    let namespace = unique_name("place");
-    operator.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
-    ));
-    (operator, namespace)
-}
-
-fn container(namespace: &str, name: &str, memory: &str, placement: &str) -> String {
-    format!(
-        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n  state: Stopped\n  resources: {{memory: {memory}}}\n  placement: {placement}\n"
-    )
+/// A Stopped container of `namespace` that asks for `memory`: placement needs no more.
+fn container(namespace: &str, name: &str, memory: &str) -> LxdContainerBuilder {
+    LxdContainer::builder(name)
+        .namespace(namespace)
+        .state(DesiredState::Stopped)
+        .memory(memory)
 }
 
 fn statuses(operator: &Operator, namespace: &str) -> BTreeMap<String, Value> {
-    let list: Value =
-        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdc", "-n", namespace, "-o", "json"]))
-            .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
+    operator
+        .containers(namespace)
         .iter()
         .map(|i| {
             (
@@ -87,18 +78,16 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         ]);
     }
 
-    let (operator, namespace) = start();
-    let spread_out: Vec<String> = (1..=6)
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
+    let spread_out: Vec<LxdContainer> = (1..=6)
         .map(|i| {
-            container(
-                &namespace,
-                &format!("ll{i}"),
-                "512Mi",
-                "{strategy: least-loaded}",
-            )
+            container(&namespace, &format!("ll{i}"), "512Mi")
+                .strategy(PlacementStrategy::LeastLoaded)
+                .build()
         })
         .collect();
-    operator.apply(&spread_out.join("---\n"));
+    operator.apply_containers(&spread_out);
     let placed = members_when_scheduled(&operator, &namespace, 6);
     println!("least-loaded: {placed:?}");
     assert!(
@@ -106,18 +95,16 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         "least-loaded used the full member: {placed:?}"
     );
 
-    let (packer, packed_namespace) = start();
-    let packed: Vec<String> = (1..=6)
+    let packer = Operator::standalone_with_cluster();
+    let packed_namespace = packer.namespace("place");
+    let packed: Vec<LxdContainer> = (1..=6)
         .map(|i| {
-            container(
-                &packed_namespace,
-                &format!("bp{i}"),
-                "1Gi",
-                "{strategy: bin-pack}",
-            )
+            container(&packed_namespace, &format!("bp{i}"), "1Gi")
+                .strategy(PlacementStrategy::BinPack)
+                .build()
         })
         .collect();
-    packer.apply(&packed.join("---\n"));
+    packer.apply_containers(&packed);
     let placed = members_when_scheduled(&packer, &packed_namespace, 6);
     println!("bin-pack: {placed:?}");
     assert_eq!(
@@ -126,22 +113,8 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         "bin-pack fills node3 as far as it fits: {placed:?}"
     );
 
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
-    packer.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &packed_namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    packer.delete_containers(&packed_namespace, Duration::from_secs(120));
     for name in &fillers {
         cluster.lxc(&["delete", "--force", name]);
     }
@@ -149,27 +122,26 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
 
 #[test]
 fn a_pin_holds_and_an_impossible_request_is_unschedulable_with_counted_reasons() {
-    let (operator, namespace) = start();
-    operator.apply(&container(&namespace, "pinned", "64Mi", "{target: node2}"));
-    operator.apply(&container(&namespace, "huge", "100Ti", "{}"));
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
+    operator.apply_containers(&[container(&namespace, "pinned", "64Mi")
+        .target("node2")
+        .build()]);
+    operator.apply_containers(&[container(&namespace, "huge", "100Ti")
+        .placement(Placement::default())
+        .build()]);
     let pinned = members_when_scheduled(&operator, &namespace, 1);
     assert_eq!(pinned["pinned"], "node2");
     let huge = wait_for(Duration::from_secs(30), "huge Unschedulable", || {
         let status = statuses(&operator, &namespace)["huge"].clone();
         (status["phase"] == "Unschedulable").then_some(status)
     });
-    let scheduled = huge["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Scheduled")
-        .unwrap()
-        .clone();
+    let scheduled = condition(&huge, "Scheduled").unwrap();
     assert_eq!(
         scheduled["message"], "0/3 members: 3 insufficient memory",
         "{scheduled}"
     );
-    operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    operator.delete_containers(&namespace, Duration::from_secs(60));
 }
 
 /// A webhook that scores one member 100 and the others 0, for `requests` requests.
@@ -219,11 +191,16 @@ fn policy(name: &str, url: &str, failure: &str) -> String {
 
 #[test]
 fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
-    let (operator, namespace) = start();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
     let (url, server) = webhook("node3");
     operator.apply(&policy("steered", &url, "Fail"));
-    operator.apply(&container(&namespace, "w1", "64Mi", "{policy: steered}"));
-    operator.apply(&container(&namespace, "w2", "64Mi", "{policy: steered}"));
+    operator.apply_containers(&[container(&namespace, "w1", "64Mi")
+        .policy("steered")
+        .build()]);
+    operator.apply_containers(&[container(&namespace, "w2", "64Mi")
+        .policy("steered")
+        .build()]);
     let placed = members_when_scheduled(&operator, &namespace, 2);
     assert_eq!(
         placed.values().collect::<Vec<_>>(),
@@ -236,27 +213,18 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
     // without it.
     operator.apply(&policy("strict", &url, "Fail"));
     operator.apply(&policy("lenient", &url, "Ignore"));
-    operator.apply(&container(
-        &namespace,
-        "strict-1",
-        "64Mi",
-        "{policy: strict}",
-    ));
-    operator.apply(&container(
-        &namespace,
-        "lenient-1",
-        "64Mi",
-        "{policy: lenient}",
-    ));
+    operator.apply_containers(&[container(&namespace, "strict-1", "64Mi")
+        .policy("strict")
+        .build()]);
+    operator.apply_containers(&[container(&namespace, "lenient-1", "64Mi")
+        .policy("lenient")
+        .build()]);
     let strict = wait_for(
         Duration::from_secs(30),
         "strict-1 waiting for the webhook",
         || {
             let status = statuses(&operator, &namespace)["strict-1"].clone();
-            let scheduled = status["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Scheduled").cloned());
-            scheduled
+            condition(&status, "Scheduled")
                 .filter(|c| c["reason"] == "WebhookFailed")
                 .map(|_| status)
         },
@@ -272,12 +240,12 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
                 .map(|_| ())
         },
     );
-    operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    operator.delete_containers(&namespace, Duration::from_secs(60));
 }
 
 #[test]
 fn a_policy_naming_an_unknown_plugin_is_not_ready_and_says_which() {
-    let (operator, _) = start();
+    let operator = Operator::standalone_with_cluster();
     operator.apply("apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdPlacementPolicy\nmetadata: {name: typo}\nspec:\n  scorers: [{name: least-alocated, weight: 2}]\n");
     let ready = wait_for(
         Duration::from_secs(20),
@@ -286,9 +254,7 @@ fn a_policy_naming_an_unknown_plugin_is_not_ready_and_says_which() {
             let policy: Value =
                 serde_json::from_str(&operator.kubectl_ok(&["get", "lxdpp", "typo", "-o", "json"]))
                     .unwrap();
-            policy["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            condition(&policy["status"], "Ready")
         },
     );
     assert_eq!(ready["status"], "False");

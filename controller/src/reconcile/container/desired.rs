@@ -267,7 +267,11 @@ mod tests {
                 "spec.config[limits.memory]",
                 "spec.resources",
             ),
-            (web().memory("lots"), "spec.resources.memory", "not a quantity"),
+            (
+                web().memory("lots"),
+                "spec.resources.memory",
+                "not a quantity",
+            ),
             (web().cpu(-1.0), "spec.resources.cpu", "greater than 0"),
             (
                 web().image_source(ImageSource {
@@ -287,9 +291,10 @@ mod tests {
 
     #[test]
     fn an_explicit_instance_name_and_profiles_are_kept() {
-        let desired =
-            DesiredInstance::from_container(&web().instance_name("legacy-web").profiles(&[]).build())
-                .unwrap();
+        let desired = DesiredInstance::from_container(
+            &web().instance_name("legacy-web").profiles(&[]).build(),
+        )
+        .unwrap();
         assert_eq!(desired.name, "legacy-web");
         assert_eq!(desired.create_request().profiles, Some(vec![]));
     }
