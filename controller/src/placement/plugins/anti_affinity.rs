@@ -3,16 +3,11 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Args, Context, Filter, matching_per_member, no_args, shares_topology};
+use super::{Context, Filter, matching_per_member, shares_topology};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct AntiAffinity;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("anti-affinity", args)?;
-    Ok(Box::new(AntiAffinity))
-}
+#[derive(Debug, Default)]
+pub(super) struct AntiAffinity;
 
 impl Filter for AntiAffinity {
     fn name(&self) -> &'static str {
@@ -61,14 +56,10 @@ mod tests {
             mode: AffinityMode::Required,
             weight: None,
         };
-        let filter = new(&Args::new()).unwrap();
+        let filter = filter("anti-affinity");
         let mut by_member = request(1.0, 1.0);
         by_member.placement.anti_affinity = vec![term(Topology::Member)];
-        let context = Context {
-            request: &by_member,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
+        let context = context_for(&by_member, &snapshot);
         let passing: Vec<&str> = snapshot
             .members
             .iter()
@@ -78,11 +69,7 @@ mod tests {
         assert_eq!(passing, ["node2", "node3"]);
         let mut by_domain = request(1.0, 1.0);
         by_domain.placement.anti_affinity = vec![term(Topology::FailureDomain)];
-        let context = Context {
-            request: &by_domain,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
+        let context = context_for(&by_domain, &snapshot);
         let passing: Vec<&str> = snapshot
             .members
             .iter()
