@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::container::PlacementStrategy;
 use lxd_operator_tests::operator::{Operator, wait_for};
-use lxd_operator_tests::{TestCluster, condition, http_get, managed_instances};
+use lxd_operator_tests::{
+    TestCluster, condition, http_get, managed_instances, numbered_containers,
+};
 use serde_json::Value;
 
 /// Phase of every LxdContainer in the namespace.
@@ -49,15 +51,7 @@ fn ten_containers_applied_at_once_run_within_a_minute_on_more_than_one_member() 
     let cluster = TestCluster::get();
     let operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("ten");
-    let containers: Vec<LxdContainer> = (1..=10)
-        .map(|i| {
-            LxdContainer::builder(&format!("c{i}"))
-                .namespace(&namespace)
-                .cpu(0.5)
-                .memory("64Mi")
-                .build()
-        })
-        .collect();
+    let containers = numbered_containers(&namespace, "c", 10, |c| c.cpu(0.5).memory("64Mi"));
     let started = Instant::now();
     operator.apply_containers(&containers);
     let running = wait_for(Duration::from_secs(60), "ten Running containers", || {
@@ -176,13 +170,7 @@ fn deleting_containers_deletes_their_instances() {
     let cluster = TestCluster::get();
     let operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("delete");
-    let containers: Vec<LxdContainer> = (1..=3)
-        .map(|i| {
-            LxdContainer::builder(&format!("d{i}"))
-                .namespace(&namespace)
-                .build()
-        })
-        .collect();
+    let containers = numbered_containers(&namespace, "d", 3, |c| c);
     operator.apply_containers(&containers);
     wait_for(Duration::from_secs(60), "three instances", || {
         (managed_instances(cluster, &namespace).len() == 3).then_some(())

@@ -7,10 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use lxd_operator_crds::LxdContainer;
-use lxd_operator_tests::TestCluster;
-use lxd_operator_tests::managed_instances;
 use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, managed_instances, numbered_containers};
 
 /// A pause between `low` and `high` milliseconds, different each run.
 fn random_pause(low: u64, high: u64) -> Duration {
@@ -26,13 +24,7 @@ fn thirty_containers_survive_three_crashes_of_the_operator() {
     let cluster = TestCluster::get();
     let mut operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("crash");
-    let containers: Vec<LxdContainer> = (1..=30)
-        .map(|i| {
-            LxdContainer::builder(&format!("r{i}"))
-                .namespace(&namespace)
-                .build()
-        })
-        .collect();
+    let containers = numbered_containers(&namespace, "r", 30, |c| c);
     let started = Instant::now();
     operator.apply_containers(&containers);
     for crash in 1..=3 {

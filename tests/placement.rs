@@ -195,12 +195,11 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
     let namespace = operator.namespace("place");
     let (url, server) = webhook("node3");
     operator.apply(&policy("steered", &url, "Fail"));
-    operator.apply_containers(&[container(&namespace, "w1", "64Mi")
-        .policy("steered")
-        .build()]);
-    operator.apply_containers(&[container(&namespace, "w2", "64Mi")
-        .policy("steered")
-        .build()]);
+    let apply_with_policy = |name: &str, policy: &str| {
+        operator.apply_containers(&[container(&namespace, name, "64Mi").policy(policy).build()])
+    };
+    apply_with_policy("w1", "steered");
+    apply_with_policy("w2", "steered");
     let placed = members_when_scheduled(&operator, &namespace, 2);
     assert_eq!(
         placed.values().collect::<Vec<_>>(),
@@ -213,12 +212,8 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
     // without it.
     operator.apply(&policy("strict", &url, "Fail"));
     operator.apply(&policy("lenient", &url, "Ignore"));
-    operator.apply_containers(&[container(&namespace, "strict-1", "64Mi")
-        .policy("strict")
-        .build()]);
-    operator.apply_containers(&[container(&namespace, "lenient-1", "64Mi")
-        .policy("lenient")
-        .build()]);
+    apply_with_policy("strict-1", "strict");
+    apply_with_policy("lenient-1", "lenient");
     let strict = wait_for(
         Duration::from_secs(30),
         "strict-1 waiting for the webhook",

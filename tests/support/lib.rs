@@ -13,6 +13,7 @@ pub mod operator;
 use lxd_operator::lxd::types::{InstanceCreate, InstanceSource};
 use lxd_operator::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, ServerTrust};
 use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::testing::LxdContainerBuilder;
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
@@ -247,6 +248,19 @@ pub fn manifests(containers: &[LxdContainer]) -> String {
         .map(manifest)
         .collect::<Vec<_>>()
         .join("---\n")
+}
+
+/// `count` containers of `namespace` named `{prefix}1`, `{prefix}2`, ..., each the plain one of
+/// [`LxdContainer::builder`] as `shape` changes it.
+pub fn numbered_containers(
+    namespace: &str,
+    prefix: &str,
+    count: usize,
+    shape: impl Fn(LxdContainerBuilder) -> LxdContainerBuilder,
+) -> Vec<LxdContainer> {
+    (1..=count)
+        .map(|i| shape(LxdContainer::builder(&format!("{prefix}{i}")).namespace(namespace)).build())
+        .collect()
 }
 
 /// The condition of type `kind` (`Ready`, `Scheduled`, ...) in an object's `status`.
