@@ -46,6 +46,19 @@ fn lxd_status(cluster: &TestCluster, instance: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Waits until LXD lists `instance` in `status` (`RUNNING`, `STOPPED`), for at most `timeout`.
+fn wait_for_lxd_status(
+    cluster: &TestCluster,
+    instance: &str,
+    status: &str,
+    timeout: Duration,
+    what: &str,
+) {
+    wait_for(timeout, what, || {
+        (lxd_status(cluster, instance) == status).then_some(())
+    });
+}
+
 #[test]
 fn ten_containers_applied_at_once_run_within_a_minute_on_more_than_one_member() {
     let cluster = TestCluster::get();
@@ -93,9 +106,13 @@ fn the_desired_state_and_config_changes_reach_lxd() {
         .config("user.note", "first")
         .build()]);
     let instance = format!("{namespace}-app");
-    wait_for(Duration::from_secs(60), "app Running", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "app Running",
+    );
 
     merge_patch(
         &operator,
@@ -103,9 +120,13 @@ fn the_desired_state_and_config_changes_reach_lxd() {
         "app",
         r#"{"spec":{"state":"Stopped"}}"#,
     );
-    wait_for(Duration::from_secs(30), "app Stopped in LXD", || {
-        (lxd_status(cluster, &instance) == "STOPPED").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "STOPPED",
+        Duration::from_secs(30),
+        "app Stopped in LXD",
+    );
     wait_for(Duration::from_secs(10), "phase Stopped", || {
         (phases(&operator, &namespace)["app"].0 == "Stopped").then_some(())
     });
@@ -116,9 +137,13 @@ fn the_desired_state_and_config_changes_reach_lxd() {
         "app",
         r#"{"spec":{"state":"Running"}}"#,
     );
-    wait_for(Duration::from_secs(30), "app Running again", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(30),
+        "app Running again",
+    );
 
     merge_patch(
         &operator,
@@ -140,25 +165,33 @@ fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
     let namespace = operator.namespace("drift");
     operator.apply_containers(&[LxdContainer::builder("keep").namespace(&namespace).build()]);
     let instance = format!("{namespace}-keep");
-    wait_for(Duration::from_secs(60), "keep Running", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "keep Running",
+    );
 
     cluster.lxc_when_idle(&["stop", "--force", &instance]);
     let stopped = Instant::now();
-    wait_for(
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
         Duration::from_secs(5),
         "the stopped instance to run again",
-        || (lxd_status(cluster, &instance) == "RUNNING").then_some(()),
     );
     println!("restarted after {:?}", stopped.elapsed());
 
     cluster.lxc_when_idle(&["delete", "--force", &instance]);
     let deleted = Instant::now();
-    wait_for(
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
         Duration::from_secs(5),
         "the deleted instance to run again",
-        || (lxd_status(cluster, &instance) == "RUNNING").then_some(()),
     );
     println!("recreated after {:?}", deleted.elapsed());
     assert_eq!(managed_instances(cluster, &namespace).len(), 1);
@@ -249,9 +282,13 @@ fn metrics_and_health_tell_what_the_controller_did() {
         .strategy(PlacementStrategy::Spread)
         .build()]);
     let instance = format!("{namespace}-m1");
-    wait_for(Duration::from_secs(60), "m1 Running", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "m1 Running",
+    );
     let base = operator.metrics_url.clone().unwrap();
     assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
     wait_for(Duration::from_secs(10), "ready", || {

@@ -57,25 +57,18 @@ mod tests {
             weight: None,
         };
         let filter = filter("anti-affinity");
-        let mut by_member = request(1.0, 1.0);
-        by_member.placement.anti_affinity = vec![term(Topology::Member)];
-        let context = context_for(&by_member, &snapshot);
-        let passing: Vec<&str> = snapshot
-            .members
-            .iter()
-            .filter(|m| filter.filter(&context, m).is_none())
-            .map(|m| m.name.as_str())
-            .collect();
-        assert_eq!(passing, ["node2", "node3"]);
-        let mut by_domain = request(1.0, 1.0);
-        by_domain.placement.anti_affinity = vec![term(Topology::FailureDomain)];
-        let context = context_for(&by_domain, &snapshot);
-        let passing: Vec<&str> = snapshot
-            .members
-            .iter()
-            .filter(|m| filter.filter(&context, m).is_none())
-            .map(|m| m.name.as_str())
-            .collect();
-        assert_eq!(passing, ["node3"]);
+        let passing = |topology| {
+            let mut wanted = request(1.0, 1.0);
+            wanted.placement.anti_affinity = vec![term(topology)];
+            let context = context_for(&wanted, &snapshot);
+            snapshot
+                .members
+                .iter()
+                .filter(|m| filter.filter(&context, m).is_none())
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(passing(Topology::Member), ["node2", "node3"]);
+        assert_eq!(passing(Topology::FailureDomain), ["node3"]);
     }
 }
