@@ -51,6 +51,27 @@ fn members_when_scheduled(
     })
 }
 
+/// Six containers of `memory` each, named `{prefix}1` to `{prefix}6`, applied at once to an
+/// operator and namespace of their own and placed by `strategy`; with the member each got.
+fn six_placed_by(
+    strategy: PlacementStrategy,
+    prefix: &str,
+    memory: &str,
+) -> (Operator, String, BTreeMap<String, String>) {
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
+    let containers: Vec<LxdContainer> = (1..=6)
+        .map(|i| {
+            container(&namespace, &format!("{prefix}{i}"), memory)
+                .strategy(strategy)
+                .build()
+        })
+        .collect();
+    operator.apply_containers(&containers);
+    let placed = members_when_scheduled(&operator, &namespace, 6);
+    (operator, namespace, placed)
+}
+
 /// Memory of one member as LXD reports it (members of the test cluster share one host).
 fn member_memory(cluster: &TestCluster) -> u64 {
     let resources: Value =
@@ -78,34 +99,15 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         ]);
     }
 
-    let operator = Operator::standalone_with_cluster();
-    let namespace = operator.namespace("place");
-    let spread_out: Vec<LxdContainer> = (1..=6)
-        .map(|i| {
-            container(&namespace, &format!("ll{i}"), "512Mi")
-                .strategy(PlacementStrategy::LeastLoaded)
-                .build()
-        })
-        .collect();
-    operator.apply_containers(&spread_out);
-    let placed = members_when_scheduled(&operator, &namespace, 6);
+    let (operator, namespace, placed) =
+        six_placed_by(PlacementStrategy::LeastLoaded, "ll", "512Mi");
     println!("least-loaded: {placed:?}");
     assert!(
         placed.values().all(|m| m != "node3"),
         "least-loaded used the full member: {placed:?}"
     );
 
-    let packer = Operator::standalone_with_cluster();
-    let packed_namespace = packer.namespace("place");
-    let packed: Vec<LxdContainer> = (1..=6)
-        .map(|i| {
-            container(&packed_namespace, &format!("bp{i}"), "1Gi")
-                .strategy(PlacementStrategy::BinPack)
-                .build()
-        })
-        .collect();
-    packer.apply_containers(&packed);
-    let placed = members_when_scheduled(&packer, &packed_namespace, 6);
+    let (packer, packed_namespace, placed) = six_placed_by(PlacementStrategy::BinPack, "bp", "1Gi");
     println!("bin-pack: {placed:?}");
     assert_eq!(
         placed.values().filter(|m| *m == "node3").count(),
