@@ -4,7 +4,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
@@ -15,8 +14,7 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
-use lxd_operator_crds::container::{DesiredState, ImageSource, LxdContainerSpec};
-use lxd_operator_crds::shared::ClusterReference;
+use lxd_operator_crds::container::DesiredState;
 use lxd_operator_crds::{LxdContainer, LxdContainerStatus};
 use lxd_operator_tests::operator::{Mode, Operator};
 use serde_json::json;
@@ -26,26 +24,7 @@ async fn client(operator: &Operator) -> Client {
 }
 
 fn container(name: &str) -> LxdContainer {
-    LxdContainer::new(
-        name,
-        LxdContainerSpec {
-            cluster_ref: ClusterReference {
-                name: "local".into(),
-            },
-            instance_name: None,
-            image: ImageSource {
-                alias: Some("busybox".into()),
-                fingerprint: None,
-            },
-            profiles: None,
-            config: BTreeMap::new(),
-            devices: BTreeMap::new(),
-            resources: None,
-            ephemeral: false,
-            state: DesiredState::Running,
-            placement: None,
-        },
-    )
+    LxdContainer::builder(name).build()
 }
 
 #[tokio::test]

@@ -6,38 +6,18 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use lxd_operator_tests::operator::{Mode, Operator, wait_for};
-use lxd_operator_tests::{TestCluster, cluster_manifest, http_get, managed_instances, unique_name};
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::container::PlacementStrategy;
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{
+    TestCluster, condition, http_get, managed_instances, numbered_containers,
+};
 use serde_json::Value;
-
-fn operator() -> Operator {
-    let operator = Operator::start(Mode::Standalone);
-    operator.apply(&cluster_manifest());
-    operator
-}
-
-fn namespace(operator: &Operator, prefix: &str) -> String {
-    let namespace = unique_name(prefix);
-    operator.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
-    ));
-    namespace
-}
-
-fn container(namespace: &str, name: &str, extra: &str) -> String {
-    format!(
-        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n{extra}"
-    )
-}
 
 /// Phase of every LxdContainer in the namespace.
 fn phases(operator: &Operator, namespace: &str) -> BTreeMap<String, (String, String)> {
-    let list: Value =
-        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdc", "-n", namespace, "-o", "json"]))
-            .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
+    operator
+        .containers(namespace)
         .iter()
         .map(|item| {
             let name = item["metadata"]["name"].as_str().unwrap().to_owned();
@@ -54,27 +34,39 @@ fn phases(operator: &Operator, namespace: &str) -> BTreeMap<String, (String, Str
         .collect()
 }
 
+/// `kubectl patch --type merge` of one LxdContainer, as a user changes it.
+fn merge_patch(operator: &Operator, namespace: &str, name: &str, patch: &str) {
+    operator.kubectl_ok(&[
+        "patch", "lxdc", name, "-n", namespace, "--type", "merge", "-p", patch,
+    ]);
+}
+
 fn lxd_status(cluster: &TestCluster, instance: &str) -> String {
     let output = cluster.lxc_on(0, &["list", instance, "--format", "csv", "--columns", "s"]);
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Waits until LXD lists `instance` in `status` (`RUNNING`, `STOPPED`), for at most `timeout`.
+fn wait_for_lxd_status(
+    cluster: &TestCluster,
+    instance: &str,
+    status: &str,
+    timeout: Duration,
+    what: &str,
+) {
+    wait_for(timeout, what, || {
+        (lxd_status(cluster, instance) == status).then_some(())
+    });
+}
+
 #[test]
 fn ten_containers_applied_at_once_run_within_a_minute_on_more_than_one_member() {
     let cluster = TestCluster::get();
-    let operator = operator();
-    let namespace = namespace(&operator, "ten");
-    let manifests: Vec<String> = (1..=10)
-        .map(|i| {
-            container(
-                &namespace,
-                &format!("c{i}"),
-                "  resources: {cpu: 0.5, memory: 64Mi}\n",
-            )
-        })
-        .collect();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("ten");
+    let containers = numbered_containers(&namespace, "c", 10, |c| c.cpu(0.5).memory("64Mi"));
     let started = Instant::now();
-    operator.apply(&manifests.join("---\n"));
+    operator.apply_containers(&containers);
     let running = wait_for(Duration::from_secs(60), "ten Running containers", || {
         let phases = phases(&operator, &namespace);
         (phases.len() == 10 && phases.values().all(|(phase, _)| phase == "Running"))
@@ -101,137 +93,118 @@ fn ten_containers_applied_at_once_run_within_a_minute_on_more_than_one_member() 
         table.contains("MEMBER") && table.contains("node"),
         "{table}"
     );
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
 }
 
 #[test]
 fn the_desired_state_and_config_changes_reach_lxd() {
     let cluster = TestCluster::get();
-    let operator = operator();
-    let namespace = namespace(&operator, "state");
-    operator.apply(&container(
-        &namespace,
-        "app",
-        "  config: {user.note: first}\n",
-    ));
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("state");
+    operator.apply_containers(&[LxdContainer::builder("app")
+        .namespace(&namespace)
+        .config("user.note", "first")
+        .build()]);
     let instance = format!("{namespace}-app");
-    wait_for(Duration::from_secs(60), "app Running", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "app Running",
+    );
 
-    operator.kubectl_ok(&[
-        "patch",
-        "lxdc",
-        "app",
-        "-n",
+    merge_patch(
+        &operator,
         &namespace,
-        "--type",
-        "merge",
-        "-p",
+        "app",
         r#"{"spec":{"state":"Stopped"}}"#,
-    ]);
-    wait_for(Duration::from_secs(30), "app Stopped in LXD", || {
-        (lxd_status(cluster, &instance) == "STOPPED").then_some(())
-    });
+    );
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "STOPPED",
+        Duration::from_secs(30),
+        "app Stopped in LXD",
+    );
     wait_for(Duration::from_secs(10), "phase Stopped", || {
         (phases(&operator, &namespace)["app"].0 == "Stopped").then_some(())
     });
 
-    operator.kubectl_ok(&[
-        "patch",
-        "lxdc",
-        "app",
-        "-n",
+    merge_patch(
+        &operator,
         &namespace,
-        "--type",
-        "merge",
-        "-p",
+        "app",
         r#"{"spec":{"state":"Running"}}"#,
-    ]);
-    wait_for(Duration::from_secs(30), "app Running again", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    );
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(30),
+        "app Running again",
+    );
 
-    operator.kubectl_ok(&[
-        "patch",
-        "lxdc",
-        "app",
-        "-n",
+    merge_patch(
+        &operator,
         &namespace,
-        "--type",
-        "merge",
-        "-p",
+        "app",
         r#"{"spec":{"config":{"user.note":"second"}}}"#,
-    ]);
+    );
     wait_for(Duration::from_secs(30), "the config change in LXD", || {
         let output = cluster.lxc_on(0, &["config", "get", &instance, "user.note"]);
         (String::from_utf8_lossy(&output.stdout).trim() == "second").then_some(())
     });
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
 }
 
 #[test]
 fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
     let cluster = TestCluster::get();
-    let operator = operator();
-    let namespace = namespace(&operator, "drift");
-    operator.apply(&container(&namespace, "keep", ""));
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("drift");
+    operator.apply_containers(&[LxdContainer::builder("keep").namespace(&namespace).build()]);
     let instance = format!("{namespace}-keep");
-    wait_for(Duration::from_secs(60), "keep Running", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "keep Running",
+    );
 
     cluster.lxc_when_idle(&["stop", "--force", &instance]);
     let stopped = Instant::now();
-    wait_for(
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
         Duration::from_secs(5),
         "the stopped instance to run again",
-        || (lxd_status(cluster, &instance) == "RUNNING").then_some(()),
     );
     println!("restarted after {:?}", stopped.elapsed());
 
     cluster.lxc_when_idle(&["delete", "--force", &instance]);
     let deleted = Instant::now();
-    wait_for(
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
         Duration::from_secs(5),
         "the deleted instance to run again",
-        || (lxd_status(cluster, &instance) == "RUNNING").then_some(()),
     );
     println!("recreated after {:?}", deleted.elapsed());
     assert_eq!(managed_instances(cluster, &namespace).len(), 1);
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
 }
 
 #[test]
 fn deleting_containers_deletes_their_instances() {
     let cluster = TestCluster::get();
-    let operator = operator();
-    let namespace = namespace(&operator, "delete");
-    let manifests: Vec<String> = (1..=3)
-        .map(|i| container(&namespace, &format!("d{i}"), ""))
-        .collect();
-    operator.apply(&manifests.join("---\n"));
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("delete");
+    let containers = numbered_containers(&namespace, "d", 3, |c| c);
+    operator.apply_containers(&containers);
     wait_for(Duration::from_secs(60), "three instances", || {
         (managed_instances(cluster, &namespace).len() == 3).then_some(())
     });
@@ -241,7 +214,7 @@ fn deleting_containers_deletes_their_instances() {
         .map(|i| i.owner_name)
         .collect();
     assert_eq!(left, BTreeSet::from(["d2".to_owned(), "d3".to_owned()]));
-    operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    operator.delete_containers(&namespace, Duration::from_secs(60));
     assert!(
         managed_instances(cluster, &namespace).is_empty(),
         "instances left behind"
@@ -251,11 +224,12 @@ fn deleting_containers_deletes_their_instances() {
 #[test]
 fn a_nonexistent_image_fails_with_lxds_message_and_leaves_no_instance() {
     let cluster = TestCluster::get();
-    let operator = operator();
-    let namespace = namespace(&operator, "noimage");
-    operator.apply(
-        &container(&namespace, "ghost", "").replace("alias: busybox", "alias: no-such-image"),
-    );
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("noimage");
+    operator.apply_containers(&[LxdContainer::builder("ghost")
+        .namespace(&namespace)
+        .image("no-such-image")
+        .build()]);
     let object: Value = wait_for(Duration::from_secs(30), "phase Failed", || {
         let object: Value = serde_json::from_str(
             &operator.kubectl_ok(&["get", "lxdc", "ghost", "-n", &namespace, "-o", "json"]),
@@ -263,13 +237,7 @@ fn a_nonexistent_image_fails_with_lxds_message_and_leaves_no_instance() {
         .unwrap();
         (object["status"]["phase"] == "Failed").then_some(object)
     });
-    let ready = object["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Ready")
-        .unwrap()
-        .clone();
+    let ready = condition(&object["status"], "Ready").unwrap();
     assert_eq!(ready["status"], "False");
     assert!(
         ready["message"]
@@ -288,24 +256,13 @@ fn a_nonexistent_image_fails_with_lxds_message_and_leaves_no_instance() {
 
 #[test]
 fn an_invalid_spec_is_refused_naming_the_field() {
-    let operator = operator();
-    let namespace = namespace(&operator, "invalid");
-    let output = operator.kubectl(&["apply", "-f", "-"]);
-    drop(output);
-    let manifest = container(
-        &namespace,
-        "bad",
-        "  state: Paused\n  resources: {cpu: -1}\n",
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("invalid");
+    // Written by hand: the API types cannot hold a state that does not exist.
+    let manifest = format!(
+        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: bad, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n  state: Paused\n  resources: {{cpu: -1}}\n"
     );
-    let mut child = std::process::Command::new("kubectl")
-        .args(["apply", "-f", "-"])
-        .env("KUBECONFIG", operator.kubeconfig())
-        .stdin(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut child.stdin.take().unwrap(), manifest.as_bytes()).unwrap();
-    let output = child.wait_with_output().unwrap();
+    let output = operator.kubectl_with_input(&["apply", "-f", "-"], &manifest);
     let error = String::from_utf8_lossy(&output.stderr);
     assert!(!output.status.success());
     assert!(
@@ -318,17 +275,20 @@ fn an_invalid_spec_is_refused_naming_the_field() {
 #[test]
 fn metrics_and_health_tell_what_the_controller_did() {
     let cluster = TestCluster::get();
-    let operator = operator();
-    let namespace = namespace(&operator, "metrics");
-    operator.apply(&container(
-        &namespace,
-        "m1",
-        "  placement: {strategy: spread}\n",
-    ));
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("metrics");
+    operator.apply_containers(&[LxdContainer::builder("m1")
+        .namespace(&namespace)
+        .strategy(PlacementStrategy::Spread)
+        .build()]);
     let instance = format!("{namespace}-m1");
-    wait_for(Duration::from_secs(60), "m1 Running", || {
-        (lxd_status(cluster, &instance) == "RUNNING").then_some(())
-    });
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "m1 Running",
+    );
     let base = operator.metrics_url.clone().unwrap();
     assert_eq!(http_get(&format!("{base}/healthz")).0, 200);
     wait_for(Duration::from_secs(10), "ready", || {
@@ -368,12 +328,5 @@ fn metrics_and_health_tell_what_the_controller_did() {
     );
     assert!(value("lxd_operator_lxd_event_stream_connects_total") >= 1.0);
     assert_eq!(value("lxd_operator_leader"), 1.0);
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
 }

@@ -7,9 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use lxd_operator_tests::operator::{Mode, Operator, wait_for};
-use lxd_operator_tests::{TestCluster, cluster_manifest, managed_instances, unique_name};
-use serde_json::Value;
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, managed_instances, numbered_containers};
 
 /// A pause between `low` and `high` milliseconds, different each run.
 fn random_pause(low: u64, high: u64) -> Duration {
@@ -23,17 +22,11 @@ fn random_pause(low: u64, high: u64) -> Duration {
 #[test]
 fn thirty_containers_survive_three_crashes_of_the_operator() {
     let cluster = TestCluster::get();
-    let mut operator = Operator::start(Mode::Standalone);
-    operator.apply(&cluster_manifest());
-    let namespace = unique_name("crash");
-    operator.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
-    ));
-    let manifests: Vec<String> = (1..=30)
-        .map(|i| format!("apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: r{i}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n"))
-        .collect();
+    let mut operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("crash");
+    let containers = numbered_containers(&namespace, "r", 30, |c| c);
     let started = Instant::now();
-    operator.apply(&manifests.join("---\n"));
+    operator.apply_containers(&containers);
     for crash in 1..=3 {
         std::thread::sleep(random_pause(300, 2500));
         let made = managed_instances(cluster, &namespace).len();
@@ -45,11 +38,7 @@ fn thirty_containers_survive_three_crashes_of_the_operator() {
     }
     let uids: BTreeMap<String, String> =
         wait_for(Duration::from_secs(120), "30 Running containers", || {
-            let list: Value = serde_json::from_str(
-                &operator.kubectl_ok(&["get", "lxdc", "-n", &namespace, "-o", "json"]),
-            )
-            .unwrap();
-            let items = list["items"].as_array().unwrap();
+            let items = operator.containers(&namespace);
             let running = items
                 .iter()
                 .filter(|i| i["status"]["phase"] == "Running")
@@ -82,13 +71,6 @@ fn thirty_containers_survive_three_crashes_of_the_operator() {
             "orphan: {instance:?}"
         );
     }
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
     assert!(managed_instances(cluster, &namespace).is_empty());
 }

@@ -8,9 +8,10 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use lxd_operator_crds::LxdContainer;
 use lxd_operator_tests::operator::{Mode, Operator, wait_for};
 use lxd_operator_tests::{
-    TestCluster, cluster_manifest, http_get, managed_instances, operator_binary, unique_name,
+    TestCluster, cluster_manifest, http_get, managed_instances, operator_binary,
 };
 
 const LEASE_SECONDS: u64 = 4;
@@ -74,12 +75,6 @@ impl Drop for Replica {
     }
 }
 
-fn container(namespace: &str, name: &str) -> String {
-    format!(
-        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n"
-    )
-}
-
 fn running(cluster: &TestCluster, namespace: &str, owner: &str) -> bool {
     managed_instances(cluster, namespace)
         .iter()
@@ -91,10 +86,7 @@ fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease_duration()
     let cluster = TestCluster::get();
     let api = Operator::start(Mode::Apiserver);
     api.apply(&cluster_manifest());
-    let namespace = unique_name("ha");
-    api.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
-    ));
+    let namespace = api.namespace("ha");
 
     let first = Replica::start(&api, "replica-a");
     let second = Replica::start(&api, "replica-b");
@@ -120,7 +112,9 @@ fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease_duration()
     ]);
     assert!(holder.starts_with("replica-"), "{holder}");
 
-    api.apply(&container(&namespace, "before"));
+    api.apply_containers(&[LxdContainer::builder("before")
+        .namespace(&namespace)
+        .build()]);
     wait_for(
         Duration::from_secs(60),
         "the leader to run the first container",
@@ -142,12 +136,12 @@ fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease_duration()
         "handover took {handover:?}"
     );
 
-    api.apply(&container(&namespace, "after"));
+    api.apply_containers(&[LxdContainer::builder("after").namespace(&namespace).build()]);
     wait_for(
         Duration::from_secs(60),
         "the new leader to run the second container",
         || running(cluster, &namespace, "after").then_some(()),
     );
-    api.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    api.delete_containers(&namespace, Duration::from_secs(60));
     assert!(managed_instances(cluster, &namespace).is_empty());
 }

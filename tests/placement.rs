@@ -9,33 +9,24 @@ use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use lxd_operator_tests::operator::{Mode, Operator, wait_for};
-use lxd_operator_tests::{TestCluster, cluster_manifest, http_get, unique_name};
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::container::{DesiredState, Placement, PlacementStrategy};
+use lxd_operator_crds::testing::LxdContainerBuilder;
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, condition, http_get, unique_name};
 use serde_json::Value;
 
-fn start() -> (Operator, String) {
-    let operator = Operator::start(Mode::Standalone);
-    operator.apply(&cluster_manifest());
-    let namespace = unique_name("place");
-    operator.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
-    ));
-    (operator, namespace)
-}
-
-fn container(namespace: &str, name: &str, memory: &str, placement: &str) -> String {
-    format!(
-        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n  state: Stopped\n  resources: {{memory: {memory}}}\n  placement: {placement}\n"
-    )
+/// A Stopped container of `namespace` that asks for `memory`: placement needs no more.
+fn container(namespace: &str, name: &str, memory: &str) -> LxdContainerBuilder {
+    LxdContainer::builder(name)
+        .namespace(namespace)
+        .state(DesiredState::Stopped)
+        .memory(memory)
 }
 
 fn statuses(operator: &Operator, namespace: &str) -> BTreeMap<String, Value> {
-    let list: Value =
-        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdc", "-n", namespace, "-o", "json"]))
-            .unwrap();
-    list["items"]
-        .as_array()
-        .unwrap()
+    operator
+        .containers(namespace)
         .iter()
         .map(|i| {
             (
@@ -65,6 +56,27 @@ fn members_when_scheduled(
 /// another's placement.
 static FILLING_A_MEMBER: Mutex<()> = Mutex::new(());
 
+/// Six containers of `memory` each, named `{prefix}1` to `{prefix}6`, applied at once to an
+/// operator and namespace of their own and placed by `strategy`; with the member each got.
+fn six_placed_by(
+    strategy: PlacementStrategy,
+    prefix: &str,
+    memory: &str,
+) -> (Operator, String, BTreeMap<String, String>) {
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
+    let containers: Vec<LxdContainer> = (1..=6)
+        .map(|i| {
+            container(&namespace, &format!("{prefix}{i}"), memory)
+                .strategy(strategy)
+                .build()
+        })
+        .collect();
+    operator.apply_containers(&containers);
+    let placed = members_when_scheduled(&operator, &namespace, 6);
+    (operator, namespace, placed)
+}
+
 /// Memory of one member as LXD reports it (members of the test cluster share one host).
 fn member_memory(cluster: &TestCluster) -> u64 {
     let resources: Value =
@@ -93,38 +105,15 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         ]);
     }
 
-    let (operator, namespace) = start();
-    let spread_out: Vec<String> = (1..=6)
-        .map(|i| {
-            container(
-                &namespace,
-                &format!("ll{i}"),
-                "512Mi",
-                "{strategy: least-loaded}",
-            )
-        })
-        .collect();
-    operator.apply(&spread_out.join("---\n"));
-    let placed = members_when_scheduled(&operator, &namespace, 6);
+    let (operator, namespace, placed) =
+        six_placed_by(PlacementStrategy::LeastLoaded, "ll", "512Mi");
     println!("least-loaded: {placed:?}");
     assert!(
         placed.values().all(|m| m != "node3"),
         "least-loaded used the full member: {placed:?}"
     );
 
-    let (packer, packed_namespace) = start();
-    let packed: Vec<String> = (1..=6)
-        .map(|i| {
-            container(
-                &packed_namespace,
-                &format!("bp{i}"),
-                "1Gi",
-                "{strategy: bin-pack}",
-            )
-        })
-        .collect();
-    packer.apply(&packed.join("---\n"));
-    let placed = members_when_scheduled(&packer, &packed_namespace, 6);
+    let (packer, packed_namespace, placed) = six_placed_by(PlacementStrategy::BinPack, "bp", "1Gi");
     println!("bin-pack: {placed:?}");
     assert_eq!(
         placed.values().filter(|m| *m == "node3").count(),
@@ -132,22 +121,8 @@ fn load_placed_out_of_band_is_avoided_by_least_loaded_and_filled_first_by_bin_pa
         "bin-pack fills node3 as far as it fits: {placed:?}"
     );
 
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
-    packer.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &packed_namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    packer.delete_containers(&packed_namespace, Duration::from_secs(120));
     for name in &fillers {
         cluster.lxc(&["delete", "--force", name]);
     }
@@ -177,7 +152,8 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
         ]);
     }
 
-    let (operator, namespace) = start();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
     let policy = unique_name("balanced");
     operator.apply(&format!(
         "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdPlacementPolicy\nmetadata: {{name: {policy}}}\nspec:\n  filters: [{{name: capacity}}]\n  scorers: [{{name: least-allocated, weight: 1}}]\n"
@@ -192,15 +168,14 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
     ]);
     // Half a core each: counted as unlimited (a small default each), the fillers would leave
     // node1 looking the emptiest after a few of these.
-    let small: Vec<String> = (1..=6)
+    let small: Vec<LxdContainer> = (1..=6)
         .map(|i| {
-            container(&namespace, &format!("small{i}"), "512Mi", "{}").replace(
-                "resources: {memory: 512Mi}",
-                "resources: {cpu: 0.5, memory: 512Mi}",
-            )
+            container(&namespace, &format!("small{i}"), "512Mi")
+                .cpu(0.5)
+                .build()
         })
         .collect();
-    operator.apply(&small.join("---\n"));
+    operator.apply_containers(&small);
     let placed = members_when_scheduled(&operator, &namespace, 6);
     println!("the cluster's default policy: {placed:?}");
     assert!(
@@ -239,14 +214,7 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
         "no {label} in\n{metrics}"
     );
 
-    operator.kubectl_ok(&[
-        "delete",
-        "lxdc",
-        "--all",
-        "-n",
-        &namespace,
-        "--timeout=120s",
-    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
     for name in &fillers {
         cluster.lxc(&["delete", "--force", name]);
     }
@@ -254,27 +222,26 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
 
 #[test]
 fn a_pin_holds_and_an_impossible_request_is_unschedulable_with_counted_reasons() {
-    let (operator, namespace) = start();
-    operator.apply(&container(&namespace, "pinned", "64Mi", "{target: node2}"));
-    operator.apply(&container(&namespace, "huge", "100Ti", "{}"));
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
+    operator.apply_containers(&[container(&namespace, "pinned", "64Mi")
+        .target("node2")
+        .build()]);
+    operator.apply_containers(&[container(&namespace, "huge", "100Ti")
+        .placement(Placement::default())
+        .build()]);
     let pinned = members_when_scheduled(&operator, &namespace, 1);
     assert_eq!(pinned["pinned"], "node2");
     let huge = wait_for(Duration::from_secs(30), "huge Unschedulable", || {
         let status = statuses(&operator, &namespace)["huge"].clone();
         (status["phase"] == "Unschedulable").then_some(status)
     });
-    let scheduled = huge["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Scheduled")
-        .unwrap()
-        .clone();
+    let scheduled = condition(&huge, "Scheduled").unwrap();
     assert_eq!(
         scheduled["message"], "0/3 members: 3 insufficient memory",
         "{scheduled}"
     );
-    operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    operator.delete_containers(&namespace, Duration::from_secs(60));
 }
 
 /// A webhook that scores one member 100 and the others 0, for `requests` requests.
@@ -324,11 +291,15 @@ fn policy(name: &str, url: &str, failure: &str) -> String {
 
 #[test]
 fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
-    let (operator, namespace) = start();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("place");
     let (url, server) = webhook("node3");
     operator.apply(&policy("steered", &url, "Fail"));
-    operator.apply(&container(&namespace, "w1", "64Mi", "{policy: steered}"));
-    operator.apply(&container(&namespace, "w2", "64Mi", "{policy: steered}"));
+    let apply_with_policy = |name: &str, policy: &str| {
+        operator.apply_containers(&[container(&namespace, name, "64Mi").policy(policy).build()])
+    };
+    apply_with_policy("w1", "steered");
+    apply_with_policy("w2", "steered");
     let placed = members_when_scheduled(&operator, &namespace, 2);
     assert_eq!(
         placed.values().collect::<Vec<_>>(),
@@ -341,27 +312,14 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
     // without it.
     operator.apply(&policy("strict", &url, "Fail"));
     operator.apply(&policy("lenient", &url, "Ignore"));
-    operator.apply(&container(
-        &namespace,
-        "strict-1",
-        "64Mi",
-        "{policy: strict}",
-    ));
-    operator.apply(&container(
-        &namespace,
-        "lenient-1",
-        "64Mi",
-        "{policy: lenient}",
-    ));
+    apply_with_policy("strict-1", "strict");
+    apply_with_policy("lenient-1", "lenient");
     let strict = wait_for(
         Duration::from_secs(30),
         "strict-1 waiting for the webhook",
         || {
             let status = statuses(&operator, &namespace)["strict-1"].clone();
-            let scheduled = status["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Scheduled").cloned());
-            scheduled
+            condition(&status, "Scheduled")
                 .filter(|c| c["reason"] == "WebhookFailed")
                 .map(|_| status)
         },
@@ -377,12 +335,12 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
                 .map(|_| ())
         },
     );
-    operator.kubectl_ok(&["delete", "lxdc", "--all", "-n", &namespace, "--timeout=60s"]);
+    operator.delete_containers(&namespace, Duration::from_secs(60));
 }
 
 #[test]
 fn a_policy_naming_an_unknown_plugin_is_not_ready_and_says_which() {
-    let (operator, _) = start();
+    let operator = Operator::standalone_with_cluster();
     operator.apply("apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdPlacementPolicy\nmetadata: {name: typo}\nspec:\n  scorers: [{name: least-alocated, weight: 2}]\n");
     let ready = wait_for(
         Duration::from_secs(20),
@@ -391,9 +349,7 @@ fn a_policy_naming_an_unknown_plugin_is_not_ready_and_says_which() {
             let policy: Value =
                 serde_json::from_str(&operator.kubectl_ok(&["get", "lxdpp", "typo", "-o", "json"]))
                     .unwrap();
-            policy["status"]["conditions"]
-                .as_array()
-                .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned())
+            condition(&policy["status"], "Ready")
         },
     );
     assert_eq!(ready["status"], "False");

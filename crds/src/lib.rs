@@ -15,6 +15,8 @@ pub mod container;
 pub mod generate;
 pub mod policy;
 pub mod shared;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use cluster::{LxdCluster, LxdClusterSpec, LxdClusterStatus};
 pub use container::{LxdContainer, LxdContainerSpec, LxdContainerStatus};

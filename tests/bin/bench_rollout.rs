@@ -11,8 +11,9 @@
 use std::time::{Duration, Instant};
 
 use lxd_operator::lxd::types::{StateAction, Target};
-use lxd_operator_tests::operator::{Mode, Operator};
-use lxd_operator_tests::{TestCluster, busybox, cluster_manifest, managed_instances, unique_name};
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_tests::operator::Operator;
+use lxd_operator_tests::{TestCluster, busybox, managed_instances, unique_name};
 
 fn delete_all(cluster: &TestCluster, names: &[String]) {
     std::thread::scope(|scope| {
@@ -27,17 +28,17 @@ fn delete_all(cluster: &TestCluster, names: &[String]) {
 }
 
 fn through_operator(cluster: &TestCluster, n: usize) -> Duration {
-    let operator = Operator::start(Mode::Standalone);
-    operator.apply(&cluster_manifest());
-    let namespace = unique_name("bench");
-    operator.apply(&format!(
-        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
-    ));
-    let manifests: Vec<String> = (0..n)
-        .map(|i| format!("apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainer\nmetadata: {{name: b{i}, namespace: {namespace}}}\nspec:\n  clusterRef: {{name: local}}\n  image: {{alias: busybox}}\n"))
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("bench");
+    let containers: Vec<LxdContainer> = (0..n)
+        .map(|i| {
+            LxdContainer::builder(&format!("b{i}"))
+                .namespace(&namespace)
+                .build()
+        })
         .collect();
     let started = Instant::now();
-    operator.apply(&manifests.join("---\n"));
+    operator.apply_containers(&containers);
     // Waited for on the operator's Ready conditions, through a watch of the API: polling
     // LXD's full instance list would load LXD in this way only.
     wait_until_ready(&operator, &namespace, n);

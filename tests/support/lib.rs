@@ -12,6 +12,8 @@ pub mod operator;
 
 use lxd_operator::lxd::types::{InstanceCreate, InstanceSource};
 use lxd_operator::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, ServerTrust};
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::testing::LxdContainerBuilder;
 
 /// The repository's root folder.
 pub fn repo_root() -> PathBuf {
@@ -232,6 +234,40 @@ pub fn cluster_manifest() -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `container` as the YAML a user would `kubectl apply`.
+pub fn manifest(container: &LxdContainer) -> String {
+    serde_saphyr::to_string(container).expect("an LxdContainer as YAML")
+}
+
+/// Several containers in one YAML stream, as one `kubectl apply -f -` takes them.
+pub fn manifests(containers: &[LxdContainer]) -> String {
+    containers
+        .iter()
+        .map(manifest)
+        .collect::<Vec<_>>()
+        .join("---\n")
+}
+
+/// `count` containers of `namespace` named `{prefix}1`, `{prefix}2`, ..., each the plain one of
+/// [`LxdContainer::builder`] as `shape` changes it.
+pub fn numbered_containers(
+    namespace: &str,
+    prefix: &str,
+    count: usize,
+    shape: impl Fn(LxdContainerBuilder) -> LxdContainerBuilder,
+) -> Vec<LxdContainer> {
+    (1..=count)
+        .map(|i| shape(LxdContainer::builder(&format!("{prefix}{i}")).namespace(namespace)).build())
+        .collect()
+}
+
+/// The condition of type `kind` (`Ready`, `Scheduled`, ...) in an object's `status`.
+pub fn condition(status: &serde_json::Value, kind: &str) -> Option<serde_json::Value> {
+    status["conditions"]
+        .as_array()
+        .and_then(|conditions| conditions.iter().find(|c| c["type"] == kind).cloned())
 }
 
 /// An instance the operator manages, as LXD lists it.

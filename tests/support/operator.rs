@@ -6,7 +6,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::operator_binary;
+use lxd_operator_crds::LxdContainer;
+use serde_json::Value;
+
+use crate::{cluster_manifest, manifests, operator_binary, unique_name};
 
 /// Which command to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +42,14 @@ impl Operator {
             .tempdir()
             .expect("temp dir");
         Self::spawn(mode, data_dir, "127.0.0.1:0".to_owned(), Vec::new())
+    }
+
+    /// Starts `lxd-operator standalone` with the test cluster applied as the LxdCluster `local`
+    /// (and its client Secret), as a user sets it up before applying containers.
+    pub fn standalone_with_cluster() -> Operator {
+        let operator = Self::start(Mode::Standalone);
+        operator.apply(&cluster_manifest());
+        operator
     }
 
     /// Starts a fresh process with extra arguments.
@@ -216,6 +227,41 @@ impl Operator {
             String::from_utf8_lossy(&output.stderr)
         );
         String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Creates a namespace of the test's own, named from `prefix` ([`unique_name`]), and returns
+    /// its name.
+    pub fn namespace(&self, prefix: &str) -> String {
+        let namespace = unique_name(prefix);
+        self.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
+        ));
+        namespace
+    }
+
+    /// `kubectl apply` of these containers, all in one go.
+    pub fn apply_containers(&self, containers: &[LxdContainer]) -> String {
+        self.apply(&manifests(containers))
+    }
+
+    /// Every LxdContainer of `namespace`, as `kubectl get lxdc -o json` lists them.
+    pub fn containers(&self, namespace: &str) -> Vec<Value> {
+        let list: Value =
+            serde_json::from_str(&self.kubectl_ok(&["get", "lxdc", "-n", namespace, "-o", "json"]))
+                .expect("kubectl get lxdc: JSON");
+        list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// `kubectl delete lxdc --all` in `namespace`, waiting at most `timeout` for them to go.
+    pub fn delete_containers(&self, namespace: &str, timeout: Duration) -> String {
+        self.kubectl_ok(&[
+            "delete",
+            "lxdc",
+            "--all",
+            "-n",
+            namespace,
+            &format!("--timeout={}s", timeout.as_secs()),
+        ])
     }
 
     /// Its log so far.

@@ -5,17 +5,12 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Args, Context, Filter, matching_per_member, no_args, shares_topology};
+use super::{Context, Filter, matching_per_member, shares_topology};
 use crate::placement::model::Member;
 use crate::placement::selector;
 
-#[derive(Debug)]
-struct Affinity;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("affinity", args)?;
-    Ok(Box::new(Affinity))
-}
+#[derive(Debug, Default)]
+pub(super) struct Affinity;
 
 impl Filter for Affinity {
     fn name(&self) -> &'static str {
@@ -67,12 +62,8 @@ mod tests {
             mode: AffinityMode::Required,
             weight: None,
         }];
-        let context = Context {
-            request: &wanted,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let filter = new(&Args::new()).unwrap();
+        let context = context_for(&wanted, &snapshot);
+        let filter = filter("affinity");
         assert_eq!(filter.filter(&context, &snapshot.members[1]), None);
         assert!(filter.filter(&context, &snapshot.members[0]).is_some());
     }

@@ -3,16 +3,11 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Args, Context, Filter, matching_per_member, no_args, shares_topology};
+use super::{Context, Filter, matching_per_member, shares_topology};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct AntiAffinity;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("anti-affinity", args)?;
-    Ok(Box::new(AntiAffinity))
-}
+#[derive(Debug, Default)]
+pub(super) struct AntiAffinity;
 
 impl Filter for AntiAffinity {
     fn name(&self) -> &'static str {
@@ -61,34 +56,19 @@ mod tests {
             mode: AffinityMode::Required,
             weight: None,
         };
-        let filter = new(&Args::new()).unwrap();
-        let mut by_member = request(1.0, 1.0);
-        by_member.placement.anti_affinity = vec![term(Topology::Member)];
-        let context = Context {
-            request: &by_member,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
+        let filter = filter("anti-affinity");
+        let passing = |topology| {
+            let mut wanted = request(1.0, 1.0);
+            wanted.placement.anti_affinity = vec![term(topology)];
+            let context = context_for(&wanted, &snapshot);
+            snapshot
+                .members
+                .iter()
+                .filter(|m| filter.filter(&context, m).is_none())
+                .map(|m| m.name.clone())
+                .collect::<Vec<_>>()
         };
-        let passing: Vec<&str> = snapshot
-            .members
-            .iter()
-            .filter(|m| filter.filter(&context, m).is_none())
-            .map(|m| m.name.as_str())
-            .collect();
-        assert_eq!(passing, ["node2", "node3"]);
-        let mut by_domain = request(1.0, 1.0);
-        by_domain.placement.anti_affinity = vec![term(Topology::FailureDomain)];
-        let context = Context {
-            request: &by_domain,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let passing: Vec<&str> = snapshot
-            .members
-            .iter()
-            .filter(|m| filter.filter(&context, m).is_none())
-            .map(|m| m.name.as_str())
-            .collect();
-        assert_eq!(passing, ["node3"]);
+        assert_eq!(passing(Topology::Member), ["node2", "node3"]);
+        assert_eq!(passing(Topology::FailureDomain), ["node3"]);
     }
 }

@@ -1,15 +1,10 @@
 //! Filter `architecture`: the member's CPU architecture must be the image's.
 
-use super::{Args, Context, Filter, no_args};
+use super::{Context, Filter};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct Architecture;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("architecture", args)?;
-    Ok(Box::new(Architecture))
-}
+#[derive(Debug, Default)]
+pub(super) struct Architecture;
 
 impl Filter for Architecture {
     fn name(&self) -> &'static str {
@@ -26,7 +21,6 @@ impl Filter for Architecture {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
 
     #[test]
     fn a_member_of_another_architecture_is_left_out() {
@@ -35,12 +29,8 @@ mod tests {
         let mut wanted = request(1.0, 1.0);
         wanted.architecture = Some("x86_64".into());
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &wanted,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let filter = new(&Args::new()).unwrap();
+        let context = context_for(&wanted, &snapshot);
+        let filter = filter("architecture");
         assert_eq!(
             filter.filter(&context, &arm).as_deref(),
             Some("architecture aarch64")

@@ -1,16 +1,11 @@
 //! Filter `capacity`: the request must fit in what the member has, times the policy's
 //! overcommit, minus what every instance on it is limited to (ours or not) and reservations.
 
-use super::{Args, Context, Filter, no_args};
+use super::{Context, Filter};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct Capacity;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("capacity", args)?;
-    Ok(Box::new(Capacity))
-}
+#[derive(Debug, Default)]
+pub(super) struct Capacity;
 
 impl Filter for Capacity {
     fn name(&self) -> &'static str {
@@ -63,7 +58,7 @@ mod tests {
             snapshot: &snapshot,
             overcommit: Overcommit::default(),
         };
-        let filter = new(&Args::new()).unwrap();
+        let filter = filter("capacity");
         assert_eq!(
             filter.filter(&strict, &full).as_deref(),
             Some("insufficient memory")

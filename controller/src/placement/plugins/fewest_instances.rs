@@ -1,16 +1,11 @@
 //! Scorer `fewest-instances`: the member with the fewest instances (ours or not) scores 100,
 //! the one with the most 0 — what later LXD versions place by.
 
-use super::{Args, Context, Scorer, no_args};
+use super::{Context, Scorer};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct FewestInstances;
-
-pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
-    no_args("fewest-instances", args)?;
-    Ok(Box::new(FewestInstances))
-}
+#[derive(Debug, Default)]
+pub(super) struct FewestInstances;
 
 impl Scorer for FewestInstances {
     fn name(&self) -> &'static str {
@@ -36,7 +31,6 @@ impl Scorer for FewestInstances {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
 
     #[test]
     fn fewer_instances_score_higher() {
@@ -44,13 +38,10 @@ mod tests {
         a.instances = 4;
         b.instances = 1;
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &request(0.0, 0.0),
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
+        let wanted = request(0.0, 0.0);
+        let context = context_for(&wanted, &snapshot);
         assert_eq!(
-            new(&Args::new()).unwrap().score(&context, &[&a, &b]),
+            scorer("fewest-instances").score(&context, &[&a, &b]),
             [0.0, 100.0]
         );
     }

@@ -3,16 +3,11 @@
 //! instance without a limit counts the scoring default, as Kubernetes counts pods without
 //! requests).
 
-use super::{Args, Context, Scorer, free_share, no_args};
+use super::{Context, Scorer, free_share};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct LeastAllocated;
-
-pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
-    no_args("least-allocated", args)?;
-    Ok(Box::new(LeastAllocated))
-}
+#[derive(Debug, Default)]
+pub(super) struct LeastAllocated;
 
 /// Free share of the member after the request, 0 to 1, CPU and memory averaged.
 pub(super) fn free_after(context: &Context<'_>, member: &Member) -> f64 {
@@ -39,7 +34,6 @@ impl Scorer for LeastAllocated {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
     use crate::placement::model::Resources;
 
     #[test]
@@ -50,12 +44,9 @@ mod tests {
             memory: gib(4.0),
         };
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &request(1.0, 2.0),
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let scores = new(&Args::new()).unwrap().score(&context, &[&busy, &idle]);
+        let wanted = request(1.0, 2.0);
+        let context = context_for(&wanted, &snapshot);
+        let scores = scorer("least-allocated").score(&context, &[&busy, &idle]);
         assert_eq!(
             scores,
             [100.0 * (0.25 + 0.25) / 2.0, 100.0 * (0.75 + 0.75) / 2.0]

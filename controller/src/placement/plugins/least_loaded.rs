@@ -3,16 +3,11 @@
 //! 1-minute load average where the LXD version reports one. Members that share one host report
 //! the same host figures, so the per-member instance usage is what tells them apart.
 
-use super::{Args, Context, Scorer, free_share, no_args};
+use super::{Context, Scorer, free_share};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct LeastLoaded;
-
-pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
-    no_args("least-loaded", args)?;
-    Ok(Box::new(LeastLoaded))
-}
+#[derive(Debug, Default)]
+pub(super) struct LeastLoaded;
 
 impl Scorer for LeastLoaded {
     fn name(&self) -> &'static str {
@@ -41,7 +36,6 @@ impl Scorer for LeastLoaded {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
     use crate::placement::model::Resources;
 
     #[test]
@@ -53,12 +47,9 @@ mod tests {
         };
         hot.load1 = Some(4.0);
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &request(1.0, 1.0),
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let scores = new(&Args::new()).unwrap().score(&context, &[&hot, &cool]);
+        let wanted = request(1.0, 1.0);
+        let context = context_for(&wanted, &snapshot);
+        let scores = scorer("least-loaded").score(&context, &[&hot, &cool]);
         assert_eq!(scores[1], 100.0);
         assert!(scores[0] < 20.0, "{scores:?}");
     }

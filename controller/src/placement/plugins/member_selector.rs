@@ -1,17 +1,12 @@
 //! Filter `member-selector`: the member must match `placement.memberSelector` (a cluster group,
 //! a failure domain, and labels from its `user.*` config).
 
-use super::{Args, Context, Filter, no_args};
+use super::{Context, Filter};
 use crate::placement::model::Member;
 use crate::placement::selector;
 
-#[derive(Debug)]
-struct MemberSelector;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("member-selector", args)?;
-    Ok(Box::new(MemberSelector))
-}
+#[derive(Debug, Default)]
+pub(super) struct MemberSelector;
 
 impl Filter for MemberSelector {
     fn name(&self) -> &'static str {
@@ -43,7 +38,6 @@ mod tests {
     use lxd_operator_crds::shared::LabelSelector;
 
     use super::super::testing::*;
-    use super::*;
 
     #[test]
     fn groups_failure_domains_and_labels_all_apply() {
@@ -61,12 +55,8 @@ mod tests {
             }),
         });
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &wanted,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let filter = new(&Args::new()).unwrap();
+        let context = context_for(&wanted, &snapshot);
+        let filter = filter("member-selector");
         assert_eq!(filter.filter(&context, &ssd), None);
         assert_eq!(
             filter.filter(&context, &hdd).as_deref(),

@@ -70,58 +70,83 @@ pub trait Scorer: Debug + Send + Sync {
     fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64>;
 }
 
-type FilterFactory = fn(&Args) -> Result<Box<dyn Filter>, String>;
-type ScorerFactory = fn(&Args) -> Result<Box<dyn Scorer>, String>;
+/// Makes a plugin from the arguments a policy gives it.
+type Factory<T> = fn(&Args) -> Result<Box<T>, String>;
 
 /// Every filter plugin, by name.
-pub const FILTERS: &[(&str, FilterFactory)] = &[
-    ("online", online::new),
-    ("architecture", architecture::new),
-    ("target", target::new),
-    ("member-selector", member_selector::new),
-    ("capacity", capacity::new),
-    ("affinity", affinity::new),
-    ("anti-affinity", anti_affinity::new),
+pub const FILTERS: &[(&str, Factory<dyn Filter>)] = &[
+    ("online", plain_filter::<online::Online>),
+    ("architecture", plain_filter::<architecture::Architecture>),
+    ("target", plain_filter::<target::Target>),
+    (
+        "member-selector",
+        plain_filter::<member_selector::MemberSelector>,
+    ),
+    ("capacity", plain_filter::<capacity::Capacity>),
+    ("affinity", plain_filter::<affinity::Affinity>),
+    ("anti-affinity", plain_filter::<anti_affinity::AntiAffinity>),
 ];
 
 /// Every score plugin, by name.
-pub const SCORERS: &[(&str, ScorerFactory)] = &[
-    ("fewest-instances", fewest_instances::new),
-    ("least-allocated", least_allocated::new),
-    ("least-loaded", least_loaded::new),
-    ("most-allocated", most_allocated::new),
-    ("spread", spread::new),
-    ("preferred-affinity", preferred_affinity::new),
+pub const SCORERS: &[(&str, Factory<dyn Scorer>)] = &[
+    (
+        "fewest-instances",
+        plain_scorer::<fewest_instances::FewestInstances>,
+    ),
+    (
+        "least-allocated",
+        plain_scorer::<least_allocated::LeastAllocated>,
+    ),
+    ("least-loaded", plain_scorer::<least_loaded::LeastLoaded>),
+    (
+        "most-allocated",
+        plain_scorer::<most_allocated::MostAllocated>,
+    ),
+    ("spread", plain_scorer::<spread::Spread>),
+    (
+        "preferred-affinity",
+        plain_scorer::<preferred_affinity::PreferredAffinity>,
+    ),
 ];
 
 /// The filter plugin `name` with `args`.
 pub fn filter(name: &str, args: &Args) -> Result<Box<dyn Filter>, String> {
-    let (_, factory) = FILTERS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-        format!(
-            "unknown filter plugin {name:?} (known: {})",
-            FILTERS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
-    factory(args)
+    make("filter", FILTERS, name, args)
 }
 
 /// The score plugin `name` with `args`.
 pub fn scorer(name: &str, args: &Args) -> Result<Box<dyn Scorer>, String> {
-    let (_, factory) = SCORERS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-        format!(
-            "unknown score plugin {name:?} (known: {})",
-            SCORERS
-                .iter()
-                .map(|(n, _)| *n)
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    })?;
+    make("score", SCORERS, name, args)
+}
+
+/// The plugin `name` of `table` (of one `kind`) with `args`; an unknown name is refused with
+/// the names there are.
+fn make<T: ?Sized>(
+    kind: &str,
+    table: &[(&str, Factory<T>)],
+    name: &str,
+    args: &Args,
+) -> Result<Box<T>, String> {
+    let names = || table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
+    let (_, factory) = table
+        .iter()
+        .find(|(n, _)| *n == name)
+        .ok_or_else(|| format!("unknown {kind} plugin {name:?} (known: {})", names()))?;
     factory(args)
+}
+
+/// The factory of a filter that takes no arguments.
+fn plain_filter<F: Filter + Default + 'static>(args: &Args) -> Result<Box<dyn Filter>, String> {
+    let filter = F::default();
+    no_args(filter.name(), args)?;
+    Ok(Box::new(filter))
+}
+
+/// The factory of a scorer that takes no arguments.
+fn plain_scorer<S: Scorer + Default + 'static>(args: &Args) -> Result<Box<dyn Scorer>, String> {
+    let scorer = S::default();
+    no_args(scorer.name(), args)?;
+    Ok(Box::new(scorer))
 }
 
 /// Refuses arguments for plugins that take none.
@@ -178,6 +203,26 @@ fn shares_topology(
 pub(crate) mod testing {
     //! Small clusters for plugin tests.
     use super::super::model::{Member, Placed, Request, Resources, Snapshot};
+    use super::{Args, Context, Filter, Scorer};
+
+    /// The filter plugin `name`, as a policy without arguments gets it.
+    pub fn filter(name: &str) -> Box<dyn Filter> {
+        super::filter(name, &Args::new()).unwrap()
+    }
+
+    /// The score plugin `name`, as a policy without arguments gets it.
+    pub fn scorer(name: &str) -> Box<dyn Scorer> {
+        super::scorer(name, &Args::new()).unwrap()
+    }
+
+    /// What a plugin sees of `request` in `snapshot`, without overcommit.
+    pub fn context_for<'a>(request: &'a Request, snapshot: &'a Snapshot) -> Context<'a> {
+        Context {
+            request,
+            snapshot,
+            overcommit: Default::default(),
+        }
+    }
 
     pub fn member(name: &str, domain: &str, cpu: f64, memory_gib: f64) -> Member {
         Member {

@@ -2,16 +2,11 @@
 //! leaving other members free.
 
 use super::least_allocated::free_after;
-use super::{Args, Context, Scorer, no_args};
+use super::{Context, Scorer};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct MostAllocated;
-
-pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
-    no_args("most-allocated", args)?;
-    Ok(Box::new(MostAllocated))
-}
+#[derive(Debug, Default)]
+pub(super) struct MostAllocated;
 
 impl Scorer for MostAllocated {
     fn name(&self) -> &'static str {
@@ -29,7 +24,6 @@ impl Scorer for MostAllocated {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
     use crate::placement::model::Resources;
 
     #[test]
@@ -40,12 +34,9 @@ mod tests {
             memory: gib(4.0),
         };
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &request(1.0, 2.0),
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let scores = new(&Args::new()).unwrap().score(&context, &[&busy, &idle]);
+        let wanted = request(1.0, 2.0);
+        let context = context_for(&wanted, &snapshot);
+        let scores = scorer("most-allocated").score(&context, &[&busy, &idle]);
         assert!(scores[0] > scores[1], "{scores:?}");
     }
 }

@@ -1,15 +1,10 @@
 //! Filter `online`: only members LXD reports Online (not Offline, Evacuated, Blocked, ...).
 
-use super::{Args, Context, Filter, no_args};
+use super::{Context, Filter};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct Online;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("online", args)?;
-    Ok(Box::new(Online))
-}
+#[derive(Debug, Default)]
+pub(super) struct Online;
 
 impl Filter for Online {
     fn name(&self) -> &'static str {
@@ -24,19 +19,15 @@ impl Filter for Online {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
 
     #[test]
     fn offline_and_evacuated_members_are_left_out_with_their_status() {
         let mut offline = member("node2", "default", 4.0, 8.0);
         offline.status = "Offline".into();
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &request(1.0, 1.0),
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let filter = new(&Args::new()).unwrap();
+        let wanted = request(1.0, 1.0);
+        let context = context_for(&wanted, &snapshot);
+        let filter = filter("online");
         assert_eq!(
             filter.filter(&context, &member("node1", "default", 4.0, 8.0)),
             None

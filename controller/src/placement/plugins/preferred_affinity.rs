@@ -4,16 +4,11 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Args, Context, Scorer, matching_per_member, no_args, shares_topology};
+use super::{Context, Scorer, matching_per_member, shares_topology};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct PreferredAffinity;
-
-pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
-    no_args("preferred-affinity", args)?;
-    Ok(Box::new(PreferredAffinity))
-}
+#[derive(Debug, Default)]
+pub(super) struct PreferredAffinity;
 
 impl Scorer for PreferredAffinity {
     fn name(&self) -> &'static str {
@@ -82,14 +77,10 @@ mod tests {
             mode: AffinityMode::Preferred,
             weight: Some(50),
         }];
-        let context = Context {
-            request: &wanted,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
+        let context = context_for(&wanted, &snapshot);
         let candidates: Vec<&Member> = snapshot.members.iter().collect();
         assert_eq!(
-            new(&Args::new()).unwrap().score(&context, &candidates),
+            scorer("preferred-affinity").score(&context, &candidates),
             [0.0, 100.0]
         );
     }

@@ -5,16 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use super::{Args, Context, Scorer, no_args};
+use super::{Context, Scorer};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct Spread;
-
-pub fn new(args: &Args) -> Result<Box<dyn Scorer>, String> {
-    no_args("spread", args)?;
-    Ok(Box::new(Spread))
-}
+#[derive(Debug, Default)]
+pub(super) struct Spread;
 
 impl Scorer for Spread {
     fn name(&self) -> &'static str {
@@ -74,13 +69,9 @@ mod tests {
         snapshot.placed = vec![placed("web-1", "web", "a1")];
         let mut wanted = request(1.0, 1.0);
         wanted.labels = [("app".to_owned(), "web".to_owned())].into();
-        let context = Context {
-            request: &wanted,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
+        let context = context_for(&wanted, &snapshot);
         let candidates: Vec<&Member> = snapshot.members.iter().collect();
-        let scores = new(&Args::new()).unwrap().score(&context, &candidates);
+        let scores = scorer("spread").score(&context, &candidates);
         assert!(scores[2] > scores[1] && scores[1] > scores[0], "{scores:?}");
     }
 }

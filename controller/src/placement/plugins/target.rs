@@ -1,15 +1,10 @@
 //! Filter `target`: a container pinned with `placement.target` goes to that member only.
 
-use super::{Args, Context, Filter, no_args};
+use super::{Context, Filter};
 use crate::placement::model::Member;
 
-#[derive(Debug)]
-struct Target;
-
-pub fn new(args: &Args) -> Result<Box<dyn Filter>, String> {
-    no_args("target", args)?;
-    Ok(Box::new(Target))
-}
+#[derive(Debug, Default)]
+pub(super) struct Target;
 
 impl Filter for Target {
     fn name(&self) -> &'static str {
@@ -25,19 +20,14 @@ impl Filter for Target {
 #[cfg(test)]
 mod tests {
     use super::super::testing::*;
-    use super::*;
 
     #[test]
     fn only_the_pinned_member_passes() {
         let mut pinned = request(1.0, 1.0);
         pinned.placement.target = Some("node2".into());
         let snapshot = snapshot(vec![]);
-        let context = Context {
-            request: &pinned,
-            snapshot: &snapshot,
-            overcommit: Default::default(),
-        };
-        let filter = new(&Args::new()).unwrap();
+        let context = context_for(&pinned, &snapshot);
+        let filter = filter("target");
         assert_eq!(
             filter.filter(&context, &member("node2", "d", 1.0, 1.0)),
             None

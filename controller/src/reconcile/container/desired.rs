@@ -227,43 +227,23 @@ fn cpu_limits(cpu: f64) -> Vec<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lxd_operator_crds::container::{ContainerResources, LxdContainerSpec};
-    use lxd_operator_crds::shared::{ClusterReference, IntOrString};
 
-    fn container(edit: impl FnOnce(&mut LxdContainerSpec)) -> LxdContainer {
-        let mut spec = LxdContainerSpec {
-            cluster_ref: ClusterReference {
-                name: "local".into(),
-            },
-            instance_name: None,
-            image: ImageSource {
-                alias: Some("busybox".into()),
-                fingerprint: None,
-            },
-            profiles: None,
-            config: BTreeMap::new(),
-            devices: BTreeMap::new(),
-            resources: None,
-            ephemeral: false,
-            state: DesiredState::Running,
-            placement: None,
-        };
-        edit(&mut spec);
-        let mut container = LxdContainer::new("web-1", spec);
-        container.metadata.namespace = Some("default".into());
-        container.metadata.uid = Some("1234-uid".into());
-        container
+    /// `web-1` in `default`, as the API server hands it over.
+    fn web() -> lxd_operator_crds::testing::LxdContainerBuilder {
+        LxdContainer::builder("web-1")
+            .namespace("default")
+            .uid("1234-uid")
     }
 
     #[test]
     fn resources_become_lxd_limits_and_the_owner_is_recorded() {
-        let desired = DesiredInstance::from_container(&container(|spec| {
-            spec.resources = Some(ContainerResources {
-                cpu: Some(1.5),
-                memory: Some(IntOrString::String("256Mi".into())),
-            });
-            spec.config.insert("user.role".into(), "web".into());
-        }))
+        let desired = DesiredInstance::from_container(
+            &web()
+                .cpu(1.5)
+                .memory("256Mi")
+                .config("user.role", "web")
+                .build(),
+        )
         .unwrap();
         assert_eq!(desired.name, "default-web-1");
         let keys: Vec<(&str, &str)> = desired
@@ -296,13 +276,7 @@ mod tests {
 
     #[test]
     fn a_whole_cpu_sets_no_allowance() {
-        let desired = DesiredInstance::from_container(&container(|spec| {
-            spec.resources = Some(ContainerResources {
-                cpu: Some(2.0),
-                memory: None,
-            });
-        }))
-        .unwrap();
+        let desired = DesiredInstance::from_container(&web().cpu(2.0).build()).unwrap();
         assert_eq!(
             desired.config.get("limits.cpu").map(String::as_str),
             Some("2")
@@ -312,62 +286,39 @@ mod tests {
 
     #[test]
     fn reserved_keys_and_bad_sizes_name_the_field_and_the_rule() {
-        type Edit = Box<dyn Fn(&mut LxdContainerSpec)>;
-        let cases: Vec<(Edit, &str, &str)> = vec![
+        let cases = [
             (
-                Box::new(|s| {
-                    s.config.insert("volatile.uuid".into(), "x".into());
-                }),
+                web().config("volatile.uuid", "x"),
                 "spec.config[volatile.uuid]",
                 "belong to LXD",
             ),
             (
-                Box::new(|s| {
-                    s.config.insert("user.lxd-operator.uid".into(), "x".into());
-                }),
+                web().config("user.lxd-operator.uid", "x"),
                 "spec.config[user.lxd-operator.uid]",
                 "belong to the operator",
             ),
             (
-                Box::new(|s| {
-                    s.config.insert("limits.memory".into(), "1G".into());
-                }),
+                web().config("limits.memory", "1G"),
                 "spec.config[limits.memory]",
                 "spec.resources",
             ),
             (
-                Box::new(|s| {
-                    s.resources = Some(ContainerResources {
-                        cpu: None,
-                        memory: Some(IntOrString::String("lots".into())),
-                    })
-                }),
+                web().memory("lots"),
                 "spec.resources.memory",
                 "not a quantity",
             ),
+            (web().cpu(-1.0), "spec.resources.cpu", "greater than 0"),
             (
-                Box::new(|s| {
-                    s.resources = Some(ContainerResources {
-                        cpu: Some(-1.0),
-                        memory: None,
-                    })
-                }),
-                "spec.resources.cpu",
-                "greater than 0",
-            ),
-            (
-                Box::new(|s| {
-                    s.image = ImageSource {
-                        alias: Some("a".into()),
-                        fingerprint: Some("abcdef012345".into()),
-                    }
+                web().image_source(ImageSource {
+                    alias: Some("a".into()),
+                    fingerprint: Some("abcdef012345".into()),
                 }),
                 "spec.image",
                 "exactly one",
             ),
         ];
-        for (edit, field, rule) in cases {
-            let error = DesiredInstance::from_container(&container(|spec| edit(spec))).unwrap_err();
+        for (container, field, rule) in cases {
+            let error = DesiredInstance::from_container(&container.build()).unwrap_err();
             assert_eq!(error.field, field);
             assert!(error.rule.contains(rule), "{error}");
         }
@@ -375,10 +326,9 @@ mod tests {
 
     #[test]
     fn an_explicit_instance_name_and_profiles_are_kept() {
-        let desired = DesiredInstance::from_container(&container(|spec| {
-            spec.instance_name = Some("legacy-web".into());
-            spec.profiles = Some(vec![]);
-        }))
+        let desired = DesiredInstance::from_container(
+            &web().instance_name("legacy-web").profiles(&[]).build(),
+        )
         .unwrap();
         assert_eq!(desired.name, "legacy-web");
         assert_eq!(desired.create_request().profiles, Some(vec![]));
