@@ -3,7 +3,7 @@
 use lxd_operator_crds::container::PlacementStrategy;
 use lxd_operator_crds::policy::{LxdPlacementPolicySpec, TieBreak, WebhookExtender};
 
-use super::plugins::{self, Args, Filter, Overcommit, Scorer};
+use super::plugins::{self, Args, Filter, Overcommit, PluginError, Scorer};
 
 /// Filters every placement applies, listed or not.
 const ALWAYS: &[&str] = &["online", "architecture", "target"];
@@ -29,12 +29,13 @@ pub struct Policy {
 
 /// A policy that cannot be built.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{field}: {source}")]
 pub struct PolicyError {
     /// The offending field, e.g. `spec.scorers[1].name`.
     pub field: String,
-    /// What is wrong.
-    pub message: String,
+    /// What is wrong with the plugin it names.
+    #[source]
+    pub source: PluginError,
 }
 
 fn build(
@@ -48,17 +49,17 @@ fn build(
         .iter()
         .map(|f| plugins::filter(f, &no_args))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| PolicyError {
+        .map_err(|source| PolicyError {
             field: "strategy".to_owned(),
-            message,
+            source,
         })?;
     let scorers = scorer_names
         .iter()
         .map(|(s, w)| plugins::scorer(s, &no_args).map(|s| (s, *w)))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|message| PolicyError {
+        .map_err(|source| PolicyError {
             field: "strategy".to_owned(),
-            message,
+            source,
         })?;
     Ok(Policy {
         name: name.to_owned(),
@@ -149,18 +150,18 @@ pub fn from_spec(name: &str, spec: &LxdPlacementPolicySpec) -> Result<Policy, Po
     for always in ALWAYS {
         if !spec.filters.iter().any(|f| f.name == *always) {
             filters.push(
-                plugins::filter(always, &no_args).map_err(|message| PolicyError {
+                plugins::filter(always, &no_args).map_err(|source| PolicyError {
                     field: "spec.filters".to_owned(),
-                    message,
+                    source,
                 })?,
             );
         }
     }
     for (index, filter) in spec.filters.iter().enumerate() {
         filters.push(
-            plugins::filter(&filter.name, &filter.args).map_err(|message| PolicyError {
+            plugins::filter(&filter.name, &filter.args).map_err(|source| PolicyError {
                 field: format!("spec.filters[{index}].name"),
-                message,
+                source,
             })?,
         );
     }
@@ -171,9 +172,9 @@ pub fn from_spec(name: &str, spec: &LxdPlacementPolicySpec) -> Result<Policy, Po
         .map(|(index, scorer)| {
             plugins::scorer(&scorer.name, &scorer.args)
                 .map(|s| (s, f64::from(scorer.weight)))
-                .map_err(|message| PolicyError {
+                .map_err(|source| PolicyError {
                     field: format!("spec.scorers[{index}].name"),
-                    message,
+                    source,
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
@@ -241,7 +242,7 @@ mod tests {
         let error = from_spec("p", &spec).unwrap_err();
         assert_eq!(error.field, "spec.scorers[1].name");
         assert!(
-            error.message.contains("cheapest") && error.message.contains("least-allocated"),
+            error.to_string().contains("cheapest") && error.to_string().contains("least-allocated"),
             "{error}"
         );
     }

@@ -70,8 +70,26 @@ pub trait Scorer: Debug + Send + Sync {
     fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64>;
 }
 
+/// Why a plugin cannot be made as a policy names it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PluginError {
+    /// No plugin of that kind has that name.
+    #[error("unknown {kind} plugin {name:?} (known: {known})")]
+    Unknown {
+        kind: &'static str,
+        name: String,
+        known: String,
+    },
+    /// The plugin takes no arguments, and was given one.
+    #[error("plugin {plugin} takes no arguments, not {argument:?}")]
+    UnexpectedArgument {
+        plugin: &'static str,
+        argument: String,
+    },
+}
+
 /// Makes a plugin from the arguments a policy gives it.
-type Factory<T> = fn(&Args) -> Result<Box<T>, String>;
+type Factory<T> = fn(&Args) -> Result<Box<T>, PluginError>;
 
 /// Every filter plugin, by name.
 pub const FILTERS: &[(&str, Factory<dyn Filter>)] = &[
@@ -110,49 +128,60 @@ pub const SCORERS: &[(&str, Factory<dyn Scorer>)] = &[
 ];
 
 /// The filter plugin `name` with `args`.
-pub fn filter(name: &str, args: &Args) -> Result<Box<dyn Filter>, String> {
+pub fn filter(name: &str, args: &Args) -> Result<Box<dyn Filter>, PluginError> {
     make("filter", FILTERS, name, args)
 }
 
 /// The score plugin `name` with `args`.
-pub fn scorer(name: &str, args: &Args) -> Result<Box<dyn Scorer>, String> {
+pub fn scorer(name: &str, args: &Args) -> Result<Box<dyn Scorer>, PluginError> {
     make("score", SCORERS, name, args)
 }
 
 /// The plugin `name` of `table` (of one `kind`) with `args`; an unknown name is refused with
 /// the names there are.
 fn make<T: ?Sized>(
-    kind: &str,
+    kind: &'static str,
     table: &[(&str, Factory<T>)],
     name: &str,
     args: &Args,
-) -> Result<Box<T>, String> {
-    let names = || table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", ");
-    let (_, factory) = table
-        .iter()
-        .find(|(n, _)| *n == name)
-        .ok_or_else(|| format!("unknown {kind} plugin {name:?} (known: {})", names()))?;
+) -> Result<Box<T>, PluginError> {
+    let (_, factory) =
+        table
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| PluginError::Unknown {
+                kind,
+                name: name.to_owned(),
+                known: table.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(", "),
+            })?;
     factory(args)
 }
 
 /// The factory of a filter that takes no arguments.
-fn plain_filter<F: Filter + Default + 'static>(args: &Args) -> Result<Box<dyn Filter>, String> {
+fn plain_filter<F: Filter + Default + 'static>(
+    args: &Args,
+) -> Result<Box<dyn Filter>, PluginError> {
     let filter = F::default();
     no_args(filter.name(), args)?;
     Ok(Box::new(filter))
 }
 
 /// The factory of a scorer that takes no arguments.
-fn plain_scorer<S: Scorer + Default + 'static>(args: &Args) -> Result<Box<dyn Scorer>, String> {
+fn plain_scorer<S: Scorer + Default + 'static>(
+    args: &Args,
+) -> Result<Box<dyn Scorer>, PluginError> {
     let scorer = S::default();
     no_args(scorer.name(), args)?;
     Ok(Box::new(scorer))
 }
 
 /// Refuses arguments for plugins that take none.
-fn no_args(name: &str, args: &Args) -> Result<(), String> {
+fn no_args(plugin: &'static str, args: &Args) -> Result<(), PluginError> {
     match args.keys().next() {
-        Some(key) => Err(format!("plugin {name} takes no arguments, not {key:?}")),
+        Some(argument) => Err(PluginError::UnexpectedArgument {
+            plugin,
+            argument: argument.clone(),
+        }),
         None => Ok(()),
     }
 }
