@@ -58,6 +58,9 @@ pub enum ServerError {
     /// Bootstrapping the built-in objects failed.
     #[error("bootstrap: {0}")]
     Bootstrap(String),
+    /// A stored CustomResourceDefinition cannot be served again.
+    #[error("bootstrap: {0}")]
+    Crd(#[source] registry::CrdError),
     /// Plain HTTP asked for on an address other machines reach.
     #[error(
         "--listen {address}: plain HTTP serves the token in clear text, so it is allowed on loopback only; drop --insecure-http to serve HTTPS"
@@ -99,10 +102,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
     let (stored, _) = state.store.list(&crds.prefix(None))?;
     for object in stored {
         if let Ok(crd) = serde_json::from_value::<CustomResourceDefinition>(object) {
-            state
-                .registry
-                .install_crd(&crd)
-                .map_err(ServerError::Bootstrap)?;
+            state.registry.install_crd(&crd).map_err(ServerError::Crd)?;
         }
     }
     let bootstrap = objects::WriteOptions {

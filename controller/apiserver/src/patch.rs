@@ -3,6 +3,24 @@
 
 use serde_json::Value;
 
+/// A JSON patch that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum PatchError {
+    /// The patch is not a JSON list.
+    #[error("a JSON patch must be a list of operations")]
+    NotAList,
+    /// An operation is not one of RFC 6902's.
+    #[error("invalid JSON patch: {source}")]
+    Invalid {
+        /// Why it does not decode.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// An operation fails on the object (a `test` that does not hold, a path not there).
+    #[error(transparent)]
+    Failed(#[from] json_patch::PatchError),
+}
+
 /// Applies a JSON merge patch.
 pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);
@@ -10,10 +28,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 
 /// Applies a JSON patch. As in the Go API server, a `test` of a path that does not exist
 /// against `null` passes (kube-rs' finalizer helper relies on it).
-pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
-    let operations = patch
-        .as_array()
-        .ok_or("a JSON patch must be a list of operations")?;
+pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
+    let operations = patch.as_array().ok_or(PatchError::NotAList)?;
     let kept: Vec<Value> = operations
         .iter()
         .filter(|op| {
@@ -24,8 +40,8 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), String> {
         .cloned()
         .collect();
     let patch: json_patch::Patch = serde_json::from_value(Value::Array(kept))
-        .map_err(|e| format!("invalid JSON patch: {e}"))?;
-    json_patch::patch(target, &patch).map_err(|e| e.to_string())
+        .map_err(|source| PatchError::Invalid { source })?;
+    Ok(json_patch::patch(target, &patch)?)
 }
 
 #[cfg(test)]
@@ -49,5 +65,21 @@ mod tests {
         let mut object = json!({"spec": {"a": 1, "b": 2}});
         merge_patch(&mut object, &json!({"spec": {"a": null, "c": 3}}));
         assert_eq!(object, json!({"spec": {"b": 2, "c": 3}}));
+    }
+
+    #[test]
+    fn each_broken_patch_says_why() {
+        let mut object = json!({"metadata": {"name": "a"}});
+        let not_a_list = json_patch(&mut object, &json!({"op": "add"})).unwrap_err();
+        assert!(matches!(not_a_list, PatchError::NotAList));
+        let unknown = json_patch(&mut object, &json!([{"op": "frobnicate", "path": "/a"}]));
+        assert!(
+            matches!(&unknown, Err(PatchError::Invalid { .. })),
+            "{unknown:?}"
+        );
+        let missing = json!([{"op": "remove", "path": "/spec/x"}]);
+        let failed = json_patch(&mut object, &missing).unwrap_err();
+        assert!(matches!(failed, PatchError::Failed(_)));
+        assert!(failed.to_string().contains("/spec/x"), "{failed}");
     }
 }

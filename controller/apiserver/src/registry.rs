@@ -9,7 +9,15 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceColumnDefinition, CustomResourceDefinition, JSONSchemaProps,
 };
 
-use crate::schema::validation::{NameRule, SchemaValidator};
+use crate::schema::validation::{InvalidPattern, NameRule, SchemaValidator};
+
+/// A CustomResourceDefinition whose kind cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum CrdError {
+    /// The schema of a served version has a `pattern` that is not a valid regular expression.
+    #[error(transparent)]
+    Pattern(#[from] InvalidPattern),
+}
 
 /// What the server does for a kind beyond storing it. The registry is the one place that knows
 /// which kinds these are; writes ask the resource, never its kind's name.
@@ -258,9 +266,9 @@ impl Registry {
         groups
     }
 
-    /// Serves a CRD's kind (or updates it). Returns an error text when its schema's patterns
+    /// Serves a CRD's kind (or updates it); [`CrdError::Pattern`] when its schema's patterns
     /// do not compile.
-    pub fn install_crd(&self, crd: &CustomResourceDefinition) -> Result<(), String> {
+    pub fn install_crd(&self, crd: &CustomResourceDefinition) -> Result<(), CrdError> {
         let spec = &crd.spec;
         let mut added = Vec::new();
         for version in spec.versions.iter().filter(|v| v.served) {
@@ -269,9 +277,7 @@ impl Registry {
                 .as_ref()
                 .and_then(|s| s.open_api_v3_schema.clone());
             let validator = match &schema {
-                Some(schema) => Some(Arc::new(
-                    SchemaValidator::new(schema.clone()).map_err(|e| e.to_string())?,
-                )),
+                Some(schema) => Some(Arc::new(SchemaValidator::new(schema.clone())?)),
                 None => None,
             };
             added.push(Resource {

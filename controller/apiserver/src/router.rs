@@ -297,15 +297,13 @@ fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError
                 .get("labelSelector")
                 .map(String::as_str)
                 .unwrap_or_default(),
-        )
-        .map_err(ApiError::bad_request)?,
+        )?,
         fields: FieldSelector::parse(
             query
                 .get("fieldSelector")
                 .map(String::as_str)
                 .unwrap_or_default(),
-        )
-        .map_err(ApiError::bad_request)?,
+        )?,
         limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
         continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
     })

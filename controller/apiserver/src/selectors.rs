@@ -13,13 +13,30 @@ enum Requirement {
     NotExists(String),
 }
 
+/// A label or field selector that cannot be parsed, naming the offending part.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    /// A label selector requirement has no operator and is not a bare key.
+    #[error("unable to parse requirement: {part:?}")]
+    Requirement {
+        /// The requirement, trimmed.
+        part: String,
+    },
+    /// A field selector term has none of `=`, `==` and `!=`.
+    #[error("invalid field selector: {part:?}")]
+    FieldTerm {
+        /// The term, trimmed.
+        part: String,
+    },
+}
+
 /// A parsed label selector; empty matches everything.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LabelSelector(Vec<Requirement>);
 
 impl LabelSelector {
     /// Parses `a=b,c!=d,e in (x,y),f notin (z),g,!h`.
-    pub fn parse(text: &str) -> Result<LabelSelector, String> {
+    pub fn parse(text: &str) -> Result<LabelSelector, SelectorError> {
         let mut requirements = Vec::new();
         for part in split_top_level(text) {
             let part = part.trim();
@@ -44,7 +61,9 @@ impl LabelSelector {
             {
                 Requirement::Exists(part.to_owned())
             } else {
-                return Err(format!("unable to parse requirement: {part:?}"));
+                return Err(SelectorError::Requirement {
+                    part: part.to_owned(),
+                });
             };
             requirements.push(requirement);
         }
@@ -108,7 +127,7 @@ pub struct FieldSelector(Vec<(String, bool, String)>);
 
 impl FieldSelector {
     /// Parses `metadata.name=x,involvedObject.uid!=y`.
-    pub fn parse(text: &str) -> Result<FieldSelector, String> {
+    pub fn parse(text: &str) -> Result<FieldSelector, SelectorError> {
         let mut terms = Vec::new();
         for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (path, equal, value) = if let Some((path, value)) = part.split_once("!=") {
@@ -118,7 +137,9 @@ impl FieldSelector {
             {
                 (path, true, value)
             } else {
-                return Err(format!("invalid field selector: {part:?}"));
+                return Err(SelectorError::FieldTerm {
+                    part: part.to_owned(),
+                });
             };
             terms.push((path.trim().to_owned(), equal, value.trim().to_owned()));
         }
@@ -197,6 +218,26 @@ mod tests {
         assert_eq!(
             FieldSelector::parse("metadata.name=web-1").unwrap().name(),
             Some("web-1")
+        );
+    }
+
+    #[test]
+    fn a_broken_part_is_named_as_the_api_answers_it() {
+        let label = LabelSelector::parse("app=web, app ~ web").unwrap_err();
+        assert_eq!(
+            label,
+            SelectorError::Requirement {
+                part: "app ~ web".to_owned()
+            }
+        );
+        assert_eq!(
+            label.to_string(),
+            "unable to parse requirement: \"app ~ web\""
+        );
+        let field = FieldSelector::parse("metadata.name").unwrap_err();
+        assert_eq!(
+            field.to_string(),
+            "invalid field selector: \"metadata.name\""
         );
     }
 }

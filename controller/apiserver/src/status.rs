@@ -220,3 +220,24 @@ impl From<super::storage::StorageError> for ApiError {
         }
     }
 }
+
+/// A selector that does not parse: 400, its message as it names the broken part.
+impl From<super::selectors::SelectorError> for ApiError {
+    fn from(error: super::selectors::SelectorError) -> Self {
+        ApiError::bad_request(error.to_string())
+    }
+}
+
+/// A CRD whose kind cannot be served: 400.
+impl From<super::registry::CrdError> for ApiError {
+    fn from(error: super::registry::CrdError) -> Self {
+        ApiError::bad_request(error.to_string())
+    }
+}
+
+/// A JSON patch that cannot be applied: 422.
+impl From<super::patch::PatchError> for ApiError {
+    fn from(error: super::patch::PatchError) -> Self {
+        ApiError::new(422, "Invalid", error.to_string())
+    }
+}

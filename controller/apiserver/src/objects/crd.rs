@@ -29,9 +29,7 @@ impl ApiState {
     /// Serves the kind of the CRD `object` and returns it with the status of an accepted CRD.
     pub(super) fn install_crd(&self, mut object: Value) -> Result<Value, ApiError> {
         let crd = decode(&object)?;
-        self.registry
-            .install_crd(&crd)
-            .map_err(ApiError::bad_request)?;
+        self.registry.install_crd(&crd)?;
         let names = serde_json::to_value(&crd.spec.names).unwrap_or(Value::Null);
         object["status"] = json!({
             "acceptedNames": names,

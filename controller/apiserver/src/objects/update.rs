@@ -78,12 +78,7 @@ impl ApiState {
             // patched in that form), then go back to the stored form.
             let mut patched = events::present(resource, current.clone());
             match kind {
-                PatchKind::Json => patch::json_patch(&mut patched, body).map_err(|e| ApiError {
-                    code: 422,
-                    reason: "Invalid",
-                    message: e,
-                    details: None,
-                })?,
+                PatchKind::Json => patch::json_patch(&mut patched, body)?,
                 PatchKind::Merge | PatchKind::Strategic | PatchKind::Apply => {
                     if !body.is_object() {
                         return Err(ApiError::bad_request("a merge patch must be a JSON object"));

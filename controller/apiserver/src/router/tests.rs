@@ -285,3 +285,63 @@ async fn status_is_written_through_its_subresource_only() {
     assert_eq!(stopped["status"]["phase"], "Stopped");
     assert_eq!(stopped["spec"]["image"]["alias"], "alpine");
 }
+
+/// The `Status` of a failure.
+fn failure(code: u16, reason: &str, message: &str) -> Value {
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": message, "reason": reason, "code": code})
+}
+
+#[tokio::test]
+async fn broken_selectors_patches_and_crd_patterns_are_answered_with_their_status() {
+    let api = Api::new();
+    api.create(&container("web")).await;
+    let labels = api
+        .get(&format!(
+            "{CONTAINERS}?labelSelector=app%3Dweb,app%20~%20web"
+        ))
+        .await;
+    let message = r#"unable to parse requirement: "app ~ web""#;
+    let expected = (StatusCode::BAD_REQUEST, failure(400, "BadRequest", message));
+    assert_eq!(labels, expected);
+    let fields = api
+        .get(&format!("{CONTAINERS}?fieldSelector=metadata.name"))
+        .await;
+    let message = r#"invalid field selector: "metadata.name""#;
+    let expected = (StatusCode::BAD_REQUEST, failure(400, "BadRequest", message));
+    assert_eq!(fields, expected);
+    let invalid = |message: &str| {
+        let status = failure(422, "Invalid", message);
+        (StatusCode::UNPROCESSABLE_ENTITY, status)
+    };
+    let not_a_list = json!({"op": "remove", "path": "/spec"});
+    assert_eq!(
+        api.patch(&path_of("web"), JSON_PATCH, &not_a_list).await,
+        invalid("a JSON patch must be a list of operations")
+    );
+    let unknown = json!([{"op": "frobnicate", "path": "/spec"}]);
+    assert_eq!(
+        api.patch(&path_of("web"), JSON_PATCH, &unknown).await,
+        invalid(
+            "invalid JSON patch: unknown variant `frobnicate`, expected one of `add`, `remove`, `replace`, `move`, `copy`, `test`"
+        )
+    );
+    let missing = json!([{"op": "replace", "path": "/spec/nothing/here", "value": 1}]);
+    assert_eq!(
+        api.patch(&path_of("web"), JSON_PATCH, &missing).await,
+        invalid("operation '/0' failed at path '/spec/nothing/here': path is invalid")
+    );
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema":
+                {"type": "object", "properties": {"name": {"type": "string", "pattern": "["}}}}}]}});
+    let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+    let created = api
+        .send(Method::POST, crds, "application/json", Some(&crd))
+        .await;
+    let message = "schema pattern \"[\" is not a valid regular expression: regex parse error:\n    [\n    ^\nerror: unclosed character class";
+    let expected = (StatusCode::BAD_REQUEST, failure(400, "BadRequest", message));
+    assert_eq!(created, expected);
+}

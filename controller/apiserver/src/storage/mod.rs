@@ -42,9 +42,9 @@ pub enum StorageError {
     #[error("storage lock poisoned")]
     Poisoned,
     /// The batch this change was committed in failed (the error is logged once, by the
-    /// writer that committed it).
+    /// writer that committed it); every writer of the batch shares it.
     #[error("storage: commit failed: {0}")]
-    Batch(String),
+    Batch(#[source] Arc<StorageError>),
     /// The key is not in the state the write expected: another write came first.
     #[error("storage: {key} was changed by another write")]
     Precondition { key: String },
@@ -254,18 +254,14 @@ impl Store {
     }
 
     /// Commits `batch` in one transaction, then shows it to readers and watchers.
-    fn commit_batch(&self, batch: &[Pending]) -> Result<(), String> {
+    fn commit_batch(&self, batch: &[Pending]) -> Result<(), StorageError> {
         let (Some(first), Some(last)) = (batch.first(), batch.last()) else {
             return Ok(());
         };
-        self.shared.database.write_batch(batch).map_err(|error| {
+        self.shared.database.write_batch(batch).inspect_err(|error| {
             tracing::error!(%error, first = first.change.revision, last = last.change.revision, "storage: commit failed");
-            error.to_string()
         })?;
-        self.shared
-            .view
-            .apply(batch)
-            .map_err(|error| error.to_string())?;
+        self.shared.view.apply(batch)?;
         for Pending { change, .. } in batch {
             // Nobody listening is fine.
             let _ = self.shared.changes.send(change.clone());

@@ -32,8 +32,8 @@ struct Waiting {
 }
 
 /// The outcome of a batch, shared by its writers: the error is logged once, by the writer that
-/// committed it.
-type Outcome = Arc<OnceLock<Result<(), String>>>;
+/// committed it, and shared (a success costs no allocation).
+type Outcome = Arc<OnceLock<Result<(), Arc<StorageError>>>>;
 
 /// A change waiting for its commit; `outcome` is set when its batch is done.
 #[derive(Debug)]
@@ -128,7 +128,7 @@ impl Queue {
     pub(super) fn wait(
         &self,
         ticket: &Ticket,
-        commit: impl Fn(&[Pending]) -> Result<(), String>,
+        commit: impl Fn(&[Pending]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         if ticket.alone {
             // Nobody else writing: committing here costs one disk sync, less than handing the
@@ -143,8 +143,8 @@ impl Queue {
 
     fn wait_or_commit(
         &self,
-        outcome: &OnceLock<Result<(), String>>,
-        commit: impl Fn(&[Pending]) -> Result<(), String>,
+        outcome: &OnceLock<Result<(), Arc<StorageError>>>,
+        commit: impl Fn(&[Pending]) -> Result<(), StorageError>,
     ) -> Result<(), StorageError> {
         let mut waiting = self.lock()?;
         loop {
@@ -155,7 +155,7 @@ impl Queue {
                 waiting.committing = true;
                 let batch = std::mem::take(&mut waiting.pending);
                 drop(waiting);
-                let result = commit(&batch);
+                let result = commit(&batch).map_err(Arc::new);
                 for pending in &batch {
                     let _ = pending.outcome.set(result.clone());
                 }
@@ -200,5 +200,43 @@ fn blocking<R>(f: impl FnOnce() -> R) -> R {
             tokio::task::block_in_place(f)
         }
         _ => f(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_failed_commit_is_shared_by_every_writer_of_its_batch() {
+        let queue = Queue::new(0);
+        let enqueue = |key| {
+            queue
+                .enqueue(
+                    key,
+                    ChangeKind::Added,
+                    Precondition::None,
+                    |_| Ok(None),
+                    |_| json!({}),
+                )
+                .unwrap()
+                .1
+        };
+        let (first, second) = (enqueue("/a/-/x"), enqueue("/a/-/y"));
+        let fail = |_: &[Pending]| Err(StorageError::Poisoned);
+        let errors = [&first, &second].map(|ticket| match queue.wait(ticket, fail) {
+            Err(StorageError::Batch(source)) => source,
+            other => panic!("{other:?}"),
+        });
+        assert!(Arc::ptr_eq(&errors[0], &errors[1]));
+        let error = StorageError::Batch(errors[0].clone());
+        assert_eq!(
+            error.to_string(),
+            "storage: commit failed: storage lock poisoned"
+        );
+        let source = std::error::Error::source(&error).map(ToString::to_string);
+        assert_eq!(source.as_deref(), Some("storage lock poisoned"));
     }
 }
