@@ -5,6 +5,9 @@
 //! - [`LxdContainer`] (namespaced): one LXD container, where it runs and in which state.
 //! - [`LxdPlacementPolicy`] (cluster-scoped): a named placement strategy.
 //!
+//! With the feature `testing`, the module `testing` adds builders of these objects for tests (the
+//! controller's unit tests and `tests/` use them).
+//!
 //! This crate holds types only. The CRD YAML in `charts/lxd-operator/crds/` is generated from
 //! them by `lxd-operator crds` (see [`generate::crd_yaml`]) and never edited by hand.
 

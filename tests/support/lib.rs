@@ -1,5 +1,6 @@
 //! What the integration tests share: the real LXD test cluster that `hack/lxd-cluster.sh`
-//! brings up, found through the variables of `hack/lxd-cluster.sh env`.
+//! brings up, found through the variables of `hack/lxd-cluster.sh env`; containers as
+//! manifests; and ([`operator`]) the operator process a test starts, with its shared set-up.
 
 #![allow(clippy::expect_used, clippy::panic)]
 
