@@ -42,7 +42,7 @@ pub(super) async fn converge(
         let observed = match known.take() {
             Some(instance) => Some(instance),
             None if std::mem::take(&mut known_absent) => None,
-            None => find_instance(client, &desired.uid, &desired.name, renamed).await?,
+            None => find_instance(client, desired.uid(), &desired.name, renamed).await?,
         };
         let member = observed
             .as_ref()

@@ -27,7 +27,7 @@ pub(super) async fn create_instance(
         .create_or_adopt_by_name(
             &desired.create_request(),
             &Target::Member(member.to_owned()),
-            &desired.uid,
+            desired.uid(),
             OPERATION_TIMEOUT,
         )
         .await;
@@ -35,7 +35,7 @@ pub(super) async fn create_instance(
         Ok(outcome) => outcome,
         Err(error) => {
             ctx.placements
-                .release(&desired.placement.cluster, &desired.uid)
+                .release(&desired.placement.cluster, desired.uid())
                 .await;
             return Err(create_failure(error, member, client, status).await);
         }

@@ -44,7 +44,7 @@ pub fn next_step(
             None => Step::Place,
         };
     };
-    if instance.owner_uid() != Some(desired.uid.as_str()) {
+    if instance.owner_uid() != Some(desired.uid()) {
         return Step::NameTaken {
             owner: instance.owner_uid().map(str::to_owned),
         };
@@ -119,7 +119,6 @@ mod tests {
             devices: BTreeMap::new(),
             ephemeral: false,
             state,
-            uid: "uid-1".into(),
             placement: PlacementRequest {
                 uid: "uid-1".into(),
                 cluster: "local".into(),

@@ -56,8 +56,6 @@ pub struct DesiredInstance {
     pub ephemeral: bool,
     /// The state to keep it in.
     pub state: DesiredState,
-    /// The owning LxdContainer's uid (also under [`UID_KEY`] in `config`).
-    pub uid: String,
     /// What placement is asked for it.
     pub placement: PlacementRequest,
 }
@@ -184,7 +182,6 @@ impl DesiredInstance {
             devices: spec.devices.clone(),
             ephemeral: spec.ephemeral,
             state: spec.state,
-            uid: uid.to_owned(),
             placement: PlacementRequest {
                 uid: uid.to_owned(),
                 cluster: spec.cluster_ref.name.clone(),
@@ -192,6 +189,11 @@ impl DesiredInstance {
                 policy,
             },
         })
+    }
+
+    /// The owning LxdContainer's uid (also under [`UID_KEY`] in `config`).
+    pub fn uid(&self) -> &str {
+        &self.placement.uid
     }
 
     /// The create request for it.
