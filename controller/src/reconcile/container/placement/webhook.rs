@@ -45,10 +45,10 @@ pub enum WebhookError {
     },
 }
 
-/// HTTP clients for webhooks, by CA bundle (`None`: no roots, so HTTPS needs a caBundle).
+/// HTTP clients for webhooks, by CA bundle (empty: none, so HTTPS needs a caBundle).
 #[derive(Debug, Default)]
 pub struct WebhookClients {
-    by_ca_bundle: Mutex<HashMap<Option<String>, reqwest::Client>>,
+    by_ca_bundle: Mutex<HashMap<String, reqwest::Client>>,
 }
 
 impl WebhookClients {
@@ -87,17 +87,18 @@ impl WebhookClients {
     }
 
     fn client(&self, ca_bundle: Option<&String>) -> Result<reqwest::Client, WebhookError> {
+        let key = ca_bundle.map_or("", String::as_str);
         if let Some(client) = self
             .by_ca_bundle
             .lock()
             .ok()
-            .and_then(|clients| clients.get(&ca_bundle.cloned()).cloned())
+            .and_then(|clients| clients.get(key).cloned())
         {
             return Ok(client);
         }
         let client = build_client(ca_bundle)?;
         if let Ok(mut clients) = self.by_ca_bundle.lock() {
-            clients.insert(ca_bundle.cloned(), client.clone());
+            clients.insert(key.to_owned(), client.clone());
         }
         Ok(client)
     }
