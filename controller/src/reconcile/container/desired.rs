@@ -318,6 +318,13 @@ mod tests {
                 "spec.image",
                 "exactly one",
             ),
+            (
+                web()
+                    .policy("balanced")
+                    .strategy(lxd_operator_crds::container::PlacementStrategy::Spread),
+                "spec.placement",
+                "at most one of policy and strategy",
+            ),
         ];
         for (container, field, rule) in cases {
             let error = DesiredInstance::from_container(&container.build()).unwrap_err();
