@@ -147,6 +147,17 @@ fn cluster_env() -> HashMap<String, String> {
 }
 
 impl TestCluster {
+    /// CPU seconds the member daemons have used so far (with the children they waited for:
+    /// image unpacking, forkstart), for benchmarks to compare ways by the work LXD did.
+    pub fn daemons_cpu_seconds(&self) -> f64 {
+        self.lxd_dirs
+            .iter()
+            .filter_map(|dir| std::fs::read_to_string(dir.with_extension("pid")).ok())
+            .filter_map(|pid| pid.trim().parse::<u32>().ok())
+            .map(|pid| process_cpu_seconds(pid, true))
+            .sum()
+    }
+
     /// A client of the cluster through the members at these (0-based) indexes, in this order,
     /// with the operator's certificate and the server pinned by fingerprint.
     pub fn client(&self, members: &[usize]) -> LxdClient {
@@ -349,6 +360,31 @@ pub fn http_get(url: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// CPU seconds (user and system) process `pid` has used, with those of the children it waited
+/// for when `with_children`; 0 when it cannot be read.
+pub fn process_cpu_seconds(pid: u32, with_children: bool) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) in parentheses: utime is the 12th.
+    let Some((_, after)) = stat.rsplit_once(')') else {
+        return 0.0;
+    };
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(4)
+        .map(|f| f.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = if with_children {
+        fields.iter().sum()
+    } else {
+        fields.iter().take(2).sum::<f64>()
+    };
+    // Linux reports in USER_HZ, 100 on every architecture Debian ships.
+    ticks / 100.0
 }
 
 /// A name unique to this test run, for instances and objects a test creates.

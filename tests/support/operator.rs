@@ -86,7 +86,12 @@ impl Operator {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(log)
-            .env("RUST_LOG", "info,lxd_operator=debug")
+            // Benchmarks run it at the level users do (LXD_OPERATOR_TEST_LOG=info).
+            .env(
+                "RUST_LOG",
+                std::env::var("LXD_OPERATOR_TEST_LOG")
+                    .unwrap_or_else(|_| "info,lxd_operator=debug".to_owned()),
+            )
             .spawn()
             .expect("start lxd-operator");
         let stdout = child.stdout.take().expect("stdout");
@@ -127,6 +132,11 @@ impl Operator {
             api_url,
             metrics_url,
         }
+    }
+
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// The kubeconfig it wrote.

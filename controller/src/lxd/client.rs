@@ -11,6 +11,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::error::{LxdError, Result};
+use super::pacing::CreateSlots;
+use super::routes::MemberRoutes;
 use super::tls::{ClientIdentity, ServerTrust, client_config};
 
 /// How long a call may take unless it says otherwise.
@@ -22,6 +24,9 @@ const MAX_IDLE_CONNECTIONS_PER_ENDPOINT: usize = 16;
 /// Requests in flight to one cluster at once; more wait for a free slot. Bounds connections
 /// (and LXD's load) when a burst of reconciles talks to the cluster at the same time.
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
+/// Creates in flight on one member at once, unless configured otherwise (`hack/bench rollout
+/// --pacing` measures a rollout at several limits).
+pub const DEFAULT_CREATES_PER_MEMBER: usize = 2;
 /// An endpoint that failed is tried last for this long, then trusted again.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(15);
 
@@ -80,8 +85,19 @@ impl Endpoint {
 
 /// Told about every request sent to LXD (for metrics).
 pub trait RequestObserver: Send + Sync + std::fmt::Debug {
-    /// One request to `endpoint` answered with `status` (`None`: no answer) after `duration`.
-    fn observe(&self, endpoint: &str, method: &str, status: Option<u16>, duration: Duration);
+    /// One request (`call` says what for: [`Call::kind`]) to `endpoint` answered with `status`
+    /// (`None`: no answer) after `duration`.
+    fn observe(
+        &self,
+        endpoint: &str,
+        method: &str,
+        call: &str,
+        status: Option<u16>,
+        duration: Duration,
+    );
+
+    /// A create waited `waited` for its turn on its member.
+    fn observe_create_turn(&self, _waited: Duration) {}
 }
 
 /// Everything needed to talk to one LXD cluster.
@@ -99,6 +115,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Timeout of connecting to one endpoint.
     pub connect_timeout: Duration,
+    /// Creates in flight on one member at once; more wait their turn (0: no limit). LXD
+    /// unpacks an image for each create, and beyond a few at once on one member every create
+    /// slows down more than the overlap gains.
+    pub creates_per_member: usize,
     /// Told about every request, if set.
     pub observer: Option<Arc<dyn RequestObserver>>,
 }
@@ -117,6 +137,7 @@ impl ClientConfig {
             project: "default".to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            creates_per_member: DEFAULT_CREATES_PER_MEMBER,
             observer: None,
         }
     }
@@ -126,6 +147,8 @@ impl ClientConfig {
 #[derive(Clone, Debug)]
 pub struct LxdClient {
     pub(crate) inner: Arc<Inner>,
+    /// The endpoint this view sends to first while it answers ([`LxdClient::on_member`]).
+    route: Option<usize>,
 }
 
 #[derive(Debug)]
@@ -134,6 +157,10 @@ pub(crate) struct Inner {
     pub(crate) endpoints: Vec<EndpointClient>,
     /// Whether `GET /1.0/cluster/members/<name>/state` exists (LXD 5.0.2 answers 501).
     pub(crate) member_state_supported: Mutex<Option<bool>>,
+    /// Which endpoint is which member, as the member list last said.
+    pub(crate) routes: MemberRoutes,
+    /// Creates in flight per member ([`ClientConfig::creates_per_member`]).
+    pub(crate) create_slots: CreateSlots,
     in_flight: tokio::sync::Semaphore,
 }
 
@@ -220,6 +247,28 @@ impl Call {
         self
     }
 
+    /// What the call is for, in a word (a metrics label).
+    pub(crate) fn kind(&self) -> &'static str {
+        let mut segments = self.path.trim_start_matches("/1.0").split('/').skip(1);
+        let first = segments.next().unwrap_or_default();
+        let second = segments.next();
+        let third = segments.next();
+        match (&self.method, first, second, third) {
+            (&Method::POST, "instances", None, _) => "create",
+            (&Method::GET, "instances", None, _) => "instances",
+            (&Method::PUT, "instances", Some(_), Some("state")) => "state",
+            (&Method::GET, "instances", Some(_), None | Some("state")) => "instance",
+            (&Method::PUT | &Method::PATCH, "instances", Some(_), None) => "update",
+            (&Method::DELETE, "instances", Some(_), None) => "delete",
+            (&Method::GET, "operations", Some(_), Some("wait")) => "wait",
+            (_, "operations", _, _) => "operation",
+            (_, "cluster", Some("members"), _) => "members",
+            (_, "resources", _, _) | (_, "storage-pools", _, _) => "resources",
+            (_, "metrics", _, _) => "metrics",
+            _ => "other",
+        }
+    }
+
     /// Whether sending it twice does no harm, so a failure after it may have arrived can be
     /// retried on another member.
     fn is_idempotent(&self) -> bool {
@@ -272,12 +321,30 @@ impl LxdClient {
             .collect::<Result<Vec<_>>>()?;
         Ok(LxdClient {
             inner: Arc::new(Inner {
+                create_slots: CreateSlots::new(config.creates_per_member),
                 config,
                 endpoints,
                 member_state_supported: Mutex::new(None),
+                routes: MemberRoutes::default(),
                 in_flight: tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT),
             }),
+            route: None,
         })
+    }
+
+    /// This client, sending to `member`'s own endpoint first while it answers (when that member
+    /// is one of the configured endpoints): calls about an instance go where it lives instead of
+    /// being forwarded there by another member.
+    pub fn on_member(&self, member: &str) -> LxdClient {
+        LxdClient {
+            inner: self.inner.clone(),
+            route: self.inner.routes.endpoint_of(member).or(self.route),
+        }
+    }
+
+    /// Which configured endpoint is `member`, as far as the member list has told.
+    pub fn endpoint_of_member(&self, member: &str) -> Option<usize> {
+        self.inner.routes.endpoint_of(member)
     }
 
     /// The configuration this client was made with.
@@ -312,7 +379,19 @@ impl LxdClient {
                 message: "client is shutting down".to_owned(),
             })?;
         let mut order = self.endpoint_order();
-        if let Some(preferred) = call.prefer.filter(|&p| p < self.inner.endpoints.len()) {
+        // An explicit preference (where an operation lives) goes first whatever its health; a
+        // view's member route only while that member answers.
+        let routed = self.route.filter(|&index| {
+            self.inner
+                .endpoints
+                .get(index)
+                .is_some_and(|e| e.is_healthy())
+        });
+        if let Some(preferred) = call
+            .prefer
+            .or(routed)
+            .filter(|&p| p < self.inner.endpoints.len())
+        {
             order.retain(|&index| index != preferred);
             order.insert(0, preferred);
         }
@@ -338,6 +417,7 @@ impl LxdClient {
                 observer.observe(
                     &endpoint.endpoint.display(),
                     call.method.as_str(),
+                    call.kind(),
                     status,
                     started.elapsed(),
                 );
@@ -642,6 +722,24 @@ mod tests {
             assert!(matches!(error, LxdError::Config { .. }), "{bad}: {error}");
             assert!(error.to_string().contains(bad), "{error}");
         }
+    }
+
+    #[test]
+    fn calls_are_named_for_what_they_do() {
+        let kind = |method: Method, path: &str| Call::new(method, path).kind();
+        assert_eq!(kind(Method::POST, "/1.0/instances"), "create");
+        assert_eq!(kind(Method::GET, "/1.0/instances"), "instances");
+        assert_eq!(kind(Method::GET, "/1.0/instances/web"), "instance");
+        assert_eq!(kind(Method::GET, "/1.0/instances/web/state"), "instance");
+        assert_eq!(kind(Method::PUT, "/1.0/instances/web/state"), "state");
+        assert_eq!(kind(Method::PUT, "/1.0/instances/web"), "update");
+        assert_eq!(kind(Method::DELETE, "/1.0/instances/web"), "delete");
+        assert_eq!(kind(Method::GET, "/1.0/operations/abc/wait"), "wait");
+        assert_eq!(kind(Method::GET, "/1.0/operations"), "operation");
+        assert_eq!(kind(Method::GET, "/1.0/cluster/members"), "members");
+        assert_eq!(kind(Method::GET, "/1.0/resources"), "resources");
+        assert_eq!(kind(Method::GET, "/1.0/metrics"), "metrics");
+        assert_eq!(kind(Method::GET, "/1.0"), "other");
     }
 
     #[test]

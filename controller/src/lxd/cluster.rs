@@ -35,7 +35,12 @@ impl LxdClient {
             .fetch::<Vec<ClusterMember>>(Call::get("/1.0/cluster/members").query("recursion", "1"))
             .await
         {
-            Ok(members) if !members.is_empty() => Ok(members),
+            Ok(members) if !members.is_empty() => {
+                self.inner
+                    .routes
+                    .learn(&members, &self.inner.config.endpoints);
+                Ok(members)
+            }
             Ok(_) | Err(LxdError::NotFound { .. }) | Err(LxdError::Invalid { .. }) => {
                 let info = self.server_info().await?;
                 Ok(vec![ClusterMember {

@@ -9,6 +9,8 @@
 //! - [`metrics`]: per-instance usage from `/1.0/metrics`.
 //! - [`observe`]: what each member has, holds and does (status and placement read it).
 //! - [`trust`]: redeeming trust tokens.
+//! - `routes` and `pacing`: calls about an instance go to its member's own endpoint, and creates
+//!   take turns per member.
 
 pub mod client;
 pub mod cluster;
@@ -18,6 +20,8 @@ pub mod instances;
 pub mod metrics;
 pub mod observe;
 pub mod operations;
+mod pacing;
+mod routes;
 pub mod tls;
 pub mod trust;
 pub mod types;

@@ -270,9 +270,23 @@ impl LxdClient {
             name: &request.name,
             uid,
         };
-        let outcome = match self.create_instance(&request, target).await {
-            Ok(handle) => self.wait(&handle, timeout).await.map(|_| ()),
-            Err(error) => Err(error),
+        let outcome = {
+            // Sent to the target member itself, in its turn: see `pacing` and `routes`.
+            let (client, _turn) = match target {
+                Target::Member(member) => {
+                    let asked = Instant::now();
+                    let turn = self.inner.create_slots.turn(member).await;
+                    if let Some(observer) = &self.inner.config.observer {
+                        observer.observe_create_turn(asked.elapsed());
+                    }
+                    (self.on_member(member), Some(turn))
+                }
+                _ => (self.clone(), None),
+            };
+            match client.create_instance(&request, target).await {
+                Ok(handle) => client.wait(&handle, timeout).await.map(|_| ()),
+                Err(error) => Err(error),
+            }
         };
         match outcome {
             Ok(()) => Ok(CreateOutcome::Created(match target {

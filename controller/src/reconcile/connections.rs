@@ -269,6 +269,7 @@ async fn client_config(
     };
     let mut config = ClientConfig::new(endpoints, identity, trust);
     config.project.clone_from(&spec.project);
+    config.creates_per_member = usize::try_from(spec.creates_per_member).unwrap_or(usize::MAX);
     Ok((config, secret_version))
 }
 

@@ -4,7 +4,8 @@
 //! again), and write status ([`report`]). Deletion is [`cleanup`].
 //!
 //! The steps, one job each: [`place`] (with the [`placement`] step's wiring of the engine),
-//! [`create`], [`update`], [`state`]; [`failure`] says what a step's failure means.
+//! [`create`], [`update`], [`state`]; [`failure`] says what a step's failure means; [`rollout`]
+//! times a new container's stages.
 
 pub mod cleanup;
 pub mod converge;
@@ -16,6 +17,7 @@ pub mod naming;
 pub mod place;
 pub mod placement;
 pub mod report;
+pub mod rollout;
 pub mod state;
 pub mod update;
 
@@ -35,6 +37,7 @@ use self::converge::converge;
 use self::desired::DesiredInstance;
 use self::failure::Failure;
 use self::report::{StatusWriter, publish};
+use self::rollout::Stage;
 use super::context::{Context, Error};
 
 /// The finalizer that keeps an LxdContainer until its instance is deleted.
@@ -51,6 +54,10 @@ pub async fn reconcile(container: Arc<LxdContainer>, ctx: Arc<Context>) -> Resul
         .namespace()
         .unwrap_or_else(|| "default".to_owned());
     let api: Api<LxdContainer> = Api::namespaced(ctx.client.clone(), &namespace);
+    if container.status.is_none() && container.metadata.deletion_timestamp.is_none() {
+        ctx.rollouts
+            .begin(container.metadata.uid.as_deref().unwrap_or_default());
+    }
     finalizer(&api, FINALIZER, container, |event| async {
         match event {
             FinalizerEvent::Apply(container) => apply(&container, &api, &ctx).await,
@@ -117,6 +124,10 @@ async fn apply(
         Ok(instance) => {
             status.observe(&client, &instance).await;
             status.write().await?;
+            if status.is_ready() {
+                ctx.rollouts
+                    .reached(desired.uid(), Stage::Ready, &ctx.metrics);
+            }
             Ok(Action::requeue(ctx.resync))
         }
         Err(Failure::Permanent { reason, message }) => {

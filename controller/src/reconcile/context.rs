@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use super::connections::{ClusterSignal, Connections};
 use super::container::placement::Placements;
+use super::container::rollout::RolloutClock;
 use crate::lxd::LxdError;
 use crate::telemetry::Metrics;
 
@@ -90,6 +91,8 @@ pub struct Context {
     refresh: Mutex<HashSet<String>>,
     /// Placement state (reservations, round-robin turns) of every cluster.
     pub placements: Placements,
+    /// When new containers were first seen, to time their first rollout.
+    pub rollouts: RolloutClock,
 }
 
 impl std::fmt::Debug for Context {
@@ -120,6 +123,7 @@ impl Context {
             instances: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::new()),
             placements: Placements::default(),
+            rollouts: RolloutClock::default(),
         }
     }
 

@@ -43,8 +43,27 @@ pub struct LxdRequestLabels {
     pub endpoint: String,
     /// HTTP method.
     pub method: String,
+    /// What the request is for: `create`, `state`, `update`, `delete`, `wait`, `instance`,
+    /// `instances`, `members`, `resources`, `metrics`, `operation`, `other`.
+    pub call: String,
     /// HTTP status, or `error`.
     pub status: String,
+}
+
+/// Labels of a stage of a new container's first rollout.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StageLabels {
+    /// `placed`, `created`, `started` or `ready`.
+    pub stage: String,
+}
+
+/// Labels of a wait inside a placement decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PlacementWaitLabels {
+    /// `figures` (member figures from LXD), `containers` (the namespace's containers from the
+    /// API), `gathering` (the burst's gathering window), `larger_first` (larger decisions of
+    /// the burst first), `decision_lock` (the cluster's decisions one at a time).
+    pub wait: String,
 }
 
 /// Labels naming a cluster.
@@ -72,6 +91,13 @@ pub struct Metrics {
     pub lxd_requests: Family<LxdRequestLabels, Counter>,
     /// LXD API request latency by endpoint, seconds.
     pub lxd_request_duration: Family<LxdRequestLabels, Histogram>,
+    /// Seconds from the first reconcile of a new LxdContainer to each stage of its first
+    /// rollout.
+    pub container_stages: Family<StageLabels, Histogram>,
+    /// Seconds a placement decision waited, by what it waited for.
+    pub placement_waits: Family<PlacementWaitLabels, Histogram>,
+    /// Seconds a create waited for its turn on its member.
+    pub create_turn_waits: Histogram,
     /// Event stream (re)connections by cluster.
     pub event_stream_connects: Family<ClusterLabels, Counter>,
     /// Members online by cluster.
@@ -82,6 +108,11 @@ pub struct Metrics {
 
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
+}
+
+/// 10 ms to about 5 minutes: a stage of a rollout of hundreds of containers.
+fn stage_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.01, 2.0, 16))
 }
 
 impl Default for Metrics {
@@ -104,6 +135,9 @@ impl Metrics {
         let lxd_requests = Family::default();
         let lxd_request_duration =
             Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let container_stages = Family::new_with_constructor(stage_histogram as fn() -> Histogram);
+        let placement_waits = Family::new_with_constructor(latency_histogram as fn() -> Histogram);
+        let create_turn_waits = stage_histogram();
         let event_stream_connects = Family::default();
         let members_online = Family::default();
         let leader = Gauge::default();
@@ -143,6 +177,21 @@ impl Metrics {
             lxd_request_duration.clone(),
         );
         registry.register(
+            "container_stage_seconds",
+            "Seconds from the first reconcile of a new LxdContainer to each stage of its first rollout",
+            container_stages.clone(),
+        );
+        registry.register(
+            "placement_wait_seconds",
+            "Seconds a placement decision waited, by what it waited for",
+            placement_waits.clone(),
+        );
+        registry.register(
+            "lxd_create_turn_wait_seconds",
+            "Seconds a create waited for its turn on its member",
+            create_turn_waits.clone(),
+        );
+        registry.register(
             "lxd_event_stream_connects",
             "LXD event stream (re)connections",
             event_stream_connects.clone(),
@@ -166,6 +215,9 @@ impl Metrics {
             placement_duration,
             lxd_requests,
             lxd_request_duration,
+            container_stages,
+            placement_waits,
+            create_turn_waits,
             event_stream_connects,
             members_online,
             leader,
@@ -195,6 +247,24 @@ impl Metrics {
             .observe(duration.as_secs_f64());
     }
 
+    /// A new container reached `stage` of its first rollout `since` its first reconcile.
+    pub fn observe_stage(&self, stage: &str, since: std::time::Instant) {
+        self.container_stages
+            .get_or_create(&StageLabels {
+                stage: stage.to_owned(),
+            })
+            .observe(since.elapsed().as_secs_f64());
+    }
+
+    /// A placement decision waited `waited` for `what` (see [`PlacementWaitLabels`]).
+    pub fn observe_placement_wait(&self, what: &str, waited: Duration) {
+        self.placement_waits
+            .get_or_create(&PlacementWaitLabels {
+                wait: what.to_owned(),
+            })
+            .observe(waited.as_secs_f64());
+    }
+
     /// Counts one placement of a container by the policy `policy` that took `duration`.
     pub fn observe_placement(&self, policy: &str, placed: bool, duration: Duration) {
         self.placements
@@ -212,15 +282,27 @@ impl Metrics {
 }
 
 impl RequestObserver for Metrics {
-    fn observe(&self, endpoint: &str, method: &str, status: Option<u16>, duration: Duration) {
+    fn observe(
+        &self,
+        endpoint: &str,
+        method: &str,
+        call: &str,
+        status: Option<u16>,
+        duration: Duration,
+    ) {
         let labels = LxdRequestLabels {
             endpoint: endpoint.to_owned(),
             method: method.to_owned(),
+            call: call.to_owned(),
             status: status.map_or_else(|| "error".to_owned(), |s| s.to_string()),
         };
         self.lxd_requests.get_or_create(&labels).inc();
         self.lxd_request_duration
             .get_or_create(&labels)
             .observe(duration.as_secs_f64());
+    }
+
+    fn observe_create_turn(&self, waited: Duration) {
+        self.create_turn_waits.observe(waited.as_secs_f64());
     }
 }

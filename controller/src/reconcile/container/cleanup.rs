@@ -37,11 +37,13 @@ pub(super) async fn cleanup(
         }
     };
     ctx.placements.release(cluster_name, &uid).await;
+    ctx.rollouts.forget(&uid);
     let Some(instance) = client.instance_by_uid(&uid).await? else {
         return Ok(Action::await_change());
     };
     status.status.phase = Some(ContainerPhase::Deleting);
     status.write().await?;
+    let client = client.on_member(&instance.location);
     if instance.status != "Stopped" {
         let handle = client
             .change_state(&instance.name, StateAction::Stop, Some(STOP_TIMEOUT), false)

@@ -8,9 +8,10 @@ use super::desired::DesiredInstance;
 use super::failure::Failure;
 use super::place::place_container;
 use super::report::StatusWriter;
+use super::rollout::Stage;
 use super::state::change_state;
 use super::update::update_instance;
-use crate::lxd::types::Instance;
+use crate::lxd::types::{Instance, StateAction};
 use crate::lxd::{LxdClient, LxdError};
 
 /// Steps taken in one reconcile before handing back to the queue.
@@ -38,16 +39,22 @@ pub(super) async fn converge(
         .instance_name
         .as_ref()
         .is_some_and(|previous| *previous != desired.name);
+    // Calls about the instance go to its member's own endpoint: see `crate::lxd::routes`.
+    let on = |member: Option<&str>| member.map_or_else(|| client.clone(), |m| client.on_member(m));
     for _ in 0..MAX_STEPS {
         let observed = match known.take() {
             Some(instance) => Some(instance),
             None if std::mem::take(&mut known_absent) => None,
-            None => find_instance(client, desired.uid(), &desired.name, renamed).await?,
+            None => {
+                let client = on(status.status.member.as_deref());
+                find_instance(&client, desired.uid(), &desired.name, renamed).await?
+            }
         };
         let member = observed
             .as_ref()
             .map(|i| i.location.clone())
             .or_else(|| status.status.member.clone());
+        let client = &on(member.as_deref());
         match next_step(desired, observed.as_ref(), member.as_deref()) {
             Step::InSync => {
                 return observed.ok_or_else(|| {
@@ -66,6 +73,10 @@ pub(super) async fn converge(
             Step::Update(put) => update_instance(desired, &put, client, ctx, status).await?,
             Step::ChangeState(action) => {
                 if change_state(client, &desired.name, action).await? {
+                    if action == StateAction::Start {
+                        ctx.rollouts
+                            .reached(desired.uid(), Stage::Started, &ctx.metrics);
+                    }
                     known = observed.map(|mut instance| {
                         instance.status = action.resulting_status().to_owned();
                         instance

@@ -11,6 +11,7 @@ use super::OPERATION_TIMEOUT;
 use super::desired::DesiredInstance;
 use super::failure::Failure;
 use super::report::{StatusWriter, publish};
+use super::rollout::Stage;
 use crate::lxd::types::{Instance, Target};
 use crate::lxd::{CreateOutcome, LxdClient, LxdError};
 
@@ -40,6 +41,8 @@ pub(super) async fn create_instance(
             return Err(create_failure(error, member, client, status).await);
         }
     };
+    ctx.rollouts
+        .reached(desired.uid(), Stage::Created, &ctx.metrics);
     let (reason, verb) = match &outcome {
         CreateOutcome::Created(_) => ("Created", "created"),
         CreateOutcome::Adopted(_) => ("Adopted", "adopted"),

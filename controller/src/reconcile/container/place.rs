@@ -12,6 +12,7 @@ use super::desired::DesiredInstance;
 use super::failure::{Failure, placement_failure};
 use super::placement::place;
 use super::report::{StatusWriter, publish};
+use super::rollout::Stage;
 use crate::lxd::LxdClient;
 
 /// Places the container and writes the decision into its status.
@@ -25,9 +26,14 @@ pub(super) async fn place_container(
     let attempt = place(&desired.placement, client, &ctx.client, &ctx.placements).await;
     ctx.metrics
         .observe_placement(&attempt.policy, attempt.outcome.is_ok(), started.elapsed());
+    for (what, waited) in &attempt.waits.0 {
+        ctx.metrics.observe_placement_wait(what, *waited);
+    }
     let decision = attempt
         .outcome
         .map_err(|error| placement_failure(error, status))?;
+    ctx.rollouts
+        .reached(desired.uid(), Stage::Placed, &ctx.metrics);
     let member = decision.member.clone();
     let explanation = decision.explanation.to_string();
     status.status.member = Some(member.clone());

@@ -67,6 +67,14 @@ impl<'a> StatusWriter<'a> {
         self.condition(CONDITION_READY, false, reason, message);
     }
 
+    /// Whether the status being written says Ready.
+    pub(super) fn is_ready(&self) -> bool {
+        self.status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == CONDITION_READY && c.status == "True")
+    }
+
     pub(super) async fn write(&self) -> Result<(), kube::Error> {
         write_status(
             self.api,

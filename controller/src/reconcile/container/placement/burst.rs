@@ -56,14 +56,14 @@ impl<'a> PendingEntry<'a> {
         }
     }
 
-    /// Waits for this decision's turn: the burst gathered, and no larger decision pending.
-    pub(super) async fn wait_turn(&self, request: &Request) {
+    /// Waits until the burst it arrived in is gathered. Its turn then comes when no larger
+    /// decision is pending ([`PendingEntry::wait_for_larger`]).
+    pub(super) async fn gathered(&self) {
         tokio::time::sleep_until(self.gathered).await;
-        self.wait_for_larger(request).await;
     }
 
     /// Waits until no larger decision is pending (or patience runs out).
-    async fn wait_for_larger(&self, request: &Request) {
+    pub(super) async fn wait_for_larger(&self, request: &Request) {
         let deadline = tokio::time::Instant::now() + BURST_PATIENCE;
         loop {
             let decided = self.pending.decided.notified();

@@ -17,6 +17,7 @@ pub mod webhook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
@@ -127,6 +128,22 @@ pub struct PlacementAttempt {
     pub policy: String,
     /// The decision, or why there is none.
     pub outcome: Result<Decision, PlacementError>,
+    /// What the decision waited for, and how long (`lxd_operator_placement_wait_seconds`).
+    pub waits: Waits,
+}
+
+/// What a decision waited for, by the wait's metric label.
+#[derive(Debug, Default)]
+pub struct Waits(pub Vec<(&'static str, Duration)>);
+
+impl Waits {
+    /// Times `future` as the wait `what`.
+    async fn time<T>(&mut self, what: &'static str, future: impl Future<Output = T>) -> T {
+        let started = Instant::now();
+        let output = future.await;
+        self.0.push((what, started.elapsed()));
+        output
+    }
 }
 
 /// Chooses a member for the container and reserves it.
@@ -136,18 +153,21 @@ pub async fn place(
     kube: &kube::Client,
     placements: &Placements,
 ) -> PlacementAttempt {
+    let mut waits = Waits::default();
     let chosen = match policy::choose(kube, &asked.policy, &asked.cluster).await {
         Ok(chosen) => chosen,
         Err(error) => {
             return PlacementAttempt {
                 policy: "unresolved".to_owned(),
                 outcome: Err(PlacementError::Kube(error)),
+                waits,
             };
         }
     };
     PlacementAttempt {
         policy: chosen.name().to_owned(),
-        outcome: decide(asked, &chosen, client, kube, placements).await,
+        outcome: decide(asked, &chosen, client, kube, placements, &mut waits).await,
+        waits,
     }
 }
 
@@ -157,6 +177,7 @@ async fn decide(
     client: &LxdClient,
     kube: &kube::Client,
     placements: &Placements,
+    waits: &mut Waits,
 ) -> Result<Decision, PlacementError> {
     let policy = policy::load(kube, chosen).await?;
     let request = &asked.request;
@@ -164,13 +185,20 @@ async fn decide(
     let pending = PendingEntry::join(&shared.pending, &asked.uid, request);
     // Member figures and the namespace's containers are read outside the decision lock: under
     // a busy LXD a read takes seconds, and decisions of the cluster queue on the lock.
-    let figures = shared.figures.get(client).await?;
+    let figures = waits.time("figures", shared.figures.get(client)).await?;
     let mut snapshot = figures.snapshot;
-    snapshot.placed = placed_containers(kube, &request.namespace, &asked.cluster)
+    snapshot.placed = waits
+        .time(
+            "containers",
+            placed_containers(kube, &request.namespace, &asked.cluster),
+        )
         .await
         .map_err(PlacementError::Kube)?;
-    pending.wait_turn(request).await;
-    let mut state = shared.state.lock().await;
+    waits.time("gathering", pending.gathered()).await;
+    waits
+        .time("larger_first", pending.wait_for_larger(request))
+        .await;
+    let mut state = waits.time("decision_lock", shared.state.lock()).await;
     // This container's own earlier reservation (a retried decision) does not count against it.
     state.reservations.release(&asked.uid);
     state.reservations.apply(&mut snapshot, &figures.visible);
