@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use lxd_operator::lxd::types::{StateAction, Target};
-use lxd_operator::lxd::{Intent, LxdError, Settlement};
+use lxd_operator::lxd::{Intent, LxdClient, LxdError, Settlement};
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_tests::operator::Operator;
 use lxd_operator_tests::{
@@ -394,42 +394,9 @@ fn concurrent_rest(
                 let name = name.clone();
                 tokio::spawn(async move {
                     let turn = limit.acquire_owned().await.unwrap();
-                    // A finished operation vanishes after a few seconds: one waited for late
-                    // is settled from the instance, as any careful client does.
-                    let handle = client
-                        .create_instance(&busybox(&name), &Target::Member(member))
-                        .await
-                        .unwrap();
-                    // These instances carry no owner uid: one that exists after a lost
-                    // create is settled as "belongs to nobody", which here means made.
-                    let created = Intent::Create {
-                        name: &name,
-                        uid: "",
-                    };
-                    let settled = client
-                        .wait_or_settle(&handle, &created, Duration::from_secs(600))
-                        .await;
-                    assert!(
-                        matches!(settled, Ok(Settlement::Done(_)))
-                            || matches!(settled, Err(LxdError::AlreadyExists { .. })),
-                        "create {name}: {settled:?}"
-                    );
+                    create(&client, &name, &member).await;
                     drop(turn);
-                    let handle = client
-                        .change_state(&name, StateAction::Start, None, false)
-                        .await
-                        .unwrap();
-                    let started = Intent::ChangeState {
-                        name: &name,
-                        action: StateAction::Start,
-                    };
-                    let settled = client
-                        .wait_or_settle(&handle, &started, Duration::from_secs(600))
-                        .await;
-                    assert!(
-                        matches!(settled, Ok(Settlement::Done(_))),
-                        "start {name}: {settled:?}"
-                    );
+                    start(&client, &name).await;
                 })
             })
             .collect();
@@ -438,6 +405,65 @@ fn concurrent_rest(
         }
     });
     names
+}
+
+/// Creates `name` on `member` as a careful client does: a finished operation vanishes after a
+/// few seconds, so one waited for late is settled from the instance; a create LXD gives up on
+/// (under load LXD 5.0 answers "Failed to begin transaction: context deadline exceeded") is
+/// cleaned up and sent again.
+async fn create(client: &LxdClient, name: &str, member: &str) {
+    // These instances carry no owner uid: one that exists after a lost create is settled as
+    // "belongs to nobody", which here means made.
+    let intent = Intent::Create { name, uid: "" };
+    for attempt in 1.. {
+        let sent = client
+            .create_instance(&busybox(name), &Target::Member(member.to_owned()))
+            .await;
+        let settled = match sent {
+            Ok(handle) => {
+                client
+                    .wait_or_settle(&handle, &intent, Duration::from_secs(600))
+                    .await
+            }
+            Err(error) => Err(error),
+        };
+        match settled {
+            Ok(Settlement::Done(_)) | Err(LxdError::AlreadyExists { .. }) => return,
+            other if attempt < 10 => {
+                eprintln!("create {name} (attempt {attempt}): {other:?}; again");
+                if let Ok(handle) = client.delete_instance(name).await {
+                    let _ = client.wait(&handle, Duration::from_secs(120)).await;
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => panic!("create {name}: {other:?}"),
+        }
+    }
+}
+
+/// Starts `name`, settling a lost operation from the instance.
+async fn start(client: &LxdClient, name: &str) {
+    let intent = Intent::ChangeState {
+        name,
+        action: StateAction::Start,
+    };
+    for attempt in 1.. {
+        let handle = client
+            .change_state(name, StateAction::Start, None, false)
+            .await
+            .unwrap();
+        match client
+            .wait_or_settle(&handle, &intent, Duration::from_secs(600))
+            .await
+        {
+            Ok(Settlement::Done(_)) => return,
+            other if attempt < 10 => {
+                eprintln!("start {name} (attempt {attempt}): {other:?}; again");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            other => panic!("start {name}: {other:?}"),
+        }
+    }
 }
 
 fn main() {

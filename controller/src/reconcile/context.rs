@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer;
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{self, ObjectRef};
 use lxd_operator_crds::LxdContainer;
 use tokio::sync::mpsc;
 
@@ -93,6 +93,9 @@ pub struct Context {
     pub placements: Placements,
     /// When new containers were first seen, to time their first rollout.
     pub rollouts: RolloutClock,
+    /// Every LxdContainer as the container controller's watch last saw it (placement reads
+    /// the placed ones here instead of listing them from the API for every decision).
+    pub containers: reflector::Store<LxdContainer>,
 }
 
 impl std::fmt::Debug for Context {
@@ -109,6 +112,7 @@ impl Context {
         client: kube::Client,
         signals: mpsc::UnboundedSender<ClusterSignal>,
         metrics: Arc<Metrics>,
+        containers: reflector::Store<LxdContainer>,
     ) -> Self {
         let reporter = Reporter {
             controller: "lxd-operator".to_owned(),
@@ -124,6 +128,7 @@ impl Context {
             refresh: Mutex::new(HashSet::new()),
             placements: Placements::default(),
             rollouts: RolloutClock::default(),
+            containers,
         }
     }
 

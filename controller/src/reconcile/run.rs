@@ -65,7 +65,13 @@ fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
 /// `readiness` turns ready once the caches of clusters and containers are synced.
 pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
     let (signal_sender, signals) = mpsc::unbounded_channel::<ClusterSignal>();
-    let ctx = Arc::new(Context::new(client.clone(), signal_sender, metrics));
+    let (container_reader, container_writer) = reflector::store();
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        signal_sender,
+        metrics,
+        container_reader.clone(),
+    ));
     let (container_trigger, container_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
     let (cluster_trigger, cluster_refs) =
@@ -84,7 +90,6 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
     // Our own status writes do not wake the container's reconciler again (each would cost LXD
     // reads in a rollout); what does: spec changes (generation), finalizers (the finalizer
     // helper waits for its own write), deletion, and LXD events.
-    let (container_reader, container_writer) = reflector::store();
     let container_changes = watcher::watcher(
         Api::<LxdContainer>::all(client.clone()),
         watcher::Config::default(),

@@ -23,7 +23,14 @@ pub(super) async fn place_container(
     status: &mut StatusWriter<'_>,
 ) -> Result<(), Failure> {
     let started = std::time::Instant::now();
-    let attempt = place(&desired.placement, client, &ctx.client, &ctx.placements).await;
+    let attempt = place(
+        &desired.placement,
+        client,
+        &ctx.client,
+        &ctx.containers,
+        &ctx.placements,
+    )
+    .await;
     ctx.metrics
         .observe_placement(&attempt.policy, attempt.outcome.is_ok(), started.elapsed());
     for (what, waited) in &attempt.waits.0 {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use kube::ResourceExt;
 use kube::api::{Api, ListParams};
+use kube::runtime::reflector::Store;
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::policy::WebhookFailurePolicy;
 
@@ -151,6 +152,7 @@ pub async fn place(
     asked: &PlacementRequest,
     client: &LxdClient,
     kube: &kube::Client,
+    containers: &Store<LxdContainer>,
     placements: &Placements,
 ) -> PlacementAttempt {
     let mut waits = Waits::default();
@@ -166,7 +168,10 @@ pub async fn place(
     };
     PlacementAttempt {
         policy: chosen.name().to_owned(),
-        outcome: decide(asked, &chosen, client, kube, placements, &mut waits).await,
+        outcome: decide(
+            asked, &chosen, client, kube, containers, placements, &mut waits,
+        )
+        .await,
         waits,
     }
 }
@@ -176,6 +181,7 @@ async fn decide(
     chosen: &ChosenPolicy,
     client: &LxdClient,
     kube: &kube::Client,
+    containers: &Store<LxdContainer>,
     placements: &Placements,
     waits: &mut Waits,
 ) -> Result<Decision, PlacementError> {
@@ -190,7 +196,7 @@ async fn decide(
     snapshot.placed = waits
         .time(
             "containers",
-            placed_containers(kube, &request.namespace, &asked.cluster),
+            placed_containers(kube, containers, &request.namespace, &asked.cluster),
         )
         .await
         .map_err(PlacementError::Kube)?;
@@ -224,26 +230,39 @@ async fn decide(
 }
 
 /// The operator's containers of `namespace` with a member, for affinity and spreading (their
-/// labels live in the API, not in LXD).
+/// labels live in the API, not in LXD): from the controller's cache once its first list is in,
+/// from the API before (a decision right after a restart must still see every placed one).
 async fn placed_containers(
     kube: &kube::Client,
+    cache: &Store<LxdContainer>,
     namespace: &str,
     cluster: &str,
 ) -> Result<Vec<Placed>, kube::Error> {
-    let containers: Api<LxdContainer> = Api::namespaced(kube.clone(), namespace);
-    let mut placed = Vec::new();
-    for other in containers.list(&ListParams::default()).await?.items {
-        if other.spec.cluster_ref.name != cluster {
-            continue;
-        }
-        if let Some(member) = other.status.as_ref().and_then(|s| s.member.clone()) {
-            placed.push(Placed {
+    // A timeout of zero polls once: ready now or not.
+    let cached = tokio::time::timeout(Duration::ZERO, cache.wait_until_ready())
+        .await
+        .is_ok_and(|ready| ready.is_ok());
+    let containers: Vec<Arc<LxdContainer>> = if cached {
+        cache.state_filter(|c| c.namespace().as_deref() == Some(namespace))
+    } else {
+        let api: Api<LxdContainer> = Api::namespaced(kube.clone(), namespace);
+        api.list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    };
+    Ok(containers
+        .iter()
+        .filter(|other| other.spec.cluster_ref.name == cluster)
+        .filter_map(|other| {
+            Some(Placed {
                 namespace: namespace.to_owned(),
                 name: other.name_any(),
                 labels: other.labels().clone(),
-                member,
-            });
-        }
-    }
-    Ok(placed)
+                member: other.status.as_ref()?.member.clone()?,
+            })
+        })
+        .collect())
 }
