@@ -114,6 +114,43 @@ async fn each_member_reports_the_usage_of_its_own_instances() {
     delete(&client, &name).await;
 }
 
+/// Counts the metrics reads the client sends, by endpoint.
+#[derive(Debug, Default)]
+struct MetricsReads(std::sync::Mutex<Vec<String>>);
+
+impl lxd_operator::lxd::client::RequestObserver for MetricsReads {
+    fn observe(&self, endpoint: &str, _: &str, call: &str, _: Option<u16>, _: Duration) {
+        if call == "metrics" {
+            self.0.lock().unwrap().push(endpoint.to_owned());
+        }
+    }
+}
+
+#[tokio::test]
+async fn usage_is_read_from_each_member_itself_and_reused_by_the_next_observation() {
+    let cluster = TestCluster::get();
+    let reads = std::sync::Arc::new(MetricsReads::default());
+    let mut config = cluster.client_config(&[0, 1, 2]);
+    config.observer = Some(reads.clone());
+    let client = LxdClient::new(config).unwrap();
+
+    let first = client.observe_members().await.unwrap();
+    let second = client.observe_members().await.unwrap();
+
+    assert_eq!(first.members.len(), 3);
+    let mut read_from = reads.0.lock().unwrap().clone();
+    read_from.sort();
+    let mut endpoints = cluster.endpoints.clone();
+    endpoints.sort();
+    assert_eq!(
+        read_from, endpoints,
+        "each member's metrics once, from its own endpoint"
+    );
+    for (a, b) in first.members.iter().zip(&second.members) {
+        assert_eq!(a.instance_memory_used_bytes, b.instance_memory_used_bytes);
+    }
+}
+
 #[tokio::test]
 async fn a_create_through_one_member_is_waited_through_the_same_or_another_member() {
     let cluster = TestCluster::get();

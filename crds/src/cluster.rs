@@ -262,7 +262,8 @@ pub struct MemberLoad {
     /// CPU used by all instances on the member, in cores, averaged since the previous sample.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_cpu_cores: Option<f64>,
-    /// Memory used by all instances on the member, in bytes.
+    /// Memory used by all instances on the member, in bytes (LXD's metrics, read at most about
+    /// once a minute: reading them costs the member CPU for every running instance).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_memory_bytes: Option<u64>,
     /// Number of instances on the member, ours or not.

@@ -161,6 +161,11 @@ impl TestCluster {
     /// A client of the cluster through the members at these (0-based) indexes, in this order,
     /// with the operator's certificate and the server pinned by fingerprint.
     pub fn client(&self, members: &[usize]) -> LxdClient {
+        LxdClient::new(self.client_config(members)).expect("client")
+    }
+
+    /// The configuration [`TestCluster::client`] builds its client from, to change before use.
+    pub fn client_config(&self, members: &[usize]) -> ClientConfig {
         let endpoints = members
             .iter()
             .map(|&i| Endpoint::parse(&self.endpoints[i]).expect("endpoint"))
@@ -171,7 +176,7 @@ impl TestCluster {
         )
         .expect("client identity");
         let trust = ServerTrust::from_fingerprint(&self.server_fingerprint).expect("fingerprint");
-        LxdClient::new(ClientConfig::new(endpoints, Some(identity), trust)).expect("client")
+        ClientConfig::new(endpoints, Some(identity), trust)
     }
 
     /// A client of every member, in order.

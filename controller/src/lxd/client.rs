@@ -14,6 +14,7 @@ use super::error::{LxdError, Result};
 use super::pacing::CreateSlots;
 use super::routes::MemberRoutes;
 use super::tls::{ClientIdentity, ServerTrust, client_config};
+use super::usage::UsageCache;
 
 /// How long a call may take unless it says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -161,6 +162,8 @@ pub(crate) struct Inner {
     pub(crate) routes: MemberRoutes,
     /// Creates in flight per member ([`ClientConfig::creates_per_member`]).
     pub(crate) create_slots: CreateSlots,
+    /// Each member's last usage reading ([`LxdClient::member_usage`]).
+    pub(crate) usage: UsageCache,
     in_flight: tokio::sync::Semaphore,
 }
 
@@ -322,6 +325,7 @@ impl LxdClient {
         Ok(LxdClient {
             inner: Arc::new(Inner {
                 create_slots: CreateSlots::new(config.creates_per_member),
+                usage: UsageCache::default(),
                 config,
                 endpoints,
                 member_state_supported: Mutex::new(None),

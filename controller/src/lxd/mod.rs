@@ -8,6 +8,7 @@
 //! - [`events`]: the cluster's event stream, reconnecting.
 //! - [`metrics`]: per-instance usage from `/1.0/metrics`.
 //! - [`observe`]: what each member has, holds and does (status and placement read it).
+//! - [`usage`]: how often a member's usage is re-read (metrics cost LXD CPU per instance).
 //! - [`trust`]: redeeming trust tokens.
 //! - `routes` and `pacing`: calls about an instance go to its member's own endpoint, and creates
 //!   take turns per member.
@@ -25,6 +26,7 @@ mod routes;
 pub mod tls;
 pub mod trust;
 pub mod types;
+pub mod usage;
 
 pub use client::{ClientConfig, Endpoint, LxdClient};
 pub use error::{LxdError, Result};

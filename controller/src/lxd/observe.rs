@@ -46,7 +46,7 @@ pub struct MemberObservation {
     pub allocated: Allocation,
     /// What the operator's own instances on it are limited to.
     pub managed: Allocation,
-    /// Bytes of memory its instances use now (LXD's metrics).
+    /// Bytes of memory its instances use (LXD's metrics, reused for a while: [`super::usage`]).
     pub instance_memory_used_bytes: f64,
     /// 1, 5 and 15 minute load averages, where the LXD version reports them.
     pub load_averages: Vec<f64>,
@@ -96,10 +96,12 @@ impl LxdClient {
     ) -> MemberObservation {
         let (resources, usage, state) = if member.status == "Online" {
             let name = &member.server_name;
+            // Each member answers for itself, rather than one member forwarding for all.
+            let own = self.on_member(name);
             let (resources, usage, state) = futures::join!(
-                self.member_resources(name),
-                self.member_instance_metrics(name),
-                self.member_state(name),
+                own.member_resources(name),
+                own.member_usage(name),
+                own.member_state(name),
             );
             (
                 resources.ok(),
@@ -107,7 +109,7 @@ impl LxdClient {
                 state.ok().flatten(),
             )
         } else {
-            (None, Vec::new(), None)
+            (None, Default::default(), None)
         };
         let mut allocated = Allocation::default();
         let mut managed = Allocation::default();
