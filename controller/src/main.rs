@@ -53,6 +53,27 @@ struct ApiserverArgs {
     /// `410 Expired` and relist. Small values are for tests of that path.
     #[arg(long, default_value_t = lxd_operator_apiserver::storage::DEFAULT_HISTORY, hide = true)]
     watch_history: i64,
+    /// Seconds a new connection has for its TLS handshake and its first request's head, and
+    /// each later request for its head. An HTTP/1 keep-alive connection that sends no request
+    /// for this long is closed (clients open a new one).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    request_head_timeout_seconds: u64,
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Watches open at once; more are answered 429 TooManyRequests (clients retry).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_watches: u32,
+}
+
+impl ApiserverArgs {
+    fn limits(&self) -> lxd_operator_apiserver::Limits {
+        lxd_operator_apiserver::Limits {
+            request_head_timeout: std::time::Duration::from_secs(self.request_head_timeout_seconds),
+            max_connections: self.max_connections as usize,
+            max_watches: self.max_watches as usize,
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -246,7 +267,14 @@ async fn bind_apiserver(args: &ApiserverArgs) -> anyhow::Result<lxd_operator_api
     } else {
         Transport::Https
     };
-    let server = Server::bind(&args.data_dir, args.listen, args.watch_history, transport).await?;
+    let server = Server::bind(
+        &args.data_dir,
+        args.listen,
+        args.watch_history,
+        transport,
+        args.limits(),
+    )
+    .await?;
     if !args.listen.ip().is_loopback() {
         tracing::warn!(listen = %args.listen, "the API server is reachable from other machines (HTTPS, token required)");
     }

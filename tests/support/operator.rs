@@ -26,7 +26,8 @@ pub struct Operator {
     child: Child,
     mode: Mode,
     data_dir: tempfile::TempDir,
-    listen: String,
+    /// `127.0.0.1:<port>` the API listens on.
+    pub listen: String,
     extra: Vec<String>,
     /// `https://127.0.0.1:<port>` of the API.
     pub api_url: String,

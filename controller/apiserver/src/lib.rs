@@ -10,15 +10,18 @@
 //! - [`router`](mod@router): the HTTP layer; [`discovery`], [`table`], [`watch`].
 //! - [`schema`]: CRD schema validation and name rules, pruning and defaults, OpenAPI;
 //!   [`managed_fields`]: field ownership and server-side apply.
+//! - [`connections`]: timeouts and caps of what clients may hold.
 //! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
 
 #![forbid(unsafe_code)]
 
+pub mod connections;
 pub mod discovery;
 pub mod events;
 pub mod listing;
 pub mod managed_fields;
 pub mod objects;
+mod panics;
 pub mod patch;
 pub mod registry;
 pub mod router;
@@ -32,14 +35,14 @@ pub mod watch;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use hyper_util::service::TowerToHyperService;
+use hyper_util::server::graceful::GracefulShutdown;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::json;
 
+pub use connections::Limits;
 pub use objects::ApiState;
 pub use router::router;
 
@@ -77,6 +80,11 @@ pub enum ServerError {
     },
 }
 
+/// Whether `data_dir` is ours to make private: empty, or holding our store.
+fn holds_only_ours(data_dir: &Path) -> std::io::Result<bool> {
+    Ok(data_dir.join("state.db").exists() || std::fs::read_dir(data_dir)?.next().is_none())
+}
+
 /// Opens the state in `data_dir` (keeping `history` changes for watches): the store, every
 /// stored CRD served again, the namespaces `default` and `kube-system`, and our own CRDs when
 /// missing.
@@ -86,14 +94,24 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
         path: data_dir.to_owned(),
         source,
     };
+    // The store holds Secrets (LXD client keys): for the server's user only. A folder that
+    // holds others' files (think `--data-dir /tmp`) keeps its mode: taking it over would break
+    // them, and every file of ours is private by its own mode.
+    let created = !data_dir.exists();
     std::fs::create_dir_all(data_dir).map_err(data_dir_error)?;
-    // The store holds Secrets (LXD client keys): for the server's user only.
-    std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-        .map_err(data_dir_error)?;
+    if created || holds_only_ours(data_dir).map_err(data_dir_error)? {
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(data_dir_error)?;
+    } else {
+        tracing::warn!(data_dir = %data_dir.display(), "the data folder holds other files: its mode is left as it is, lxd-operator's own files in it are private");
+    }
+    // Private from its first byte: SQLite gives the -wal and -shm files the database's mode.
+    security::create_private(&data_dir.join("state.db"))?;
     let store = storage::Store::open_with_history(&data_dir.join("state.db"), history)?;
     let state = ApiState {
-        store: std::sync::Arc::new(store),
+        store: Arc::new(store),
         registry: registry::Registry::default(),
+        watch_slots: Arc::new(tokio::sync::Semaphore::new(Limits::default().max_watches)),
     };
     let crds = state
         .registry
@@ -197,10 +215,11 @@ pub struct Server {
     /// HTTPS or plain HTTP.
     pub transport: Transport,
     credentials: security::Credentials,
+    limits: Limits,
 }
 
 /// How long open connections (watches) get to finish when the server stops.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 impl Server {
     /// Opens `data_dir`, binds `listen` (port 0 picks a free one) and writes the kubeconfig.
@@ -210,11 +229,13 @@ impl Server {
         listen: SocketAddr,
         history: i64,
         transport: Transport,
+        limits: Limits,
     ) -> Result<Server, ServerError> {
         if transport == Transport::InsecureHttp && !listen.ip().is_loopback() {
             return Err(ServerError::Insecure { address: listen });
         }
-        let state = open(data_dir, history)?;
+        let mut state = open(data_dir, history)?;
+        state.watch_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_watches));
         let credentials = security::Credentials::load_or_create(data_dir, listen.ip())?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
@@ -236,6 +257,7 @@ impl Server {
             kubeconfig,
             transport,
             credentials,
+            limits,
         })
     }
 
@@ -264,6 +286,9 @@ impl Server {
             Transport::InsecureHttp => None,
         };
         let graceful = GracefulShutdown::new();
+        let limits = self.limits;
+        let connection_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+        let mut last_refusal_logged: Option<std::time::Instant> = None;
         tokio::pin!(shutdown);
         loop {
             let (stream, peer) = tokio::select! {
@@ -278,15 +303,24 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
+            let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
+                // Closed at once: a client that holds every slot gets nothing more.
+                if last_refusal_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                    tracing::warn!(%peer, max = limits.max_connections, "API server at its connection limit: refusing connections");
+                    last_refusal_logged = Some(std::time::Instant::now());
+                }
+                continue;
+            };
             let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(app.clone());
+            let app = app.clone();
             let watcher = graceful.watcher();
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let served = match acceptor {
                     Some(acceptor) => {
                         let handshake = tokio::time::timeout(
-                            std::time::Duration::from_secs(10),
+                            limits.request_head_timeout,
                             acceptor.accept(stream),
                         )
                         .await;
@@ -298,9 +332,9 @@ impl Server {
                             }
                             Err(_) => return,
                         };
-                        serve_connection(stream, service, watcher).await
+                        connections::serve_connection(stream, app, watcher, limits).await
                     }
-                    None => serve_connection(stream, service, watcher).await,
+                    None => connections::serve_connection(stream, app, watcher, limits).await,
                 };
                 if let Err(error) = served {
                     tracing::debug!(%peer, %error, "API connection ended");
@@ -313,16 +347,48 @@ impl Server {
     }
 }
 
-/// Serves HTTP on one accepted connection, plain or TLS, until it closes or the server stops.
-async fn serve_connection<I>(
-    io: I,
-    service: TowerToHyperService<axum::Router>,
-    watcher: Watcher,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let builder = auto::Builder::new(TokioExecutor::new());
-    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
-    watcher.watch(connection).await
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_new_data_folder_is_private() {
+        let parent = tempfile::tempdir().unwrap();
+        let data = parent.path().join("data");
+        open(&data, 100).unwrap();
+        assert_eq!(mode(&data), 0o700);
+        assert_eq!(mode(&data.join("state.db")), 0o600);
+    }
+
+    #[test]
+    fn a_shared_folder_keeps_its_mode_and_our_files_in_it_are_private() {
+        // As `--data-dir /tmp` would be: others' files in a folder open to all.
+        let shared = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(shared.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::write(shared.path().join("someone-elses.sock"), "").unwrap();
+        open(shared.path(), 100).unwrap();
+        security::Credentials::load_or_create(shared.path(), "127.0.0.1".parse().unwrap()).unwrap();
+        assert_eq!(
+            std::fs::metadata(shared.path())
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o7777,
+            0o1777
+        );
+        for ours in ["state.db", "state.db-wal", "token", "pki/ca.key"] {
+            let path = shared.path().join(ours);
+            if path.exists() {
+                assert_eq!(mode(&path), 0o600, "{ours}");
+            }
+        }
+        assert_eq!(mode(&shared.path().join("state.db")), 0o600);
+        assert_eq!(mode(&shared.path().join("pki")), 0o700);
+    }
 }

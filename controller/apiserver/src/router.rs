@@ -203,9 +203,15 @@ async fn resources(
         Ok(body) => body,
         Err(error) => return error.into_response(),
     };
-    match dispatch(&state, &method, &uri, &headers, &body) {
-        Ok(response) => response,
-        Err(error) => error.into_response(),
+    let answered = crate::panics::catch("answering a request", || {
+        dispatch(&state, &method, &uri, &headers, &body)
+    });
+    match answered {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => error.into_response(),
+        Err(panic) => {
+            ApiError::internal(format!("{method} {uri} panicked: {panic}")).into_response()
+        }
     }
 }
 
@@ -290,6 +296,29 @@ fn written_response(code: u16, written: &Written) -> Response {
     response
 }
 
+/// A parameter that counts something (`limit`, `timeoutSeconds`): absent, or a 400 naming it
+/// when it is not a non-negative integer.
+fn count_param(query: &HashMap<String, String>, name: &str) -> Result<Option<u64>, ApiError> {
+    match query.get(name).map(String::as_str) {
+        None | Some("") => Ok(None),
+        Some(text) => text.parse().map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "{name}: Invalid value: \"{text}\": must be a non-negative integer"
+            ))
+        }),
+    }
+}
+
+/// How long a watch may run: `timeoutSeconds`, at most [`MAX_WATCH_TIMEOUT`] (a deadline
+/// must stay representable), 30 minutes when not given.
+fn watch_timeout(query: &HashMap<String, String>) -> Result<Duration, ApiError> {
+    let asked = count_param(query, "timeoutSeconds")?.unwrap_or(1800);
+    Ok(Duration::from_secs(asked).min(MAX_WATCH_TIMEOUT))
+}
+
+/// The longest watch: a day, after which clients resume from their last resourceVersion.
+const MAX_WATCH_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError> {
     Ok(ListOptions {
         labels: LabelSelector::parse(
@@ -304,7 +333,7 @@ fn list_options(query: &HashMap<String, String>) -> Result<ListOptions, ApiError
                 .map(String::as_str)
                 .unwrap_or_default(),
         )?,
-        limit: query.get("limit").and_then(|l| l.parse().ok()).unwrap_or(0),
+        limit: count_param(query, "limit")?.map_or(0, |l| usize::try_from(l).unwrap_or(usize::MAX)),
         continue_token: query.get("continue").filter(|c| !c.is_empty()).cloned(),
     })
 }
@@ -374,12 +403,7 @@ fn dispatch(
                     namespace: target.namespace.clone(),
                     options,
                     resource_version: query.get("resourceVersion").cloned().unwrap_or_default(),
-                    timeout: Duration::from_secs(
-                        query
-                            .get("timeoutSeconds")
-                            .and_then(|t| t.parse().ok())
-                            .unwrap_or(1800),
-                    ),
+                    timeout: watch_timeout(&query)?,
                     bookmarks: query
                         .get("allowWatchBookmarks")
                         .is_some_and(|b| b == "true"),

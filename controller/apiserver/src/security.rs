@@ -69,26 +69,48 @@ fn read(path: &Path) -> Result<Option<String>, SecurityError> {
 
 /// Writes a file only its owner can read.
 pub fn write_private(path: &Path, contents: &str) -> Result<(), SecurityError> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = open_private(path, true)?;
     let error = |source| SecurityError::File {
         path: path.to_owned(),
         source,
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(error)?;
+    file.write_all(contents.as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)
+}
+
+/// Makes `path` a file only its owner can read, if it is not one yet; its contents stay.
+pub fn create_private(path: &Path) -> Result<(), SecurityError> {
+    open_private(path, false).map(drop)
+}
+
+/// Opens `path` for writing (`truncate`: emptied), created with mode 0600 (and its folders
+/// 0700) when missing, narrowed to 0600 when it was wider.
+fn open_private(path: &Path, truncate: bool) -> Result<std::fs::File, SecurityError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    let error = |source| SecurityError::File {
+        path: path.to_owned(),
+        source,
+    };
+    if let Some(parent) = path.parent()
+        && !parent.exists()
+    {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(parent)
+            .map_err(error)?;
     }
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
+        .truncate(truncate)
         .mode(0o600)
         .open(path)
         .map_err(error)?;
     // An older file keeps its mode on open: narrow it.
     file.set_permissions(std::fs::Permissions::from_mode(0o600))
         .map_err(error)?;
-    file.write_all(contents.as_bytes()).map_err(error)?;
-    file.sync_all().map_err(error)
+    Ok(file)
 }
 
 /// The CA's parameters; the same at every start, so a CA read back from disk signs as the

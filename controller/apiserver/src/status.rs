@@ -147,6 +147,16 @@ impl ApiError {
         )
     }
 
+    /// 429: every watch slot is taken ([`crate::Limits::max_watches`]).
+    pub fn too_many_watches() -> ApiError {
+        ApiError::new(
+            429,
+            "TooManyRequests",
+            "too many watches are open on this server; retry later",
+        )
+        .with_details(json!({"retryAfterSeconds": 1}))
+    }
+
     /// 500 without internals.
     pub fn internal(what: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %what, "API server internal error");
@@ -188,6 +198,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.code == 429 {
+            // As Kubernetes answers 429: clients (client-go, kube-rs) wait this long.
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response
     }
 }

@@ -125,11 +125,17 @@ pub fn start(
     resource: Resource,
     request: WatchRequest,
 ) -> Result<Response, ApiError> {
+    let slot = state
+        .watch_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::too_many_watches())?;
     // Subscribe before reading, so nothing falls between the read and the live stream.
     let live = state.store.subscribe();
     let (sender, receiver) = mpsc::channel::<Bytes>(256);
     let state = state.clone();
     tokio::spawn(async move {
+        let _slot = slot;
         let _ = run(&state, &resource, request, live, &sender).await;
     });
     let stream = futures::stream::unfold(receiver, |mut receiver| async move {

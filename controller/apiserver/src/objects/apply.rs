@@ -9,7 +9,7 @@ use super::{ApiState, WriteOptions, Written};
 use crate::events;
 use crate::managed_fields::{self, Writer};
 use crate::registry::Resource;
-use crate::schema::structural;
+use crate::schema::{object_meta, structural};
 use crate::status::ApiError;
 
 impl ApiState {
@@ -29,6 +29,7 @@ impl ApiState {
                 "fieldManager is required for apply requests",
             ));
         };
+        object_meta::check(body)?;
         let mut applied = body.clone();
         let Some(map) = applied.as_object_mut() else {
             return Err(ApiError::bad_request(

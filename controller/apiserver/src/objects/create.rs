@@ -7,7 +7,7 @@ use super::write::{meta_str, now, record_update};
 use super::{ApiState, WriteOptions, Written};
 use crate::events;
 use crate::registry::{Resource, Role};
-use crate::schema::validation;
+use crate::schema::{object_meta, validation};
 use crate::status::ApiError;
 use crate::storage::StorageError;
 
@@ -27,6 +27,7 @@ impl ApiState {
         if !object.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        object_meta::check(&object)?;
         object = events::store_form(resource, object);
         object["apiVersion"] = json!(resource.stored_api_version());
         object["kind"] = json!(resource.kind);

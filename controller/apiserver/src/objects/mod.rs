@@ -33,6 +33,8 @@ pub struct ApiState {
     pub store: Arc<dyn Storage>,
     /// Served kinds.
     pub registry: Registry,
+    /// One permit per watch that may be open ([`crate::Limits::max_watches`]).
+    pub watch_slots: Arc<tokio::sync::Semaphore>,
 }
 
 /// The patch formats.

@@ -8,7 +8,7 @@ use super::{ApiState, FieldValidation, WriteOptions, Written};
 use crate::events;
 use crate::managed_fields::{self, Scope, Writer};
 use crate::registry::{Resource, Role};
-use crate::schema::structural;
+use crate::schema::{object_meta, structural};
 use crate::status::ApiError;
 use crate::storage::DeletedVersion;
 
@@ -188,6 +188,7 @@ impl ApiState {
         if !body.is_object() {
             return Err(ApiError::bad_request("the body must be a JSON object"));
         }
+        object_meta::check(&body)?;
         let read_at = revision_of(&current);
         let mut next = if status_only {
             let mut next = current.clone();

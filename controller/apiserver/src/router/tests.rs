@@ -51,6 +51,21 @@ impl Api {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
+    /// Whether a watch at `path` is answered 200 and still open half a second later.
+    async fn watch_stays_open(&self, path: &str) -> bool {
+        use futures::StreamExt;
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = self.router.clone().oneshot(request).await.unwrap();
+        if response.status() != StatusCode::OK {
+            return false;
+        }
+        let mut events = response.into_body().into_data_stream();
+        let drained = async { while let Some(Ok(_)) = events.next().await {} };
+        tokio::time::timeout(std::time::Duration::from_millis(500), drained)
+            .await
+            .is_err()
+    }
+
     async fn get(&self, path: &str) -> (StatusCode, Value) {
         self.send(Method::GET, path, "", None).await
     }
@@ -344,4 +359,68 @@ async fn broken_selectors_patches_and_crd_patterns_are_answered_with_their_statu
     let message = "schema pattern \"[\" is not a valid regular expression: regex parse error:\n    [\n    ^\nerror: unclosed character class";
     let expected = (StatusCode::BAD_REQUEST, failure(400, "BadRequest", message));
     assert_eq!(created, expected);
+}
+
+#[tokio::test]
+async fn metadata_of_the_wrong_shape_and_bad_parameters_are_a_400_naming_them_and_change_nothing() {
+    let api = Api::new();
+    let (_, created) = api.create(&container("web")).await;
+    let not_an_object = (
+        StatusCode::BAD_REQUEST,
+        failure(
+            400,
+            "BadRequest",
+            "metadata: Invalid value: 1: must be an object",
+        ),
+    );
+    let broken = json!({"metadata": 1});
+    assert_eq!(api.put(&path_of("web"), &broken).await, not_an_object);
+    assert_eq!(
+        api.patch(&path_of("web"), MERGE, &broken).await,
+        not_an_object
+    );
+    let replace = json!([{"op": "replace", "path": "/metadata", "value": 1}]);
+    assert_eq!(
+        api.patch(&path_of("web"), JSON_PATCH, &replace).await,
+        not_an_object
+    );
+    let applied = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+        "metadata": 1});
+    let apply_path = format!("{}?fieldManager=test", path_of("web"));
+    assert_eq!(api.patch(&apply_path, APPLY, &applied).await, not_an_object);
+    let mut new_one = container("db");
+    new_one["metadata"] = json!(1);
+    assert_eq!(api.create(&new_one).await, not_an_object);
+    let labels = json!({"metadata": {"labels": {"tier": 1}}});
+    assert_eq!(
+        api.patch(&path_of("web"), MERGE, &labels).await,
+        (
+            StatusCode::BAD_REQUEST,
+            failure(
+                400,
+                "BadRequest",
+                r#"metadata.labels: Invalid value: {"tier":1}: must be an object of string values"#
+            )
+        )
+    );
+    assert_eq!(api.get(&path_of("web")).await, (StatusCode::OK, created));
+
+    assert_eq!(
+        api.get(&format!("{CONTAINERS}?limit=ten")).await,
+        (
+            StatusCode::BAD_REQUEST,
+            failure(
+                400,
+                "BadRequest",
+                r#"limit: Invalid value: "ten": must be a non-negative integer"#
+            )
+        )
+    );
+    // Near u64::MAX seconds used to overflow the watch's deadline, and the watch died at
+    // once; now it runs (at most a day).
+    let watch = format!("{CONTAINERS}?watch=1&timeoutSeconds={}", u64::MAX);
+    assert!(
+        api.watch_stays_open(&watch).await,
+        "the watch ended at once"
+    );
 }

@@ -41,6 +41,13 @@ pub enum StorageError {
     /// The store's lock was poisoned by a panic elsewhere.
     #[error("storage lock poisoned")]
     Poisoned,
+    /// Code the store ran for a write panicked (a bug); the write is refused and the store
+    /// goes on serving.
+    #[error("storage: a bug while {during}: {message}")]
+    Panicked {
+        during: &'static str,
+        message: String,
+    },
     /// The batch this change was committed in failed (the error is logged once, by the
     /// writer that committed it); every writer of the batch shares it.
     #[error("storage: commit failed: {0}")]

@@ -5,7 +5,7 @@
 //! order. Each writer is answered once its change is durable.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, PoisonError};
 
 use serde_json::Value;
 
@@ -65,7 +65,10 @@ impl Queue {
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, Waiting>, StorageError> {
-        self.state.lock().map_err(|_| StorageError::Poisoned)
+        // The callers' code runs under the lock only through `guarded`, so a panic cannot
+        // leave `Waiting` half-changed: a poisoned lock is as good as a clean one, and one bug
+        // must not refuse every later write.
+        Ok(self.state.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Queues one change to `key` if `precondition` holds against every change before it,
@@ -85,7 +88,7 @@ impl Queue {
         if precondition != Precondition::None {
             let current = match waiting.unseen.get(key) {
                 Some(&(revision, exists)) => exists.then_some(revision),
-                None => committed(key)?,
+                None => guarded("reading the committed revision", || committed(key))??,
             };
             let holds = match precondition {
                 Precondition::None => true,
@@ -99,7 +102,7 @@ impl Queue {
             }
         }
         let revision = waiting.next;
-        let object = write(revision);
+        let object = guarded("building the object to store", || write(revision))?;
         let text: Arc<str> = serde_json::to_string(&object)
             .map_err(|source| StorageError::Corrupt {
                 key: key.to_owned(),
@@ -155,7 +158,10 @@ impl Queue {
                 waiting.committing = true;
                 let batch = std::mem::take(&mut waiting.pending);
                 drop(waiting);
-                let result = commit(&batch).map_err(Arc::new);
+                // A panicking commit must still end the batch, or every writer waits forever.
+                let result = guarded("committing a batch", || commit(&batch))
+                    .and_then(|committed| committed)
+                    .map_err(Arc::new);
                 for pending in &batch {
                     let _ = pending.outcome.set(result.clone());
                 }
@@ -173,7 +179,7 @@ impl Queue {
             waiting = self
                 .flushed
                 .wait(waiting)
-                .map_err(|_| StorageError::Poisoned)?;
+                .unwrap_or_else(PoisonError::into_inner);
         }
     }
 
@@ -185,11 +191,16 @@ impl Queue {
                 waiting = self
                     .flushed
                     .wait(waiting)
-                    .map_err(|_| StorageError::Poisoned)?;
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             Ok(())
         })
     }
+}
+
+/// Runs `f`, turning a panic in it into [`StorageError::Panicked`].
+fn guarded<R>(during: &'static str, f: impl FnOnce() -> R) -> Result<R, StorageError> {
+    crate::panics::catch(during, f).map_err(|message| StorageError::Panicked { during, message })
 }
 
 /// Runs `f`, which may wait for the disk: on a multi-threaded Tokio runtime, the thread's other
@@ -208,6 +219,48 @@ mod tests {
     use serde_json::json;
 
     use super::*;
+
+    #[test]
+    fn a_write_that_panics_is_refused_and_the_next_write_goes_through() {
+        let queue = Queue::new(0);
+        let panicked = queue.enqueue(
+            "/a/-/x",
+            ChangeKind::Added,
+            Precondition::Absent,
+            |_| Ok(None),
+            |_| -> Value { panic!("index into a number") },
+        );
+        match panicked {
+            Err(StorageError::Panicked { message, .. }) => {
+                assert_eq!(message, "index into a number")
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, ticket) = queue
+            .enqueue(
+                "/a/-/x",
+                ChangeKind::Added,
+                Precondition::Absent,
+                |_| Ok(None),
+                |revision| json!({ "revision": revision }),
+            )
+            .unwrap();
+        let panicking_commit = |_: &[Pending]| -> Result<(), StorageError> { panic!("disk bug") };
+        assert!(matches!(
+            queue.wait(&ticket, panicking_commit),
+            Err(StorageError::Batch(source)) if matches!(*source, StorageError::Panicked { .. })
+        ));
+        let (_, ticket) = queue
+            .enqueue(
+                "/a/-/y",
+                ChangeKind::Added,
+                Precondition::None,
+                |_| Ok(None),
+                |_| json!({}),
+            )
+            .unwrap();
+        assert!(queue.wait(&ticket, |_| Ok(())).is_ok());
+    }
 
     #[test]
     fn a_failed_commit_is_shared_by_every_writer_of_its_batch() {
