@@ -1,7 +1,8 @@
 //! Placement on the real cluster: load placed out of band is avoided by `least-loaded` and
 //! filled first by `bin-pack`; a pin holds; an impossible request is Unschedulable with counted
-//! reasons; a webhook steers placement, and its failure policy holds when it is down; sixty mixed
-//! containers applied at once end evenly spread.
+//! reasons; a webhook steers placement, and its failure policy holds when it is down; a slow
+//! webhook stalls no other placement, redirects are not followed and a password in its URL
+//! shows nowhere; sixty mixed containers applied at once end evenly spread.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -286,17 +287,33 @@ fn a_pin_holds_and_an_impossible_request_is_unschedulable_with_counted_reasons()
 
 /// A webhook that scores one member 100 and the others 0, for `requests` requests.
 fn webhook(favourite: &'static str) -> (String, std::thread::JoinHandle<usize>) {
+    let answer = format!(r#"{{"scores": {{"{favourite}": 100}}}}"#);
+    fake_webhook(2, Duration::ZERO, move |_| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+    })
+}
+
+/// A webhook on loopback that serves `count` requests, each answered after `delay` with what
+/// `answer` makes of the request head; the thread returns how many it served.
+fn fake_webhook(
+    count: usize,
+    delay: Duration,
+    answer: impl Fn(&str) -> String + Send + 'static,
+) -> (String, std::thread::JoinHandle<usize>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(false).unwrap();
     let url = format!("http://{}/score", listener.local_addr().unwrap());
     let server = std::thread::spawn(move || {
         let mut served = 0;
-        for stream in listener.incoming().take(2) {
+        for stream in listener.incoming().take(count) {
             let mut stream = stream.unwrap();
             let mut buffer = vec![0u8; 65536];
             let mut request = Vec::new();
             // Read headers and the body (Content-Length).
-            loop {
+            let head = loop {
                 let n = stream.read(&mut buffer).unwrap();
                 request.extend_from_slice(&buffer[..n]);
                 let text = String::from_utf8_lossy(&request).to_string();
@@ -310,12 +327,15 @@ fn webhook(favourite: &'static str) -> (String, std::thread::JoinHandle<usize>) 
                         })
                         .unwrap_or(0);
                     if body.len() >= length {
-                        break;
+                        break head.to_owned();
                     }
                 }
-            }
-            let answer = format!(r#"{{"scores": {{"{favourite}": 100}}}}"#);
-            write!(stream, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}", answer.len()).unwrap();
+                if n == 0 {
+                    break text;
+                }
+            };
+            std::thread::sleep(delay);
+            let _ = stream.write_all(answer(&head).as_bytes());
             served += 1;
         }
         served
@@ -374,6 +394,114 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
                 .as_str()
                 .map(|_| ())
         },
+    );
+    operator.delete_containers(&namespace, Duration::from_secs(60));
+}
+
+fn slow_policy(name: &str, url: &str) -> String {
+    format!(
+        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdPlacementPolicy\nmetadata: {{name: {name}}}\nspec:\n  webhook: {{url: \"{url}\", timeoutMillis: 15000, failurePolicy: Fail, weight: 100}}\n"
+    )
+}
+
+/// The Scheduled condition's message once it has `reason`.
+fn scheduled_message(operator: &Operator, namespace: &str, name: &str, reason: &str) -> String {
+    wait_for(
+        Duration::from_secs(30),
+        &format!("{name}: {reason}"),
+        || {
+            let status = statuses(operator, namespace).get(name)?.clone();
+            condition(&status, "Scheduled")
+                .filter(|c| c["reason"] == reason)
+                .map(|c| c["message"].as_str().unwrap_or("").to_owned())
+        },
+    )
+}
+
+#[test]
+fn a_slow_webhook_stalls_no_other_placement_redirects_are_not_followed_and_passwords_never_show() {
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("hooks");
+    let cluster = TestCluster::get();
+    let favourite = cluster.members[1].clone();
+    let answer = format!(r#"{{"scores": {{"{favourite}": 100}}}}"#);
+    let (url, slow) = fake_webhook(1, Duration::from_secs(5), move |_| {
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{answer}",
+            answer.len()
+        )
+    });
+    operator.apply(&slow_policy("slow", &url));
+    operator.apply_containers(&[container(&namespace, "patient", "64Mi")
+        .policy("slow")
+        .build()]);
+    std::thread::sleep(Duration::from_millis(500));
+    operator.apply_containers(&[container(&namespace, "quick", "64Mi").build()]);
+    let placed_first = wait_for(Duration::from_secs(30), "a container placed", || {
+        let statuses = statuses(&operator, &namespace);
+        statuses
+            .iter()
+            .find_map(|(name, status)| status["member"].as_str().map(|_| name.clone()))
+    });
+    assert_eq!(
+        placed_first, "quick",
+        "the default policy's container waited for another policy's webhook"
+    );
+    let placed = members_when_scheduled(&operator, &namespace, 2);
+    assert_eq!(placed["patient"], favourite, "{placed:?}");
+    assert_eq!(slow.join().unwrap(), 1);
+
+    // A webhook that answers with a redirect: the decision is not sent on.
+    let elsewhere = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let target = format!("http://{}/score", elsewhere.local_addr().unwrap());
+    let (url, moved) = fake_webhook(1, Duration::ZERO, move |_| {
+        format!(
+            "HTTP/1.1 307 Temporary Redirect\r\nLocation: {target}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+    });
+    operator.apply(&slow_policy("moved", &url));
+    operator.apply_containers(&[container(&namespace, "redirected", "64Mi")
+        .policy("moved")
+        .build()]);
+    let message = scheduled_message(&operator, &namespace, "redirected", "WebhookFailed");
+    assert!(message.contains("307"), "{message}");
+    assert_eq!(moved.join().unwrap(), 1);
+    elsewhere.set_nonblocking(true).unwrap();
+    assert!(elsewhere.accept().is_err(), "the redirect was followed");
+
+    // A password in the URL is sent, and shown nowhere.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let secret_url = format!("http://bot:hunter2@127.0.0.1:{port}/score");
+    operator.apply(&slow_policy("secret", &secret_url));
+    operator.apply_containers(&[container(&namespace, "guarded", "64Mi")
+        .policy("secret")
+        .build()]);
+    let message = scheduled_message(&operator, &namespace, "guarded", "WebhookFailed");
+    assert!(
+        message.contains(&format!("http://redacted@127.0.0.1:{port}/score")),
+        "{message}"
+    );
+    let everything = format!(
+        "{}{}",
+        operator.kubectl_ok(&["get", "lxdc,events", "-n", &namespace, "-o", "yaml"]),
+        operator.log()
+    );
+    assert!(!everything.contains("hunter2"), "the password shows");
+
+    // Plain HTTP to another host is refused before any request.
+    operator.apply(&slow_policy("far", "http://192.0.2.10/score"));
+    let ready = wait_for(Duration::from_secs(20), "the far policy's Ready", || {
+        let policy: Value =
+            serde_json::from_str(&operator.kubectl_ok(&["get", "lxdpp", "far", "-o", "json"]))
+                .unwrap();
+        condition(&policy["status"], "Ready")
+    });
+    assert_eq!(ready["status"], "False");
+    assert_eq!(
+        ready["message"],
+        "spec.webhook.url: http://192.0.2.10/score: http:// is allowed only to the operator's own host (127.0.0.0/8, ::1, localhost); use https://"
     );
     operator.delete_containers(&namespace, Duration::from_secs(60));
 }

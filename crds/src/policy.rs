@@ -133,7 +133,9 @@ pub enum TieBreak {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookExtender {
-    /// URL of the webhook, `https://` (or `http://` for a webhook on the operator's own host).
+    /// URL of the webhook: `https://`, or `http://` to the operator's own host only (127.0.0.0/8,
+    /// ::1, localhost). Redirects are not followed; a user and password in it are sent but
+    /// never shown in logs or status.
     #[schemars(length(min = 1, max = 2048), regex(pattern = r"^https?://\S+$"))]
     pub url: String,
     /// How long to wait for an answer, in milliseconds.

@@ -4,6 +4,7 @@ use lxd_operator_crds::container::PlacementStrategy;
 use lxd_operator_crds::policy::{LxdPlacementPolicySpec, TieBreak, WebhookExtender};
 
 use super::plugins::{self, Args, Filter, Overcommit, PluginError, Scorer};
+use super::webhook::{WebhookUrlError, check_url};
 
 /// Filters every placement applies, listed or not.
 const ALWAYS: &[&str] = &["online", "architecture", "target"];
@@ -33,9 +34,20 @@ pub struct Policy {
 pub struct PolicyError {
     /// The offending field, e.g. `spec.scorers[1].name`.
     pub field: String,
-    /// What is wrong with the plugin it names.
+    /// What is wrong with it.
     #[source]
-    pub source: PluginError,
+    pub source: PolicyProblem,
+}
+
+/// What is wrong with a field of a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyProblem {
+    /// The plugin it names, or its arguments.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The webhook's URL.
+    #[error(transparent)]
+    WebhookUrl(#[from] WebhookUrlError),
 }
 
 fn build(
@@ -51,7 +63,7 @@ fn build(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| PolicyError {
             field: "strategy".to_owned(),
-            source,
+            source: source.into(),
         })?;
     let scorers = scorer_names
         .iter()
@@ -59,7 +71,7 @@ fn build(
         .collect::<Result<Vec<_>, _>>()
         .map_err(|source| PolicyError {
             field: "strategy".to_owned(),
-            source,
+            source: source.into(),
         })?;
     Ok(Policy {
         name: name.to_owned(),
@@ -152,7 +164,7 @@ pub fn from_spec(name: &str, spec: &LxdPlacementPolicySpec) -> Result<Policy, Po
             filters.push(
                 plugins::filter(always, &no_args).map_err(|source| PolicyError {
                     field: "spec.filters".to_owned(),
-                    source,
+                    source: source.into(),
                 })?,
             );
         }
@@ -161,7 +173,7 @@ pub fn from_spec(name: &str, spec: &LxdPlacementPolicySpec) -> Result<Policy, Po
         filters.push(
             plugins::filter(&filter.name, &filter.args).map_err(|source| PolicyError {
                 field: format!("spec.filters[{index}].name"),
-                source,
+                source: source.into(),
             })?,
         );
     }
@@ -174,10 +186,16 @@ pub fn from_spec(name: &str, spec: &LxdPlacementPolicySpec) -> Result<Policy, Po
                 .map(|s| (s, f64::from(scorer.weight)))
                 .map_err(|source| PolicyError {
                     field: format!("spec.scorers[{index}].name"),
-                    source,
+                    source: source.into(),
                 })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(webhook) = &spec.webhook {
+        check_url(&webhook.url).map_err(|source| PolicyError {
+            field: "spec.webhook.url".to_owned(),
+            source: source.into(),
+        })?;
+    }
     let overcommit = spec
         .overcommit
         .as_ref()

@@ -62,7 +62,8 @@ pub struct StageLabels {
 pub struct PlacementWaitLabels {
     /// `figures` (member figures from LXD), `containers` (the namespace's containers from the
     /// API), `gathering` (the burst's gathering window), `larger_first` (larger decisions of
-    /// the burst first), `decision_lock` (the cluster's decisions one at a time).
+    /// the burst first), `decision_lock` (the cluster's decisions one at a time), `webhook` (the
+    /// policy's webhook answering, outside the lock).
     pub wait: String,
 }
 
@@ -168,7 +169,7 @@ impl Metrics {
         );
         registry.register(
             "lxd_requests",
-            "LXD API requests by endpoint, method and status",
+            "LXD API requests by endpoint, method, call and status",
             lxd_requests.clone(),
         );
         registry.register(

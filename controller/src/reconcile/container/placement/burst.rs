@@ -1,16 +1,21 @@
-//! A burst's decisions, largest first: containers applied together reach placement within
-//! milliseconds of each other; each waits a short gathering window, then while a larger one is
-//! pending beside it ([`engine::burst::burst_order`]), as the engine's simulations show a burst
-//! balances best that way.
+//! A burst's decisions, largest first: containers applied together reach placement a few
+//! milliseconds apart (`kubectl apply` of sixty objects takes a second or more); a burst is
+//! gathered until no container has arrived for a short window, then each decision waits while
+//! a larger one is pending beside it ([`engine::burst::burst_order`]), as the engine's
+//! simulations show a burst balances best that way. Decided one by one as they arrive, the
+//! largest ones can come last and leave members a whole container apart.
 
 use std::time::Duration;
 
 use crate::placement::model::Request;
 use crate::placement::{self as engine};
 
-/// How long a decision waits for others of the same burst before it is made: reconciles of
-/// containers applied together arrive within a few milliseconds of each other.
+/// A burst is gathered once no container has arrived for this long: reconciles of containers
+/// applied together arrive a few milliseconds apart.
 const BURST_WINDOW: Duration = Duration::from_millis(100);
+
+/// The longest a decision waits for its burst to be gathered, however long arrivals go on.
+const BURST_MAX_GATHERING: Duration = Duration::from_secs(2);
 
 /// The longest a decision waits for larger ones pending beside it.
 const BURST_PATIENCE: Duration = Duration::from_secs(10);
@@ -22,6 +27,8 @@ const BURST_PATIENCE: Duration = Duration::from_secs(10);
 pub(super) struct Pending {
     waiting: std::sync::Mutex<std::collections::BTreeMap<String, Request>>,
     decided: tokio::sync::Notify,
+    /// When the last container arrived.
+    last_arrival: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Pending {
@@ -40,8 +47,8 @@ impl Pending {
 pub(super) struct PendingEntry<'a> {
     pending: &'a Pending,
     uid: String,
-    /// When the burst it arrived in is gathered.
-    gathered: tokio::time::Instant,
+    /// When it arrived.
+    arrived: tokio::time::Instant,
 }
 
 impl<'a> PendingEntry<'a> {
@@ -49,17 +56,36 @@ impl<'a> PendingEntry<'a> {
         if let Ok(mut waiting) = pending.waiting.lock() {
             waiting.insert(uid.to_owned(), request.clone());
         }
+        let arrived = tokio::time::Instant::now();
+        if let Ok(mut last) = pending.last_arrival.lock() {
+            *last = Some(arrived);
+        }
         PendingEntry {
             pending,
             uid: uid.to_owned(),
-            gathered: tokio::time::Instant::now() + BURST_WINDOW,
+            arrived,
         }
     }
 
-    /// Waits until the burst it arrived in is gathered. Its turn then comes when no larger
-    /// decision is pending ([`PendingEntry::wait_for_larger`]).
+    /// Waits until the burst it arrived in is gathered: no arrival for [`BURST_WINDOW`], or
+    /// [`BURST_MAX_GATHERING`] since its own. Its turn then comes when no larger decision is
+    /// pending ([`PendingEntry::wait_for_larger`]).
     pub(super) async fn gathered(&self) {
-        tokio::time::sleep_until(self.gathered).await;
+        let latest = self.arrived + BURST_MAX_GATHERING;
+        loop {
+            let last = self
+                .pending
+                .last_arrival
+                .lock()
+                .ok()
+                .and_then(|last| *last)
+                .unwrap_or(self.arrived);
+            let quiet = (last + BURST_WINDOW).min(latest);
+            if tokio::time::Instant::now() >= quiet {
+                return;
+            }
+            tokio::time::sleep_until(quiet).await;
+        }
     }
 
     /// Waits until no larger decision is pending (or patience runs out).
@@ -94,6 +120,55 @@ mod tests {
 
     use super::*;
     use crate::placement::plugins::testing::request;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_burst_is_gathered_while_arrivals_go_on_and_at_most_for_the_longest_wait() {
+        let pending = Arc::new(Pending::default());
+        let first = PendingEntry::join(&pending, "first", &request(0.5, 0.5));
+        let started = tokio::time::Instant::now();
+        let arrivals = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                // One arrival every 50 ms for 600 ms, as a slow apply sends them.
+                for i in 0..12 {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    drop(PendingEntry::join(
+                        &pending,
+                        &format!("c{i}"),
+                        &request(1.0, 1.0),
+                    ));
+                }
+            })
+        };
+        first.gathered().await;
+        let gathered = started.elapsed();
+        assert_eq!(
+            gathered,
+            Duration::from_millis(700),
+            "quiet for 100 ms after the last arrival"
+        );
+        arrivals.await.unwrap();
+
+        // Arrivals that never stop: gathered after the longest wait.
+        let late = PendingEntry::join(&pending, "late", &request(0.5, 0.5));
+        let started = tokio::time::Instant::now();
+        let endless = {
+            let pending = pending.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    drop(PendingEntry::join(
+                        &pending,
+                        &format!("e{i}"),
+                        &request(1.0, 1.0),
+                    ));
+                }
+            })
+        };
+        late.gathered().await;
+        assert_eq!(started.elapsed(), BURST_MAX_GATHERING);
+        endless.abort();
+    }
 
     #[tokio::test]
     async fn a_smaller_decision_waits_for_a_larger_one_pending_beside_it() {

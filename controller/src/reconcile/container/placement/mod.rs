@@ -204,20 +204,41 @@ async fn decide(
     waits
         .time("larger_first", pending.wait_for_larger(request))
         .await;
+    // The webhook is asked without the decision lock: a slow webhook must not stall the
+    // cluster's other placements. It sees the reservations as they were; the decision below is
+    // made again on the current ones, so capacity is never given twice.
+    let webhook_answer = match &policy.webhook {
+        Some(webhook) => {
+            let body = {
+                let mut state = waits.time("decision_lock", shared.state.lock()).await;
+                let mut seen = snapshot.clone();
+                state.reservations.release(&asked.uid);
+                state.reservations.apply(&mut seen, &figures.visible);
+                engine::evaluate(&policy, request, &seen).webhook_request(request, &seen)
+            };
+            // Its turn in the burst is over: smaller decisions must not wait for its webhook.
+            drop(pending);
+            match waits
+                .time("webhook", placements.webhooks.call(webhook, &body))
+                .await
+            {
+                Ok(answer) => Some((answer, f64::from(webhook.weight))),
+                Err(error) if webhook.failure_policy == WebhookFailurePolicy::Ignore => {
+                    tracing::warn!(%error, policy = %policy.name, "placement webhook failed; deciding without it (failurePolicy Ignore)");
+                    None
+                }
+                Err(error) => return Err(PlacementError::Webhook(error)),
+            }
+        }
+        None => None,
+    };
     let mut state = waits.time("decision_lock", shared.state.lock()).await;
     // This container's own earlier reservation (a retried decision) does not count against it.
     state.reservations.release(&asked.uid);
     state.reservations.apply(&mut snapshot, &figures.visible);
     let mut evaluation = engine::evaluate(&policy, request, &snapshot);
-    if let Some(webhook) = &policy.webhook {
-        let body = evaluation.webhook_request(request, &snapshot);
-        match placements.webhooks.call(webhook, &body).await {
-            Ok(answer) => evaluation.apply_webhook(&answer, f64::from(webhook.weight)),
-            Err(error) if webhook.failure_policy == WebhookFailurePolicy::Ignore => {
-                tracing::warn!(%error, policy = %policy.name, "placement webhook failed; deciding without it (failurePolicy Ignore)");
-            }
-            Err(error) => return Err(PlacementError::Webhook(error)),
-        }
+    if let Some((answer, weight)) = &webhook_answer {
+        evaluation.apply_webhook(answer, *weight);
     }
     let decision = evaluation
         .decide(state.decisions)

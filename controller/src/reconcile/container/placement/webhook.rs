@@ -1,6 +1,8 @@
 //! A placement policy's webhook over HTTP: the engine builds the request and applies the answer
 //! ([`crate::placement::webhook`]); this sends it. One HTTP client per CA bundle is kept and
 //! reused, so that a decision does not pay for a new client (and its TLS set-up) every time.
+//! Redirects are not followed (a webhook that moved must be named anew, not send decisions on
+//! to wherever it points), and a URL shows in errors without its user and password.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +11,7 @@ use std::time::Duration;
 use lxd_operator_crds::policy::WebhookExtender;
 use rustls_pki_types::pem::PemObject;
 
-use crate::placement::webhook::{WebhookRequest, WebhookResponse};
+use crate::placement::webhook::{WebhookRequest, WebhookResponse, shown_url};
 
 /// Why a webhook call failed.
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +47,7 @@ pub enum WebhookError {
     },
 }
 
-/// HTTP clients for webhooks, by CA bundle (empty: none, so HTTPS needs a caBundle).
+/// HTTP clients for webhooks, by CA bundle (empty: none given, so the system's roots).
 #[derive(Debug, Default)]
 pub struct WebhookClients {
     by_ca_bundle: Mutex<HashMap<String, reqwest::Client>>,
@@ -58,17 +60,17 @@ impl WebhookClients {
         webhook: &WebhookExtender,
         body: &WebhookRequest,
     ) -> Result<WebhookResponse, WebhookError> {
-        let url = &webhook.url;
+        let url = &shown_url(&webhook.url);
         let response = self
             .client(webhook.ca_bundle.as_ref())?
-            .post(url)
+            .post(&webhook.url)
             .timeout(Duration::from_millis(u64::from(webhook.timeout_millis)))
             .json(body)
             .send()
             .await
             .map_err(|source| WebhookError::Request {
                 url: url.clone(),
-                source,
+                source: source.without_url(),
             })?;
         let status = response.status();
         if !status.is_success() {
@@ -82,7 +84,7 @@ impl WebhookClients {
             .await
             .map_err(|source| WebhookError::Answer {
                 url: url.clone(),
-                source,
+                source: source.without_url(),
             })
     }
 
@@ -106,12 +108,29 @@ impl WebhookClients {
 
 fn build_client(ca_bundle: Option<&String>) -> Result<reqwest::Client, WebhookError> {
     let mut roots = rustls::RootCertStore::empty();
-    if let Some(bundle) = ca_bundle {
-        for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(bundle.as_bytes()) {
-            let certificate = certificate.map_err(|e| WebhookError::CaBundle(Box::new(e)))?;
-            roots
-                .add(certificate)
-                .map_err(|e| WebhookError::CaBundle(Box::new(e)))?;
+    match ca_bundle {
+        Some(bundle) => {
+            for certificate in rustls_pki_types::CertificateDer::pem_slice_iter(bundle.as_bytes()) {
+                let certificate = certificate.map_err(|e| WebhookError::CaBundle(Box::new(e)))?;
+                roots
+                    .add(certificate)
+                    .map_err(|e| WebhookError::CaBundle(Box::new(e)))?;
+            }
+        }
+        None => {
+            // The system's roots, as the CRD promises; a certificate the system cannot read is
+            // left out rather than failing every webhook.
+            let system = rustls_native_certs::load_native_certs();
+            for error in &system.errors {
+                tracing::warn!(%error, "a system root certificate cannot be read");
+            }
+            let (added, ignored) = roots.add_parsable_certificates(system.certs);
+            tracing::debug!(added, ignored, "system roots loaded for placement webhooks");
+            if roots.is_empty() {
+                tracing::warn!(
+                    "no system root certificates: an https webhook without caBundle cannot be verified"
+                );
+            }
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -123,6 +142,7 @@ fn build_client(ca_bundle: Option<&String>) -> Result<reqwest::Client, WebhookEr
     .with_no_client_auth();
     reqwest::Client::builder()
         .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
         .tls_backend_preconfigured(tls)
         .build()
         .map_err(WebhookError::Client)
