@@ -202,6 +202,23 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
         allocated >= filled,
         "node1's status shows {allocated} bytes allocated: {node1}"
     );
+    // ... and says it follows the cluster's events, through which member.
+    let status: Value =
+        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdcl", "local", "-o", "json"]))
+            .unwrap();
+    let stream = condition(&status["status"], "EventStream").unwrap();
+    assert_eq!(
+        (&stream["status"], &stream["reason"]),
+        (&Value::from("True"), &Value::from("Connected")),
+        "{stream}"
+    );
+    assert!(
+        cluster
+            .endpoints
+            .iter()
+            .any(|e| stream["message"].as_str().unwrap().contains(e.as_str())),
+        "{stream}"
+    );
 
     // Placement metrics are labelled with the policy that placed.
     let (_, metrics) = http_get(&format!(

@@ -158,6 +158,9 @@ pub struct LxdClusterStatus {
     pub observed_generation: Option<i64>,
     /// `Ready` is True when the cluster answers and trusts the operator. When False, its
     /// reason says why: Unreachable, Untrusted, CertificateMismatch, InvalidSpec, ...
+    /// `EventStream` is True while the operator follows the cluster's events (its message names
+    /// the member); False (reason Reconnecting, with the error) while it reconnects, when
+    /// drift in LXD is seen only at the next periodic check.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// When members, capacity and load were last read from LXD.

@@ -22,6 +22,8 @@ pub const QUANTITY_PATTERN: &str =
 
 /// The condition type every kind reports: the object is in the state its spec asks for.
 pub const CONDITION_READY: &str = "Ready";
+/// The condition type of an LxdCluster whose event stream is connected.
+pub const CONDITION_EVENT_STREAM: &str = "EventStream";
 /// The condition type of an LxdContainer that has a member chosen for it.
 pub const CONDITION_SCHEDULED: &str = "Scheduled";
 

@@ -146,7 +146,41 @@ fn cluster_env() -> HashMap<String, String> {
         .collect()
 }
 
+/// A member's daemon paused with SIGSTOP: its connections stay open and nothing answers, as a
+/// half-open member looks. It goes on (SIGCONT) when this is dropped, whatever the test did.
+#[derive(Debug)]
+pub struct PausedMember {
+    pid: u32,
+}
+
+impl PausedMember {
+    fn signal(pid: u32, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+}
+
+impl Drop for PausedMember {
+    fn drop(&mut self) {
+        Self::signal(self.pid, "-CONT");
+    }
+}
+
 impl TestCluster {
+    /// Pauses the daemon of the member at this (0-based) index until the guard is dropped.
+    pub fn pause_member(&self, index: usize) -> PausedMember {
+        let pid = std::fs::read_to_string(self.lxd_dirs[index].with_extension("pid"))
+            .expect("member pid file")
+            .trim()
+            .parse::<u32>()
+            .expect("member pid");
+        PausedMember::signal(pid, "-STOP");
+        PausedMember { pid }
+    }
+
     /// CPU seconds the member daemons have used so far (with the children they waited for:
     /// image unpacking, forkstart), for benchmarks to compare ways by the work LXD did.
     pub fn daemons_cpu_seconds(&self) -> f64 {

@@ -20,6 +20,8 @@ use super::usage::UsageCache;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long connecting to one member may take before the next one is tried.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// [`ClientConfig::events_idle_timeout`] by default: three of LXD's pings missed.
+pub const DEFAULT_EVENTS_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per endpoint.
 const MAX_IDLE_CONNECTIONS_PER_ENDPOINT: usize = 16;
 /// Requests in flight to one cluster at once; more wait for a free slot. Bounds connections
@@ -116,6 +118,10 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// Timeout of connecting to one endpoint.
     pub connect_timeout: Duration,
+    /// The event stream is taken as dead when no frame comes for this long: LXD pings every
+    /// 10 s, and the client pings a third of this, so a member that stopped answering (a
+    /// half-open connection) is left for the next one instead of hanging the stream.
+    pub events_idle_timeout: Duration,
     /// Creates in flight on one member at once; more wait their turn (0: no limit). LXD
     /// unpacks an image for each create, and beyond a few at once on one member every create
     /// slows down more than the overlap gains.
@@ -138,6 +144,7 @@ impl ClientConfig {
             project: "default".to_owned(),
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            events_idle_timeout: DEFAULT_EVENTS_IDLE_TIMEOUT,
             creates_per_member: DEFAULT_CREATES_PER_MEMBER,
             observer: None,
         }

@@ -2,14 +2,17 @@
 //!
 //! Every member's `/1.0/events` carries the events of all members (LXD's event hubs form a full
 //! mesh; each event names its `location`), so one stream per cluster is enough. When it breaks,
-//! the stream reconnects with backoff to the next endpoint and says so with
-//! [`EventStreamItem::Connected`]: events may have been missed in between, so a consumer
-//! resynchronises on every `Connected`.
+//! the stream reconnects with backoff (and jitter, so that many operators do not return at
+//! once) to the next endpoint and says so with [`EventStreamItem::Connected`]: events may have
+//! been missed in between, so a consumer resynchronises on every `Connected`. A member that
+//! stops answering without closing the connection (a half-open TCP connection, a paused
+//! daemon) would hang the stream forever: the client pings, and a stream with no frame for
+//! [`ClientConfig::events_idle_timeout`](super::ClientConfig::events_idle_timeout) is dropped.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -200,7 +203,7 @@ impl LxdClient {
                 .map(Endpoint::display)
                 .unwrap_or_default();
             let error = match self.connect_events(index, types).await {
-                Ok(mut socket) => {
+                Ok(socket) => {
                     backoff = BACKOFF_FIRST;
                     if sender
                         .send(EventStreamItem::Connected {
@@ -211,8 +214,25 @@ impl LxdClient {
                     {
                         return;
                     }
+                    let idle = self.config().events_idle_timeout;
+                    let (mut pings, mut frames) = socket.split();
+                    let mut ping_every = tokio::time::interval(idle / 3);
+                    ping_every.tick().await;
+                    let mut last_frame = tokio::time::Instant::now();
                     loop {
-                        match socket.next().await {
+                        let frame = tokio::select! {
+                            frame = frames.next() => frame,
+                            _ = ping_every.tick() => {
+                                // A failed send shows as a broken stream on the next read.
+                                let _ = pings.send(Message::Ping(Vec::new().into())).await;
+                                continue;
+                            }
+                            () = tokio::time::sleep_until(last_frame + idle) => {
+                                break format!("no frame from LXD for {} s (pings unanswered)", idle.as_secs());
+                            }
+                        };
+                        last_frame = tokio::time::Instant::now();
+                        match frame {
                             Some(Ok(Message::Text(text))) => {
                                 match serde_json::from_str::<LxdEvent>(&text) {
                                     Ok(event) => {
@@ -248,7 +268,7 @@ impl LxdClient {
                 return;
             }
             next += 1;
-            tokio::time::sleep(backoff).await;
+            tokio::time::sleep(jittered(backoff)).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -286,13 +306,16 @@ impl LxdClient {
                         .map_err(|e| LxdError::Config {
                             message: format!("bad host {host}: {e}"),
                         })?;
-                    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
-                        .connect(server_name, tcp)
-                        .await
-                        .map_err(|e| LxdError::Tls {
-                            endpoint: endpoint.display(),
-                            message: e.to_string(),
-                        })?;
+                    let stream = tokio::time::timeout(
+                        connect_timeout,
+                        tokio_rustls::TlsConnector::from(Arc::new(tls)).connect(server_name, tcp),
+                    )
+                    .await
+                    .map_err(|_| unavailable("TLS handshake timed out".to_owned()))?
+                    .map_err(|e| LxdError::Tls {
+                        endpoint: endpoint.display(),
+                        message: e.to_string(),
+                    })?;
                     let authority = if host.contains(':') {
                         format!("[{host}]:{port}")
                     } else {
@@ -333,9 +356,27 @@ impl LxdClient {
     }
 }
 
+/// `base` times a random factor from 0.5 to 1.5.
+fn jittered(base: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // RandomState is seeded randomly per process and per instance: enough for a jitter.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
+    base.mul_f64(0.5 + fraction)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_is_jittered_between_half_and_one_and_a_half_times() {
+        let base = Duration::from_secs(2);
+        let delays: Vec<Duration> = (0..50).map(|_| jittered(base)).collect();
+        assert!(delays.iter().all(|d| *d >= base / 2 && *d <= base * 3 / 2));
+        assert!(delays.iter().any(|d| *d != delays[0]), "{delays:?}");
+    }
 
     #[test]
     fn lifecycle_and_operation_events_name_their_instance() {

@@ -13,11 +13,11 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use lxd_operator_crds::cluster::{MemberCapacity, MemberLoad, MemberStatus, MemberUsage};
-use lxd_operator_crds::shared::CONDITION_READY;
+use lxd_operator_crds::shared::{CONDITION_EVENT_STREAM, CONDITION_READY};
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus};
 
 use super::connections::ConnectionError;
-use super::context::{Context, Error};
+use super::context::{Context, Error, EventStreamState};
 use super::status::{condition, set_condition, write_status};
 use crate::lxd::LxdError;
 use crate::lxd::observe::{Allocation, MemberObservation};
@@ -81,6 +81,33 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
                 ),
             );
         }
+    }
+    if let Some(stream) = ctx.event_stream(&name) {
+        let (ok, reason, message) = match stream {
+            EventStreamState::Connected { endpoint } => (
+                true,
+                "Connected",
+                format!("following the cluster's events through {endpoint}"),
+            ),
+            EventStreamState::Reconnecting { endpoint, error } => (
+                false,
+                "Reconnecting",
+                format!(
+                    "the event stream through {endpoint} broke ({error}); reconnecting (meanwhile drift in LXD is seen at the next periodic check)"
+                ),
+            ),
+        };
+        set_condition(
+            &mut status.conditions,
+            condition(
+                &previous.conditions,
+                CONDITION_EVENT_STREAM,
+                ok,
+                reason,
+                message,
+                generation,
+            ),
+        );
     }
     announce_member_changes(&cluster, &previous, &status, &ctx).await;
     let api: Api<LxdCluster> = Api::all(ctx.client.clone());

@@ -73,6 +73,15 @@ impl Error {
     }
 }
 
+/// A cluster's event stream, as it last reported itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventStreamState {
+    /// Following the events of every member through this endpoint.
+    Connected { endpoint: String },
+    /// Broken at this endpoint with this error; reconnecting.
+    Reconnecting { endpoint: String, error: String },
+}
+
 /// What every reconcile shares.
 pub struct Context {
     /// The Kubernetes (or embedded) API.
@@ -89,6 +98,8 @@ pub struct Context {
     instances: Mutex<HashMap<(String, String), ObjectRef<LxdContainer>>>,
     /// Clusters whose status should be refreshed at once (member events).
     refresh: Mutex<HashSet<String>>,
+    /// Each cluster's event stream as it last reported itself.
+    event_streams: Mutex<HashMap<String, EventStreamState>>,
     /// Placement state (reservations, round-robin turns) of every cluster.
     pub placements: Placements,
     /// When new containers were first seen, to time their first rollout.
@@ -126,6 +137,7 @@ impl Context {
             metrics,
             instances: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::new()),
+            event_streams: Mutex::new(HashMap::new()),
             placements: Placements::default(),
             rollouts: RolloutClock::default(),
             containers,
@@ -171,6 +183,18 @@ impl Context {
         if let Ok(mut refresh) = self.refresh.lock() {
             refresh.insert(cluster.to_owned());
         }
+    }
+
+    /// Records what `cluster`'s event stream last said of itself.
+    pub(super) fn set_event_stream(&self, cluster: &str, state: EventStreamState) {
+        if let Ok(mut streams) = self.event_streams.lock() {
+            streams.insert(cluster.to_owned(), state);
+        }
+    }
+
+    /// What `cluster`'s event stream last said of itself (None: it has not yet).
+    pub fn event_stream(&self, cluster: &str) -> Option<EventStreamState> {
+        self.event_streams.lock().ok()?.get(cluster).cloned()
     }
 
     /// Whether a refresh of `cluster` was requested (and clears the request).

@@ -14,7 +14,7 @@ use lxd_operator_crds::{LxdCluster, LxdContainer, LxdPlacementPolicy};
 use tokio::sync::mpsc;
 
 use super::connections::ClusterSignal;
-use super::context::{Context, Error};
+use super::context::{Context, Error, EventStreamState};
 use super::{cluster, container, policy};
 use crate::lxd::events::EventStreamItem;
 use crate::telemetry::Metrics;
@@ -210,6 +210,9 @@ async fn route_lxd_events(
             }
             EventStreamItem::Connected { endpoint } => {
                 tracing::info!(%cluster, %endpoint, "LXD event stream connected");
+                ctx.set_event_stream(&cluster, EventStreamState::Connected { endpoint });
+                ctx.request_cluster_refresh(&cluster);
+                let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
                 ctx.metrics
                     .event_stream_connects
                     .get_or_create(&ClusterLabels {
@@ -222,6 +225,7 @@ async fn route_lxd_events(
             }
             EventStreamItem::Disconnected { endpoint, error } => {
                 tracing::warn!(%cluster, %endpoint, %error, "LXD event stream broke; reconnecting");
+                ctx.set_event_stream(&cluster, EventStreamState::Reconnecting { endpoint, error });
                 ctx.request_cluster_refresh(&cluster);
                 let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
             }
