@@ -333,6 +333,15 @@ fn values_that_break_the_schema_fail_with_a_message_naming_them() {
             json!({"lxdCluster": {"create": true}}),
             "lxdCluster.endpoints",
         ),
+        // One replica and a budget keeping one: no node could ever be drained.
+        (
+            json!({"podDisruptionBudget": {"enabled": true}}),
+            "podDisruptionBudget.minAvailable (1) must be below replicaCount (1)",
+        ),
+        (
+            json!({"replicaCount": 3, "podDisruptionBudget": {"enabled": true, "minAvailable": "100%"}}),
+            "podDisruptionBudget.minAvailable \"100%\"",
+        ),
     ];
     for (values, named) in cases {
         let error = render(values.clone())
