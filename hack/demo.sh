@@ -11,6 +11,9 @@ LISTEN=${LXD_OPERATOR_LISTEN:-127.0.0.1:6443}
 METRICS=${LXD_OPERATOR_METRICS:-127.0.0.1:8080}
 export KUBECONFIG=$DATA_DIR/kubeconfig
 
+. hack/lib/prerequisites.sh
+check_toolchain
+
 echo "== Building lxd-operator (debug)"
 cargo build --locked -p lxd-operator
 operator=$PWD/target/debug/lxd-operator

@@ -8,10 +8,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '\n=== %s\n' "$*"; }
 
 step "tools"
-# Helm's own library renders and lints the chart in tests (there is no helm binary); the
-# official Kubernetes Python client is one of the API server's clients under test.
-python3 -c "import helm_python" 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore helm-python-sdk
-python3 -c "import kubernetes" 2>/dev/null || python3 -m pip install --quiet --root-user-action=ignore kubernetes==37.0.2
+. hack/lib/prerequisites.sh
+check_toolchain
+python_env
 
 step "format"
 cargo fmt --all --check

@@ -12,7 +12,7 @@ use lxd_operator_tests::operator::{Mode, Operator};
 fn the_python_client_creates_lists_watches_and_patches_containers() {
     let operator = Operator::start(Mode::Apiserver);
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("python/custom_objects.py");
-    let output = Command::new("python3")
+    let output = Command::new(lxd_operator_tests::python())
         .arg(script)
         .arg(operator.kubeconfig())
         .output()

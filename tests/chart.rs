@@ -23,7 +23,7 @@ struct Rendered {
 }
 
 fn render(values: Value) -> Result<Rendered, String> {
-    let output = Command::new("python3")
+    let output = Command::new(lxd_operator_tests::python())
         .arg(repo_root().join("hack/chart.py"))
         .arg(values.to_string())
         .output()

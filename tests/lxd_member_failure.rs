@@ -1,6 +1,7 @@
 //! The LXD client when members die: calls move on to the members that answer, an operation on
 //! a dead member is reported lost and settled from the instance once the member is back, and the
-//! event stream resumes after its daemon restarts. One test, run alone: it stops members.
+//! event stream resumes after its daemon restarts, and leaves a member that stops answering
+//! without closing the connection (its daemon paused). One test, run alone: it stops members.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use lxd_operator::lxd::events::{EventStreamItem, LifecycleAction};
 use lxd_operator::lxd::types::{StateAction, Target};
-use lxd_operator::lxd::{Intent, LxdError, Settlement};
+use lxd_operator::lxd::{Intent, LxdClient, LxdError, Settlement};
 use lxd_operator_tests::{TestCluster, busybox, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -22,6 +23,63 @@ async fn the_client_survives_members_that_die() {
     cluster.wait_all_online(Duration::from_secs(60));
     the_event_stream_resumes_after_its_daemon_restarts(cluster).await;
     cluster.wait_all_online(Duration::from_secs(60));
+    an_event_stream_whose_member_stops_answering_moves_to_another_member(cluster).await;
+    cluster.wait_all_online(Duration::from_secs(60));
+}
+
+async fn an_event_stream_whose_member_stops_answering_moves_to_another_member(
+    cluster: &TestCluster,
+) {
+    let mut config = cluster.client_config(&[0, 1, 2]);
+    config.events_idle_timeout = Duration::from_secs(3);
+    let client = LxdClient::new(config).unwrap();
+    let mut events = client.events(&["lifecycle"]);
+    let first = match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
+        Some(EventStreamItem::Connected { endpoint }) => endpoint,
+        other => panic!("{other:?}"),
+    };
+    let index = cluster.endpoints.iter().position(|e| *e == first).unwrap();
+    // A quiet, healthy stream lives past the idle timeout: LXD answers the client's pings.
+    let quiet_until = std::time::Instant::now() + Duration::from_secs(7);
+    while let Ok(item) = tokio::time::timeout_at(quiet_until.into(), events.recv()).await {
+        assert!(
+            matches!(
+                item,
+                Some(EventStreamItem::Event(_) | EventStreamItem::Alive)
+            ),
+            "a healthy stream broke: {item:?}"
+        );
+    }
+
+    // The member's daemon stops answering; its TCP connection stays up (no FIN, no RST).
+    let paused = cluster.pause_member(index);
+    let started = std::time::Instant::now();
+    let broke = loop {
+        match tokio::time::timeout(Duration::from_secs(20), events.recv()).await {
+            Ok(Some(EventStreamItem::Disconnected { endpoint, error })) => break (endpoint, error),
+            Ok(Some(EventStreamItem::Event(_) | EventStreamItem::Alive)) => continue,
+            other => panic!("the stream hung on a paused member: {other:?}"),
+        }
+    };
+    let waited = started.elapsed();
+    drop(paused);
+    assert_eq!(broke.0, first);
+    assert!(broke.1.contains("no frame from LXD"), "{}", broke.1);
+    assert!(
+        waited < Duration::from_secs(8),
+        "noticed after {waited:?}, not at the 3 s idle timeout"
+    );
+    let next = loop {
+        match tokio::time::timeout(WAIT, events.recv()).await.unwrap() {
+            Some(EventStreamItem::Connected { endpoint }) => break endpoint,
+            Some(_) => continue,
+            None => panic!("the stream ended"),
+        }
+    };
+    assert_ne!(
+        next, first,
+        "reconnected to the member that stopped answering"
+    );
 }
 
 async fn calls_move_on_when_the_first_member_is_down(cluster: &TestCluster) {

@@ -83,6 +83,10 @@ struct StandaloneArgs {
     /// Where to serve the controller's /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// /healthz fails after this many seconds without progress (no reconcile finished while
+    /// there are containers, or no sign of life from a cluster's event stream).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..))]
+    stall_seconds: u64,
 }
 
 #[derive(Debug, Args)]
@@ -90,6 +94,10 @@ struct RunArgs {
     /// Where to serve /metrics, /healthz and /readyz.
     #[arg(long, default_value = "127.0.0.1:8080")]
     metrics_addr: std::net::SocketAddr,
+    /// /healthz fails after this many seconds without progress (no reconcile finished while
+    /// there are containers, or no sign of life from a cluster's event stream).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..))]
+    stall_seconds: u64,
     /// Reconcile only while holding a Lease, so that one of several replicas is active.
     #[arg(long)]
     leader_election: bool,
@@ -105,8 +113,12 @@ struct RunArgs {
     /// How long the Lease holds without renewal: the longest handover when a leader dies.
     #[arg(long, default_value_t = 15)]
     lease_duration_seconds: u64,
-    /// How often the leader renews the Lease.
-    #[arg(long, default_value_t = 5)]
+    /// How long the leader keeps acting when renewals fail: it stops at once after this
+    /// (below the lease duration, so before a standby may take over).
+    #[arg(long, default_value_t = 10)]
+    lease_renew_deadline_seconds: u64,
+    /// How often the leader renews the Lease (and a standby looks at it).
+    #[arg(long, default_value_t = 2)]
     lease_renew_seconds: u64,
 }
 
@@ -121,6 +133,7 @@ impl RunArgs {
                     .clone()
                     .unwrap_or_else(|| format!("lxd-operator-{}", std::process::id())),
                 duration: std::time::Duration::from_secs(self.lease_duration_seconds),
+                renew_deadline: std::time::Duration::from_secs(self.lease_renew_deadline_seconds),
                 renew_interval: std::time::Duration::from_secs(self.lease_renew_seconds),
             })
     }
@@ -219,23 +232,33 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             .await
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
         let metrics = Arc::new(Metrics::new());
-        let readiness = Arc::new(http::Readiness::default());
+        let readiness = Arc::new(http::Readiness::with_stall_after(
+            std::time::Duration::from_secs(args.stall_seconds),
+        ));
         serve_telemetry(args.metrics_addr, &metrics, &readiness).await?;
         let Some(lease) = args.lease() else {
             metrics.leader.set(1);
-            lxd_operator::reconcile::run(client, metrics, readiness).await;
+            lxd_operator::reconcile::run(
+                client,
+                metrics,
+                readiness,
+                lxd_operator::leader::Leadership::unconditional(),
+            )
+            .await;
             return Ok(());
         };
+        lease.validate()?;
         // A standby is healthy and ready: it is waiting for its turn.
         readiness.set_synced(true);
-        let lease = tokio::select! {
+        let mut lease = tokio::select! {
             lease = lease.acquire(client.clone()) => lease,
             () = shutdown_signal() => return Ok(()),
         };
         metrics.leader.set(1);
         readiness.set_synced(false);
+        let leadership = lease.leadership();
         tokio::select! {
-            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness) => {
+            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership) => {
                 lease.release().await;
                 Ok(())
             }
@@ -323,10 +346,18 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         }));
         let metrics = Arc::new(Metrics::new());
         metrics.leader.set(1);
-        let readiness = Arc::new(http::Readiness::default());
+        let readiness = Arc::new(http::Readiness::with_stall_after(
+            std::time::Duration::from_secs(args.stall_seconds),
+        ));
         serve_telemetry(args.metrics_addr, &metrics, &readiness).await?;
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
-        lxd_operator::reconcile::run(client, metrics, readiness).await;
+        lxd_operator::reconcile::run(
+            client,
+            metrics,
+            readiness,
+            lxd_operator::leader::Leadership::unconditional(),
+        )
+        .await;
         let _ = stop_server.send(());
         serving.await??;
         Ok(())

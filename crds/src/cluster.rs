@@ -105,7 +105,8 @@ pub struct LxdClusterSpec {
     /// How many instance creates the operator runs at once on one member; more wait their
     /// turn, first come first served. LXD unpacks an image for every create, and a member given
     /// dozens at once finishes each later than it would in small groups: a rollout of many
-    /// containers is fastest at a few per member (measured with `hack/bench rollout --pacing`).
+    /// containers was fastest, and cost LXD the least CPU, at one per member (measured with
+    /// `hack/bench rollout --pacing`).
     /// 0 sends every create at once. Calls about an instance also go to its own member's
     /// endpoint when that member is one of `endpoints`, so that no member forwards for others.
     #[serde(default = "default_creates_per_member")]
@@ -122,7 +123,7 @@ fn default_member_sync_interval_seconds() -> u32 {
 }
 
 fn default_creates_per_member() -> u32 {
-    2
+    1
 }
 
 fn is_false(value: &bool) -> bool {

@@ -21,6 +21,20 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The Python interpreter with the tests' packages: `LXD_OPERATOR_PYTHON` (hack/test.sh sets
+/// it), else the virtual environment hack/test.sh makes in target/python, else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(python) = std::env::var_os("LXD_OPERATOR_PYTHON") {
+        return python.into();
+    }
+    let venv = repo_root().join("target/python/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
 /// The LXD test cluster, as `hack/lxd-cluster.sh env` describes it.
 #[derive(Debug, Clone)]
 pub struct TestCluster {

@@ -2,9 +2,51 @@
 //! describe` reads core `v1` ones. They are stored in the core form and shown in the form of
 //! the API asked.
 
+use std::time::Duration;
+
 use serde_json::{Map, Value, json};
 
+use crate::objects::ApiState;
 use crate::registry::{Resource, Role};
+use crate::status::ApiError;
+
+/// How long an Event is kept, as kube-apiserver's `--event-ttl` by default: controllers write
+/// Events all the time, and a store that kept them would only grow.
+pub const EVENT_TTL: Duration = Duration::from_secs(3600);
+
+/// Deletes the Events last seen (or made) more than `ttl` before `now`, through the store, so
+/// that watchers see them go; returns how many.
+pub fn expire(state: &ApiState, now: jiff::Timestamp, ttl: Duration) -> Result<usize, ApiError> {
+    let Some(events) = state.registry.find("", "v1", "events") else {
+        return Ok(0);
+    };
+    let (stored, _) = state.store.list(&events.prefix(None))?;
+    let mut expired = 0;
+    for event in stored {
+        let seen = ["lastTimestamp", "eventTime", "firstTimestamp"]
+            .iter()
+            .find_map(|field| event[*field].as_str())
+            .or_else(|| event["metadata"]["creationTimestamp"].as_str())
+            .and_then(|text| text.parse::<jiff::Timestamp>().ok());
+        let old =
+            seen.is_some_and(|seen| now.duration_since(seen).unsigned_abs() > ttl && seen < now);
+        let (Some(namespace), Some(name)) = (
+            event["metadata"]["namespace"].as_str(),
+            event["metadata"]["name"].as_str(),
+        ) else {
+            continue;
+        };
+        if old {
+            match state.delete(&events, Some(namespace), name, false) {
+                Ok(_) => expired += 1,
+                // Deleted meanwhile by someone else: nothing to expire.
+                Err(error) if error.code == 404 => {}
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(expired)
+}
 
 fn is_events_api(resource: &Resource) -> bool {
     resource.role == Role::EventsApiEvent

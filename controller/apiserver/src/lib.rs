@@ -80,6 +80,25 @@ pub enum ServerError {
     },
 }
 
+/// Deletes Events older than [`events::EVENT_TTL`], once a minute.
+async fn expire_events_every_minute(state: ApiState) {
+    let mut every = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        every.tick().await;
+        let state = state.clone();
+        let expired = tokio::task::spawn_blocking(move || {
+            events::expire(&state, jiff::Timestamp::now(), events::EVENT_TTL)
+        })
+        .await;
+        match expired {
+            Ok(Ok(0)) => {}
+            Ok(Ok(count)) => tracing::debug!(count, "expired Events deleted"),
+            Ok(Err(error)) => tracing::warn!(%error, "cannot delete expired Events"),
+            Err(error) => tracing::warn!(%error, "expiring Events failed"),
+        }
+    }
+}
+
 /// Whether `data_dir` is ours to make private: empty, or holding our store.
 fn holds_only_ours(data_dir: &Path) -> std::io::Result<bool> {
     Ok(data_dir.join("state.db").exists() || std::fs::read_dir(data_dir)?.next().is_none())
@@ -275,6 +294,7 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServerError> {
+        let expiring = tokio::spawn(expire_events_every_minute(self.state.clone()));
         let app = router(self.state).layer(axum::middleware::from_fn_with_state(
             self.credentials.token.clone(),
             security::require_token,
@@ -342,6 +362,7 @@ impl Server {
             });
         }
         drop(self.listener);
+        expiring.abort();
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
         Ok(())
     }
@@ -355,6 +376,39 @@ mod tests {
 
     fn mode(path: &Path) -> u32 {
         std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn events_older_than_the_ttl_are_deleted_and_newer_ones_kept() {
+        let data = tempfile::tempdir().unwrap();
+        let state = open(data.path(), 100).unwrap();
+        let events = state.registry.find("", "v1", "events").unwrap();
+        let now = jiff::Timestamp::now();
+        let hours_ago = |h: i64| (now - jiff::SignedDuration::from_hours(h)).to_string();
+        for (name, last) in [("old", hours_ago(2)), ("recent", hours_ago(0))] {
+            let event = json!({"apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": name, "namespace": "default"},
+                "involvedObject": {"kind": "LxdContainer", "name": "web", "namespace": "default"},
+                "reason": "Test", "message": "m", "type": "Normal", "lastTimestamp": last});
+            state
+                .create(
+                    &events,
+                    Some("default"),
+                    event,
+                    &objects::WriteOptions::default(),
+                )
+                .unwrap();
+        }
+        assert_eq!(
+            events::expire(&state, now, events::EVENT_TTL).map_err(|e| e.status()),
+            Ok(1)
+        );
+        let (left, _) = state.store.list(&events.prefix(None)).unwrap();
+        let names: Vec<&str> = left
+            .iter()
+            .filter_map(|e| e["metadata"]["name"].as_str())
+            .collect();
+        assert_eq!(names, ["recent"]);
     }
 
     #[test]

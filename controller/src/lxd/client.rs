@@ -15,6 +15,7 @@ use super::pacing::CreateSlots;
 use super::routes::MemberRoutes;
 use super::tls::{ClientIdentity, ServerTrust, client_config};
 use super::usage::UsageCache;
+use crate::leader::Leadership;
 
 /// How long a call may take unless it says otherwise.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,7 +30,7 @@ const MAX_IDLE_CONNECTIONS_PER_ENDPOINT: usize = 16;
 pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
 /// Creates in flight on one member at once, unless configured otherwise (`hack/bench rollout
 /// --pacing` measures a rollout at several limits).
-pub const DEFAULT_CREATES_PER_MEMBER: usize = 2;
+pub const DEFAULT_CREATES_PER_MEMBER: usize = 1;
 /// An endpoint that failed is tried last for this long, then trusted again.
 const UNHEALTHY_FOR: Duration = Duration::from_secs(15);
 
@@ -128,6 +129,10 @@ pub struct ClientConfig {
     pub creates_per_member: usize,
     /// Told about every request, if set.
     pub observer: Option<Arc<dyn RequestObserver>>,
+    /// Whether this replica may change anything: a change (any call but GET) is refused with
+    /// [`LxdError::NotLeader`] once its lease ran out, so that work under way when leadership
+    /// ended cannot reach LXD.
+    pub leadership: Leadership,
 }
 
 impl ClientConfig {
@@ -147,6 +152,7 @@ impl ClientConfig {
             events_idle_timeout: DEFAULT_EVENTS_IDLE_TIMEOUT,
             creates_per_member: DEFAULT_CREATES_PER_MEMBER,
             observer: None,
+            leadership: Leadership::unconditional(),
         }
     }
 }
@@ -381,6 +387,14 @@ impl LxdClient {
     /// (400, 404, a 500 with LXD's message, ...) is not asked again elsewhere: another member
     /// would give the same answer, and a create might run twice.
     pub(crate) async fn send(&self, call: Call) -> Result<Answer> {
+        if call.method != Method::GET && !self.inner.config.leadership.holds() {
+            return Err(LxdError::NotLeader {
+                message: format!(
+                    "{} {} not sent: this replica's lease ran out",
+                    call.method, call.path
+                ),
+            });
+        }
         let _slot = self
             .inner
             .in_flight

@@ -50,6 +50,9 @@ pub enum LxdError {
     /// The client's own configuration is wrong (bad endpoint URL, unreadable certificate, ...).
     #[error("LXD client configuration: {message}")]
     Config { message: String },
+    /// This replica no longer holds the leader lease: it changes nothing more.
+    #[error("not the leader: {message}")]
+    NotLeader { message: String },
 }
 
 /// Result of LXD client calls.
@@ -117,6 +120,7 @@ impl LxdError {
             LxdError::Tls { .. } => "tls",
             LxdError::UnexpectedResponse { .. } => "unexpected_response",
             LxdError::Config { .. } => "config",
+            LxdError::NotLeader { .. } => "not_leader",
         }
     }
 
@@ -128,6 +132,7 @@ impl LxdError {
                 | LxdError::Timeout { .. }
                 | LxdError::OperationLost { .. }
                 | LxdError::Conflict { .. }
+                | LxdError::NotLeader { .. }
         )
     }
 }

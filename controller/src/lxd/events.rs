@@ -39,6 +39,9 @@ pub enum EventStreamItem {
     Event(LxdEvent),
     /// The stream broke; it reconnects by itself.
     Disconnected { endpoint: String, error: String },
+    /// The stream is alive (LXD pinged or answered a ping): sent at most every few seconds,
+    /// for health checks; carries no event.
+    Alive,
 }
 
 /// An event as LXD sends it.
@@ -219,6 +222,7 @@ impl LxdClient {
                     let mut ping_every = tokio::time::interval(idle / 3);
                     ping_every.tick().await;
                     let mut last_frame = tokio::time::Instant::now();
+                    let mut next_alive = last_frame;
                     loop {
                         let frame = tokio::select! {
                             frame = frames.next() => frame,
@@ -232,6 +236,12 @@ impl LxdClient {
                             }
                         };
                         last_frame = tokio::time::Instant::now();
+                        if last_frame >= next_alive {
+                            next_alive = last_frame + idle / 3;
+                            if sender.send(EventStreamItem::Alive).await.is_err() {
+                                return;
+                            }
+                        }
                         match frame {
                             Some(Ok(Message::Text(text))) => {
                                 match serde_json::from_str::<LxdEvent>(&text) {

@@ -11,6 +11,7 @@ use lxd_operator_crds::LxdCluster;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::leader::Leadership;
 use crate::lxd::client::RequestObserver;
 use crate::lxd::events::{EventStreamItem, LifecycleAction, LxdEvent};
 use crate::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, LxdError, ServerTrust};
@@ -67,6 +68,7 @@ pub struct Connections {
     by_cluster: Mutex<HashMap<String, Arc<Connection>>>,
     signals: mpsc::UnboundedSender<ClusterSignal>,
     observer: Arc<dyn RequestObserver>,
+    leadership: Leadership,
 }
 
 impl Connections {
@@ -75,12 +77,22 @@ impl Connections {
     pub fn new(
         signals: mpsc::UnboundedSender<ClusterSignal>,
         observer: Arc<dyn RequestObserver>,
+        leadership: Leadership,
     ) -> Self {
         Connections {
             by_cluster: Mutex::new(HashMap::new()),
             signals,
             observer,
+            leadership,
         }
+    }
+
+    /// The clusters with a client set up.
+    pub fn clusters(&self) -> Vec<String> {
+        self.by_cluster
+            .lock()
+            .map(|map| map.keys().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// The client of a cluster, if one was set up.
@@ -105,6 +117,7 @@ impl Connections {
         let name = cluster.name_any();
         let (mut config, secret_version) = client_config(kube, cluster).await?;
         config.observer = Some(self.observer.clone());
+        config.leadership = self.leadership.clone();
         let key = connection_key(cluster, &secret_version);
         if let Some(existing) = self.get(&name).filter(|c| c.key == key) {
             return Ok(existing);

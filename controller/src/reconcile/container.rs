@@ -38,6 +38,7 @@ use self::desired::DesiredInstance;
 use self::failure::Failure;
 use self::report::{StatusWriter, publish};
 use self::rollout::Stage;
+use super::backoff::Backoff;
 use super::context::{Context, Error};
 
 /// The finalizer that keeps an LxdContainer until its instance is deleted.
@@ -69,13 +70,40 @@ pub async fn reconcile(container: Arc<LxdContainer>, ctx: Arc<Context>) -> Resul
 }
 
 /// What to do when a reconcile fails: LXD and API hiccups are retried soon.
-pub fn error_policy(container: Arc<LxdContainer>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy(container: Arc<LxdContainer>, error: &Error, ctx: Arc<Context>) -> Action {
     tracing::warn!(container = %format!("{}/{}", container.namespace().unwrap_or_default(), container.name_any()), %error, "LxdContainer reconcile failed");
-    Action::requeue(Duration::from_secs(if error.is_transient() {
-        2
+    let backoff = if error.is_transient() {
+        TRANSIENT_BACKOFF
     } else {
-        15
-    }))
+        ERROR_BACKOFF
+    };
+    Action::requeue(ctx.backoffs.failed(&uid_of(&container), backoff))
+}
+
+/// After a failure that may pass by itself (LXD unavailable, a conflict, a lost operation).
+const TRANSIENT_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(2),
+    max: Duration::from_secs(300),
+};
+/// After another failed reconcile.
+const ERROR_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(15),
+    max: Duration::from_secs(600),
+};
+/// After LXD refused what the spec asks (it will refuse again until something changes).
+const REFUSED_BACKOFF: Backoff = Backoff {
+    first: Duration::from_secs(60),
+    max: Duration::from_secs(1800),
+};
+
+fn uid_of(container: &LxdContainer) -> String {
+    container.metadata.uid.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{}",
+            container.namespace().unwrap_or_default(),
+            container.name_any()
+        )
+    })
 }
 
 async fn apply(
@@ -122,6 +150,7 @@ async fn apply(
 
     match converge(&desired, &client, ctx, &mut status).await {
         Ok(instance) => {
+            ctx.backoffs.succeeded(&uid_of(container));
             status.observe(&client, &instance).await;
             status.write().await?;
             if status.is_ready() {
@@ -133,8 +162,11 @@ async fn apply(
         Err(Failure::Permanent { reason, message }) => {
             status.not_ready(ContainerPhase::Failed, reason, message.clone());
             status.write().await?;
-            publish(ctx, container, EventType::Warning, reason, message).await;
-            Ok(Action::requeue(Duration::from_secs(60)))
+            let uid = uid_of(container);
+            if ctx.backoffs.warn_once(&uid, reason, &message) {
+                publish(ctx, container, EventType::Warning, reason, message).await;
+            }
+            Ok(Action::requeue(ctx.backoffs.failed(&uid, REFUSED_BACKOFF)))
         }
         Err(Failure::Waiting {
             phase,

@@ -12,11 +12,14 @@ use kube::runtime::reflector::{self, ObjectRef};
 use lxd_operator_crds::LxdContainer;
 use tokio::sync::mpsc;
 
+use super::backoff::Backoffs;
 use super::connections::{ClusterSignal, Connections};
 use super::container::placement::Placements;
 use super::container::rollout::RolloutClock;
+use crate::leader::Leadership;
 use crate::lxd::LxdError;
 use crate::telemetry::Metrics;
+use crate::telemetry::http::Readiness;
 
 /// How often a container is checked against LXD when nothing happened.
 pub const RESYNC_INTERVAL: Duration = Duration::from_secs(60);
@@ -107,6 +110,11 @@ pub struct Context {
     /// Every LxdContainer as the container controller's watch last saw it (placement reads
     /// the placed ones here instead of listing them from the API for every decision).
     pub containers: reflector::Store<LxdContainer>,
+    /// What `/readyz` and `/healthz` report: reconciles and event streams tell it their
+    /// progress.
+    pub readiness: Arc<Readiness>,
+    /// Failures in a row of each container, for its retries and Warnings.
+    pub backoffs: Backoffs,
 }
 
 impl std::fmt::Debug for Context {
@@ -124,6 +132,8 @@ impl Context {
         signals: mpsc::UnboundedSender<ClusterSignal>,
         metrics: Arc<Metrics>,
         containers: reflector::Store<LxdContainer>,
+        leadership: Leadership,
+        readiness: Arc<Readiness>,
     ) -> Self {
         let reporter = Reporter {
             controller: "lxd-operator".to_owned(),
@@ -132,7 +142,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            connections: Connections::new(signals, metrics.clone()),
+            connections: Connections::new(signals, metrics.clone(), leadership),
             resync: RESYNC_INTERVAL,
             metrics,
             instances: Mutex::new(HashMap::new()),
@@ -141,6 +151,8 @@ impl Context {
             placements: Placements::default(),
             rollouts: RolloutClock::default(),
             containers,
+            readiness,
+            backoffs: Backoffs::default(),
         }
     }
 

@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::connections::ClusterSignal;
 use super::context::{Context, Error, EventStreamState};
 use super::{cluster, container, policy};
+use crate::leader::Leadership;
 use crate::lxd::events::EventStreamItem;
 use crate::telemetry::Metrics;
 use crate::telemetry::http::Readiness;
@@ -36,6 +37,7 @@ async fn measured<T>(
         .inc();
     let started = std::time::Instant::now();
     let result = reconcile.await;
+    ctx.readiness.reconciled();
     ctx.metrics
         .reconciles_in_flight
         .get_or_create(&labels)
@@ -63,7 +65,12 @@ fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
 
 /// Runs the reconcilers until SIGTERM or SIGINT; reconciles in progress finish first.
 /// `readiness` turns ready once the caches of clusters and containers are synced.
-pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Readiness>) {
+pub async fn run(
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    readiness: Arc<Readiness>,
+    leadership: Leadership,
+) {
     let (signal_sender, signals) = mpsc::unbounded_channel::<ClusterSignal>();
     let (container_reader, container_writer) = reflector::store();
     let ctx = Arc::new(Context::new(
@@ -71,7 +78,10 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
         signal_sender,
         metrics,
         container_reader.clone(),
+        leadership,
+        readiness.clone(),
     ));
+    tokio::spawn(watch_progress(ctx.clone()));
     let (container_trigger, container_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
     let (cluster_trigger, cluster_refs) =
@@ -133,6 +143,18 @@ pub async fn run(client: kube::Client, metrics: Arc<Metrics>, readiness: Arc<Rea
     );
 }
 
+/// Tells `/healthz` what progress to expect: reconciles while there are containers (each comes
+/// back every resync interval), and event streams of the clusters connected now.
+async fn watch_progress(ctx: Arc<Context>) {
+    let mut every = tokio::time::interval(Duration::from_secs(10));
+    loop {
+        every.tick().await;
+        ctx.readiness
+            .expect_reconciles(!ctx.containers.state().is_empty());
+        ctx.readiness.keep_streams(&ctx.connections.clusters());
+    }
+}
+
 /// Runs one kind's controller, each reconcile measured, until SIGTERM or SIGINT.
 async fn drive<K, Reconciling>(
     controller: Controller<K>,
@@ -192,7 +214,9 @@ async fn route_lxd_events(
     cluster_trigger: UnboundedSender<ObjectRef<LxdCluster>>,
 ) {
     while let Some(ClusterSignal { cluster, item }) = signals.recv().await {
+        ctx.readiness.stream_alive(&cluster);
         match item {
+            EventStreamItem::Alive => {}
             EventStreamItem::Event(event) => {
                 let member_event = event
                     .lifecycle()
