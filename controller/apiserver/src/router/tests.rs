@@ -424,3 +424,115 @@ async fn metadata_of_the_wrong_shape_and_bad_parameters_are_a_400_naming_them_an
         "the watch ended at once"
     );
 }
+
+/// JSON values of any shape, with the keys the server reads most often, so that the cases go
+/// deep into metadata, spec and patch paths rather than stopping at an unknown field.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let keys = prop::sample::select(vec![
+        "metadata",
+        "name",
+        "namespace",
+        "labels",
+        "annotations",
+        "finalizers",
+        "resourceVersion",
+        "generation",
+        "managedFields",
+        "ownerReferences",
+        "spec",
+        "status",
+        "apiVersion",
+        "kind",
+        "image",
+        "alias",
+        "state",
+        "resources",
+        "memory",
+        "cpu",
+        "clusterRef",
+        "op",
+        "path",
+        "value",
+        "from",
+        "x",
+    ]);
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        "[a-zA-Z0-9/~._ -]{0,12}".prop_map(Value::from),
+        Just(Value::from("/metadata")),
+        Just(Value::from("lxd-operator.dev/v1alpha1")),
+        Just(Value::from("LxdContainer")),
+    ];
+    leaf.prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone(), inner, 0..6).prop_map(|map| {
+                Value::Object(map.into_iter().map(|(k, v)| (k.to_owned(), v)).collect())
+            }),
+        ]
+    })
+}
+
+#[test]
+fn arbitrary_bodies_patches_and_parameters_never_panic_and_always_get_a_status() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let api = runtime.block_on(async {
+        let api = Api::new();
+        api.create(&container("web")).await;
+        api
+    });
+    let writes = prop::sample::select(vec![
+        (Method::POST, CONTAINERS.to_owned(), "application/json"),
+        (Method::PUT, path_of("web"), "application/json"),
+        (
+            Method::PUT,
+            format!("{}/status", path_of("web")),
+            "application/json",
+        ),
+        (Method::PATCH, path_of("web"), MERGE),
+        (Method::PATCH, path_of("web"), JSON_PATCH),
+        (
+            Method::PATCH,
+            format!("{}?fieldManager=fuzz", path_of("web")),
+            APPLY,
+        ),
+        (Method::PATCH, format!("{}/status", path_of("web")), MERGE),
+    ]);
+    let parameters = "[a-zA-Z0-9=!,()~._ -]{0,16}";
+    let mut runner = TestRunner::new(Config {
+        cases: 400,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    runner
+        .run(
+            &(writes, any_json(), parameters, parameters),
+            |((method, path, content_type), body, labels, fields)| {
+                let (status, answer) =
+                    runtime.block_on(api.send(method.clone(), &path, content_type, Some(&body)));
+                prop_assert!(
+                    status.as_u16() < 500,
+                    "{method} {path} {body}: {status} {answer}"
+                );
+                let query = url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("labelSelector", &labels)
+                    .append_pair("fieldSelector", &fields)
+                    .append_pair("limit", &labels)
+                    .finish();
+                let (status, answer) = runtime.block_on(api.get(&format!("{CONTAINERS}?{query}")));
+                prop_assert!(status.as_u16() < 500, "{query}: {status} {answer}");
+                Ok(())
+            },
+        )
+        .unwrap();
+}
