@@ -1,0 +1,88 @@
+//! Chaos against the real cluster: one LXD member's daemon is killed while 30 containers roll
+//! out. The containers not bound to it reach Running, the LxdCluster's status says the member
+//! is Offline, and once it is back every container converges, none with two instances, and
+//! deleting them all leaves none. One test, run alone: it stops a member.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, managed_instances, numbered_containers};
+
+const COUNT: usize = 30;
+
+fn phases(operator: &Operator, namespace: &str) -> Vec<(String, String, String)> {
+    operator
+        .containers(namespace)
+        .iter()
+        .map(|item| {
+            let text = |v: &serde_json::Value| v.as_str().unwrap_or("").to_owned();
+            (
+                text(&item["metadata"]["name"]),
+                text(&item["status"]["member"]),
+                text(&item["status"]["phase"]),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_member_lost_mid_rollout_holds_up_only_its_own_containers_and_all_converge_when_it_returns() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("memberloss");
+    let lost = cluster.members[2].clone();
+    let started = Instant::now();
+    operator.apply_containers(&numbered_containers(&namespace, "m", COUNT, |c| c));
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.script(&["stop-member", "3"]);
+    println!("{lost} stopped at {:?}", started.elapsed());
+
+    // Containers on the other members get on with it while the member is gone.
+    let bound_to_lost = wait_for(
+        Duration::from_secs(180),
+        "every container placed, and those not on the lost member Running",
+        || {
+            let phases = phases(&operator, &namespace);
+            let placed = phases.len() == COUNT && phases.iter().all(|(_, m, _)| !m.is_empty());
+            let others_running = phases
+                .iter()
+                .filter(|(_, member, _)| *member != lost)
+                .all(|(_, _, phase)| phase == "Running");
+            (placed && others_running).then(|| phases.iter().filter(|(_, m, _)| *m == lost).count())
+        },
+    );
+    println!(
+        "the others Running at {:?}; {bound_to_lost} bound to {lost}",
+        started.elapsed()
+    );
+    let jsonpath = format!("jsonpath={{.status.members[?(@.name=='{lost}')].status}}");
+    wait_for(
+        Duration::from_secs(120),
+        "the lost member Offline in the LxdCluster's status",
+        || {
+            let status = operator.kubectl_ok(&["get", "lxdcl", "local", "-o", &jsonpath]);
+            (status.trim() == "Offline").then_some(())
+        },
+    );
+
+    cluster.script(&["start-member", "3"]);
+    cluster.wait_all_online(Duration::from_secs(120));
+    wait_for(Duration::from_secs(240), "every container Running", || {
+        let phases = phases(&operator, &namespace);
+        (phases.len() == COUNT && phases.iter().all(|(_, _, p)| p == "Running")).then_some(())
+    });
+    println!("all Running at {:?}", started.elapsed());
+    let instances = managed_instances(cluster, &namespace);
+    assert_eq!(instances.len(), COUNT, "{instances:?}");
+    let uids: BTreeSet<&str> = instances.iter().map(|i| i.uid.as_str()).collect();
+    assert_eq!(
+        uids.len(),
+        COUNT,
+        "a container has two instances: {instances:?}"
+    );
+    operator.delete_containers(&namespace, Duration::from_secs(180));
+    assert!(managed_instances(cluster, &namespace).is_empty());
+}
