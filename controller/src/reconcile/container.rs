@@ -81,14 +81,16 @@ pub fn error_policy(container: Arc<LxdContainer>, error: &Error, ctx: Arc<Contex
 }
 
 /// After a failure that may pass by itself (LXD unavailable, a conflict, a lost operation).
+/// Capped low: a member that comes back must not find its containers asleep for minutes
+/// (nothing else wakes them when it does).
 const TRANSIENT_BACKOFF: Backoff = Backoff {
     first: Duration::from_secs(2),
-    max: Duration::from_secs(300),
+    max: Duration::from_secs(30),
 };
-/// After another failed reconcile.
+/// After another failed reconcile (the API failed, say).
 const ERROR_BACKOFF: Backoff = Backoff {
     first: Duration::from_secs(15),
-    max: Duration::from_secs(600),
+    max: Duration::from_secs(120),
 };
 /// After LXD refused what the spec asks (it will refuse again until something changes).
 const REFUSED_BACKOFF: Backoff = Backoff {
