@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_tests::operator::{Mode, Operator, wait_for};
 use lxd_operator_tests::{
-    TestCluster, cluster_manifest, http_get, managed_instances, operator_binary,
+    Paused, TestCluster, cluster_manifest, http_get, managed_instances, operator_binary,
 };
 
 const LEASE_SECONDS: u64 = 4;
@@ -72,15 +72,6 @@ impl Replica {
         }
     }
 
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// Waits up to `limit` for the process to end by itself.
     fn exits_within(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         while Instant::now() < deadline {
@@ -122,21 +113,7 @@ fn one_replica_leads_and_a_killed_leader_is_replaced_within_the_lease_duration()
     api.apply(&cluster_manifest());
     let namespace = api.namespace("ha");
 
-    let first = Replica::start(&api, "replica-a");
-    let second = Replica::start(&api, "replica-b");
-    let first_leads = wait_for(Duration::from_secs(20), "a leader", || {
-        match (first.is_leader(), second.is_leader()) {
-            (true, false) => Some(true),
-            (false, true) => Some(false),
-            (true, true) => panic!("two leaders"),
-            (false, false) => None,
-        }
-    });
-    let (leader, standby) = if first_leads {
-        (first, second)
-    } else {
-        (second, first)
-    };
+    let (leader, standby) = elect(&api, "replica-a", "replica-b");
     let holder = api.kubectl_ok(&[
         "get",
         "lease",
@@ -213,7 +190,7 @@ fn a_leader_paused_past_its_lease_is_replaced_and_on_waking_changes_nothing_and_
     });
 
     // The leader stops dead, holding the lease; nothing tells the standby.
-    leader.signal("-STOP");
+    let pause = Paused::process(leader.child.id());
     let paused = Instant::now();
     wait_for(
         Duration::from_secs(LEASE_SECONDS * 4),
@@ -235,7 +212,7 @@ fn a_leader_paused_past_its_lease_is_replaced_and_on_waking_changes_nothing_and_
     });
 
     // It wakes believing it leads: it must find out from its own clock, write nothing, and go.
-    leader.signal("-CONT");
+    drop(pause);
     let exited = leader.exits_within(Duration::from_secs(10));
     assert!(
         exited.is_some_and(|status| !status.success()),
@@ -262,28 +239,6 @@ fn a_leader_paused_past_its_lease_is_replaced_and_on_waking_changes_nothing_and_
     assert!(managed_instances(cluster, &namespace).is_empty());
 }
 
-/// A process stopped with SIGSTOP until this is dropped (SIGCONT), whatever the test did.
-struct Paused(u32);
-
-impl Paused {
-    fn new(pid: u32) -> Paused {
-        let status = Command::new("kill")
-            .args(["-STOP", &pid.to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        Paused(pid)
-    }
-}
-
-impl Drop for Paused {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
-    }
-}
-
 #[test]
 fn a_leader_that_cannot_renew_stops_at_its_renew_deadline_even_while_the_api_hangs() {
     let api = Operator::start(Mode::Apiserver);
@@ -291,7 +246,7 @@ fn a_leader_that_cannot_renew_stops_at_its_renew_deadline_even_while_the_api_han
     let (mut leader, _standby) = elect(&api, "stuck-a", "stuck-b");
 
     // The API server stops answering and keeps its connections open: renewals hang.
-    let paused = Paused::new(api.pid());
+    let paused = Paused::process(api.pid());
     let stopped = Instant::now();
     let exited = leader.exits_within(Duration::from_secs(LEASE_SECONDS * 3));
     let waited = stopped.elapsed();

@@ -6,12 +6,14 @@
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
+//! - [`jitter`]: random spread for retry delays.
 //! - [`placement`]: the placement engine (pure: no kube, tokio or HTTP).
 //! - [`quantity`]: quantities read in one place: Kubernetes' in our specs, LXD's in instance limits.
 //! - [`telemetry`]: logging and its format.
 
 #![forbid(unsafe_code)]
 
+pub mod jitter;
 pub mod leader;
 pub mod lxd;
 pub mod placement;

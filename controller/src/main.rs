@@ -3,10 +3,12 @@
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lxd_operator::lxd::{ClientIdentity, ServerTrust, trust};
+use lxd_operator::telemetry::{Metrics, http};
 
 /// Runs LXD containers declaratively, on a Kubernetes cluster or standalone.
 #[derive(Debug, Parser)]
@@ -220,10 +222,6 @@ fn trust_certificate(args: &TrustArgs) -> anyhow::Result<()> {
 }
 
 fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
-    use lxd_operator::telemetry::{Metrics, http};
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -231,20 +229,9 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
-        let metrics = Arc::new(Metrics::new());
-        let readiness = Arc::new(http::Readiness::with_stall_after(
-            std::time::Duration::from_secs(args.stall_seconds),
-        ));
-        serve_telemetry(args.metrics_addr, &metrics, &readiness).await?;
+        let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
         let Some(lease) = args.lease() else {
-            metrics.leader.set(1);
-            lxd_operator::reconcile::run(
-                client,
-                metrics,
-                readiness,
-                lxd_operator::leader::Leadership::unconditional(),
-            )
-            .await;
+            reconcile_as_sole_replica(client, metrics, readiness).await;
             return Ok(());
         };
         lease.validate()?;
@@ -322,10 +309,6 @@ fn run_apiserver(args: &ApiserverArgs) -> anyhow::Result<()> {
 }
 
 fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
-    use std::sync::Arc;
-
-    use lxd_operator::telemetry::{Metrics, http};
-
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -344,42 +327,47 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         let serving = tokio::spawn(server.serve(async move {
             let _ = server_stopped.await;
         }));
-        let metrics = Arc::new(Metrics::new());
-        metrics.leader.set(1);
-        let readiness = Arc::new(http::Readiness::with_stall_after(
-            std::time::Duration::from_secs(args.stall_seconds),
-        ));
-        serve_telemetry(args.metrics_addr, &metrics, &readiness).await?;
+        let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
-        lxd_operator::reconcile::run(
-            client,
-            metrics,
-            readiness,
-            lxd_operator::leader::Leadership::unconditional(),
-        )
-        .await;
+        reconcile_as_sole_replica(client, metrics, readiness).await;
         let _ = stop_server.send(());
         serving.await??;
         Ok(())
     })
 }
 
-/// Serves /metrics, /healthz and /readyz on `address` in the background, and says where.
+/// Serves /metrics, /healthz and /readyz on `address` in the background, and says where;
+/// /healthz fails once reconciles stall for `stall_seconds`.
 async fn serve_telemetry(
     address: std::net::SocketAddr,
-    metrics: &std::sync::Arc<lxd_operator::telemetry::Metrics>,
-    readiness: &std::sync::Arc<lxd_operator::telemetry::http::Readiness>,
-) -> anyhow::Result<()> {
+    stall_seconds: u64,
+) -> anyhow::Result<(Arc<Metrics>, Arc<http::Readiness>)> {
+    let metrics = Arc::new(Metrics::new());
+    let readiness = Arc::new(http::Readiness::with_stall_after(
+        std::time::Duration::from_secs(stall_seconds),
+    ));
     let listener = tokio::net::TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address} for metrics"))?;
     if let Ok(bound) = listener.local_addr() {
         println!("metrics and health on http://{bound}");
     }
-    tokio::spawn(lxd_operator::telemetry::http::serve(
-        listener,
-        metrics.clone(),
-        readiness.clone(),
-    ));
-    Ok(())
+    tokio::spawn(http::serve(listener, metrics.clone(), readiness.clone()));
+    Ok((metrics, readiness))
+}
+
+/// Reconciles with no leader election: this replica is the only one and always leads.
+async fn reconcile_as_sole_replica(
+    client: kube::Client,
+    metrics: Arc<Metrics>,
+    readiness: Arc<http::Readiness>,
+) {
+    metrics.leader.set(1);
+    lxd_operator::reconcile::run(
+        client,
+        metrics,
+        readiness,
+        lxd_operator::leader::Leadership::unconditional(),
+    )
+    .await;
 }

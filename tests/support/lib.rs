@@ -160,14 +160,20 @@ fn cluster_env() -> HashMap<String, String> {
         .collect()
 }
 
-/// A member's daemon paused with SIGSTOP: its connections stay open and nothing answers, as a
-/// half-open member looks. It goes on (SIGCONT) when this is dropped, whatever the test did.
+/// A process paused with SIGSTOP: its connections stay open and nothing answers, as a half-open
+/// peer looks. It goes on (SIGCONT) when this is dropped, whatever the test did.
 #[derive(Debug)]
-pub struct PausedMember {
+pub struct Paused {
     pid: u32,
 }
 
-impl PausedMember {
+impl Paused {
+    /// Stops the process with this pid until the guard is dropped.
+    pub fn process(pid: u32) -> Paused {
+        Self::signal(pid, "-STOP");
+        Paused { pid }
+    }
+
     fn signal(pid: u32, signal: &str) {
         let status = Command::new("kill")
             .args([signal, &pid.to_string()])
@@ -177,7 +183,7 @@ impl PausedMember {
     }
 }
 
-impl Drop for PausedMember {
+impl Drop for Paused {
     fn drop(&mut self) {
         Self::signal(self.pid, "-CONT");
     }
@@ -185,14 +191,13 @@ impl Drop for PausedMember {
 
 impl TestCluster {
     /// Pauses the daemon of the member at this (0-based) index until the guard is dropped.
-    pub fn pause_member(&self, index: usize) -> PausedMember {
+    pub fn pause_member(&self, index: usize) -> Paused {
         let pid = std::fs::read_to_string(self.lxd_dirs[index].with_extension("pid"))
             .expect("member pid file")
             .trim()
             .parse::<u32>()
             .expect("member pid");
-        PausedMember::signal(pid, "-STOP");
-        PausedMember { pid }
+        Paused::process(pid)
     }
 
     /// CPU seconds the member daemons have used so far (with the children they waited for:

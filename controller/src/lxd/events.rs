@@ -278,7 +278,7 @@ impl LxdClient {
                 return;
             }
             next += 1;
-            tokio::time::sleep(jittered(backoff)).await;
+            tokio::time::sleep(crate::jitter::jittered(backoff, 0.5)).await;
             backoff = (backoff * 2).min(BACKOFF_MAX);
         }
     }
@@ -366,27 +366,9 @@ impl LxdClient {
     }
 }
 
-/// `base` times a random factor from 0.5 to 1.5.
-fn jittered(base: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    // RandomState is seeded randomly per process and per instance: enough for a jitter.
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
-    base.mul_f64(0.5 + fraction)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn backoff_is_jittered_between_half_and_one_and_a_half_times() {
-        let base = Duration::from_secs(2);
-        let delays: Vec<Duration> = (0..50).map(|_| jittered(base)).collect();
-        assert!(delays.iter().all(|d| *d >= base / 2 && *d <= base * 3 / 2));
-        assert!(delays.iter().any(|d| *d != delays[0]), "{delays:?}");
-    }
 
     #[test]
     fn lifecycle_and_operation_events_name_their_instance() {

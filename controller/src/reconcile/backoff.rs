@@ -52,7 +52,7 @@ impl Backoffs {
             record.failures = record.failures.saturating_add(1);
             record.failures
         });
-        jittered(backoff.delay(failures))
+        crate::jitter::jittered(backoff.delay(failures), 0.2)
     }
 
     /// Whether a Warning with this reason and message is news for `uid` (the same one again
@@ -75,15 +75,6 @@ impl Backoffs {
             by_uid.remove(uid);
         }
     }
-}
-
-/// `delay` times a random factor from 0.8 to 1.2.
-fn jittered(delay: Duration) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u32(std::process::id());
-    let fraction = (hasher.finish() % 1000) as f64 / 1000.0;
-    delay.mul_f64(0.8 + 0.4 * fraction)
 }
 
 #[cfg(test)]

@@ -220,6 +220,20 @@ mod tests {
 
     use super::*;
 
+    /// Adds an empty object at `key` to the queue, with nothing committed before it.
+    fn add(queue: &Queue, key: &str, precondition: Precondition) -> Ticket {
+        queue
+            .enqueue(
+                key,
+                ChangeKind::Added,
+                precondition,
+                |_| Ok(None),
+                |_| json!({}),
+            )
+            .unwrap()
+            .1
+    }
+
     #[test]
     fn a_write_that_panics_is_refused_and_the_next_write_goes_through() {
         let queue = Queue::new(0);
@@ -236,48 +250,23 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        let (_, ticket) = queue
-            .enqueue(
-                "/a/-/x",
-                ChangeKind::Added,
-                Precondition::Absent,
-                |_| Ok(None),
-                |revision| json!({ "revision": revision }),
-            )
-            .unwrap();
+        let ticket = add(&queue, "/a/-/x", Precondition::Absent);
         let panicking_commit = |_: &[Pending]| -> Result<(), StorageError> { panic!("disk bug") };
         assert!(matches!(
             queue.wait(&ticket, panicking_commit),
             Err(StorageError::Batch(source)) if matches!(*source, StorageError::Panicked { .. })
         ));
-        let (_, ticket) = queue
-            .enqueue(
-                "/a/-/y",
-                ChangeKind::Added,
-                Precondition::None,
-                |_| Ok(None),
-                |_| json!({}),
-            )
-            .unwrap();
+        let ticket = add(&queue, "/a/-/y", Precondition::None);
         assert!(queue.wait(&ticket, |_| Ok(())).is_ok());
     }
 
     #[test]
     fn a_failed_commit_is_shared_by_every_writer_of_its_batch() {
         let queue = Queue::new(0);
-        let enqueue = |key| {
-            queue
-                .enqueue(
-                    key,
-                    ChangeKind::Added,
-                    Precondition::None,
-                    |_| Ok(None),
-                    |_| json!({}),
-                )
-                .unwrap()
-                .1
-        };
-        let (first, second) = (enqueue("/a/-/x"), enqueue("/a/-/y"));
+        let (first, second) = (
+            add(&queue, "/a/-/x", Precondition::None),
+            add(&queue, "/a/-/y", Precondition::None),
+        );
         let fail = |_: &[Pending]| Err(StorageError::Poisoned);
         let errors = [&first, &second].map(|ticket| match queue.wait(ticket, fail) {
             Err(StorageError::Batch(source)) => source,

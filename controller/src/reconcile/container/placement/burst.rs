@@ -121,25 +121,32 @@ mod tests {
     use super::*;
     use crate::placement::plugins::testing::request;
 
+    /// `count` containers named `prefix0`, `prefix1`, … join the burst, one every 50 ms.
+    fn arrive_every_50ms(
+        pending: &Arc<Pending>,
+        prefix: &'static str,
+        count: usize,
+    ) -> tokio::task::JoinHandle<()> {
+        let pending = pending.clone();
+        tokio::spawn(async move {
+            for i in 0..count {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                drop(PendingEntry::join(
+                    &pending,
+                    &format!("{prefix}{i}"),
+                    &request(1.0, 1.0),
+                ));
+            }
+        })
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_burst_is_gathered_while_arrivals_go_on_and_at_most_for_the_longest_wait() {
         let pending = Arc::new(Pending::default());
         let first = PendingEntry::join(&pending, "first", &request(0.5, 0.5));
         let started = tokio::time::Instant::now();
-        let arrivals = {
-            let pending = pending.clone();
-            tokio::spawn(async move {
-                // One arrival every 50 ms for 600 ms, as a slow apply sends them.
-                for i in 0..12 {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    drop(PendingEntry::join(
-                        &pending,
-                        &format!("c{i}"),
-                        &request(1.0, 1.0),
-                    ));
-                }
-            })
-        };
+        // One arrival every 50 ms for 600 ms, as a slow apply sends them.
+        let arrivals = arrive_every_50ms(&pending, "c", 12);
         first.gathered().await;
         let gathered = started.elapsed();
         assert_eq!(
@@ -152,19 +159,7 @@ mod tests {
         // Arrivals that never stop: gathered after the longest wait.
         let late = PendingEntry::join(&pending, "late", &request(0.5, 0.5));
         let started = tokio::time::Instant::now();
-        let endless = {
-            let pending = pending.clone();
-            tokio::spawn(async move {
-                for i in 0.. {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    drop(PendingEntry::join(
-                        &pending,
-                        &format!("e{i}"),
-                        &request(1.0, 1.0),
-                    ));
-                }
-            })
-        };
+        let endless = arrive_every_50ms(&pending, "e", usize::MAX);
         late.gathered().await;
         assert_eq!(started.elapsed(), BURST_MAX_GATHERING);
         endless.abort();
