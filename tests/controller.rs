@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lxd_operator_crds::LxdContainer;
-use lxd_operator_crds::container::PlacementStrategy;
+use lxd_operator_crds::container::{DesiredState, PlacementStrategy};
 use lxd_operator_tests::operator::{Operator, wait_for};
 use lxd_operator_tests::{
     TestCluster, condition, http_get, managed_instances, numbered_containers,
@@ -196,6 +196,65 @@ fn a_stop_or_delete_behind_the_operators_back_is_undone_within_five_seconds() {
     println!("recreated after {:?}", deleted.elapsed());
     assert_eq!(managed_instances(cluster, &namespace).len(), 1);
     operator.delete_containers(&namespace, Duration::from_secs(120));
+}
+
+#[test]
+fn an_instance_left_without_its_storage_volume_is_deleted_and_created_again() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("husk");
+    operator.apply_containers(&[LxdContainer::builder("app")
+        .namespace(&namespace)
+        .state(DesiredState::Stopped)
+        .build()]);
+    let instance = format!("{namespace}-app");
+    wait_for(Duration::from_secs(60), "app created and Stopped", || {
+        (phases(&operator, &namespace)["app"].0 == "Stopped").then_some(())
+    });
+    let uuid = || cluster.lxc(&["config", "get", &instance, "volatile.uuid"]);
+    let first_uuid = uuid();
+
+    // What a create cut off by its member's death leaves (seen in the member-loss chaos test):
+    // the instance's record, with our uid, and no storage volume, neither in the database nor
+    // on the member's disk. LXD refuses to start it.
+    let member = cluster.lxc(&["list", &instance, "--format", "csv", "--columns", "L"]);
+    let member = cluster
+        .members
+        .iter()
+        .position(|m| m == member.trim())
+        .expect("the instance's member");
+    cluster.sql_global(&format!(
+        "DELETE FROM storage_volumes WHERE name = '{instance}' AND type = 0"
+    ));
+    let volume =
+        cluster.lxd_dirs[member].join(format!("storage-pools/local/containers/{instance}"));
+    std::fs::remove_dir_all(&volume).expect("remove the volume's folder");
+    merge_patch(
+        &operator,
+        &namespace,
+        "app",
+        r#"{"spec":{"state":"Running"}}"#,
+    );
+    wait_for_lxd_status(
+        cluster,
+        &instance,
+        "RUNNING",
+        Duration::from_secs(60),
+        "the husk replaced by a running instance",
+    );
+    assert_ne!(uuid(), first_uuid, "the instance was not created again");
+    assert_eq!(managed_instances(cluster, &namespace).len(), 1);
+    let reasons = operator.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &namespace,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(reasons.contains("Recreating"), "{reasons}");
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    assert!(managed_instances(cluster, &namespace).is_empty());
 }
 
 #[test]

@@ -62,13 +62,11 @@ fn wait_for_or_show(operator: &Operator, namespace: &str, limit: Duration) -> bo
     }
 }
 
-// Ignored until the bug it found is fixed (run it with `--ignored`): a create in flight on
-// the member when its daemon dies can leave an instance record whose storage volume LXD never
-// made; the operator adopts it (it carries our uid) and every start then fails with "not
-// found: Instance storage pool not found", so that container stays Creating. The fix is to
-// recognise such a husk (never started, its volume missing) and delete and create it again.
+// It found a bug, fixed since (`reconcile/container/husk.rs`, and the story in tests/controller.rs):
+// a create in flight on the member when its daemon dies can leave an instance record whose
+// storage volume LXD never made; the operator adopted it (it carries our uid) and every start
+// failed with "Instance storage pool not found".
 #[test]
-#[ignore = "finds a known bug: a create cut off by a dying member leaves an instance without storage"]
 fn a_member_lost_mid_rollout_holds_up_only_its_own_containers_and_all_converge_when_it_returns() {
     let cluster = TestCluster::get();
     let operator = Operator::standalone_with_cluster();

@@ -106,6 +106,22 @@ impl TestCluster {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// Runs `lxd sql global QUERY` on the first member: for tests that must leave the
+    /// cluster's database as a crash would, which no API call can.
+    pub fn sql_global(&self, query: &str) -> String {
+        let output = Command::new("lxd")
+            .args(["sql", "global", query])
+            .env("LXD_DIR", &self.lxd_dirs[0])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run lxd sql: {e}"));
+        assert!(
+            output.status.success(),
+            "lxd sql global {query} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// [`TestCluster::lxc`], as a user retries it while the instance is busy with an operation
     /// (LXD refuses a second one on an instance, and shows a start as Running before the start
     /// operation ends).

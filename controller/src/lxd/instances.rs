@@ -70,6 +70,40 @@ impl LxdClient {
         .await
     }
 
+    /// Whether LXD holds the storage volume of this instance on `member`. A create that its
+    /// member died in can leave the instance record without one: LXD then refuses to start it
+    /// ("Instance storage pool not found") but still deletes it.
+    pub async fn instance_volume_exists(&self, instance: &Instance) -> Result<bool> {
+        let Some(pool) = instance
+            .expanded_devices
+            .values()
+            .find(|device| {
+                device.get("type").map(String::as_str) == Some("disk")
+                    && device.get("path").map(String::as_str) == Some("/")
+            })
+            .and_then(|root| root.get("pool"))
+        else {
+            // No root disk in what was read: nothing to tell by.
+            return Ok(true);
+        };
+        let volume_type = if instance.instance_type == "virtual-machine" {
+            "virtual-machine"
+        } else {
+            "container"
+        };
+        let call = Call::get(format!(
+            "/1.0/storage-pools/{}/volumes/{volume_type}/{}",
+            path_segment(pool),
+            path_segment(&instance.name)
+        ))
+        .query("target", instance.location.clone());
+        match self.send(call).await {
+            Ok(_) => Ok(true),
+            Err(LxdError::NotFound { .. }) => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Starts creating an instance on `target`; the handle waits for it.
     pub async fn create_instance(
         &self,

@@ -4,8 +4,8 @@
 //! again), and write status ([`report`]). Deletion is [`cleanup`].
 //!
 //! The steps, one job each: [`place`] (with the [`placement`] step's wiring of the engine),
-//! [`create`], [`update`], [`state`]; [`failure`] says what a step's failure means; [`rollout`]
-//! times a new container's stages.
+//! [`create`], [`update`], [`state`], [`husk`] (a create cut off, made again); [`failure`] says
+//! what a step's failure means; [`rollout`] times a new container's stages.
 
 pub mod cleanup;
 pub mod converge;
@@ -13,6 +13,7 @@ pub mod create;
 pub mod decide;
 pub mod desired;
 pub mod failure;
+pub mod husk;
 pub mod naming;
 pub mod place;
 pub mod placement;

@@ -6,6 +6,7 @@ use super::create::create_instance;
 use super::decide::{Step, next_step};
 use super::desired::DesiredInstance;
 use super::failure::Failure;
+use super::husk::remove_if_husk;
 use super::place::place_container;
 use super::report::StatusWriter;
 use super::rollout::Stage;
@@ -72,7 +73,17 @@ pub(super) async fn converge(
             }
             Step::Update(put) => update_instance(desired, &put, client, ctx, status).await?,
             Step::ChangeState(action) => {
-                if change_state(client, &desired.name, action).await? {
+                let changed = match change_state(client, &desired.name, action).await {
+                    Err(failure) if action == StateAction::Start && failure.is_not_found() => {
+                        if remove_if_husk(client, &desired.name, ctx, status).await? {
+                            known_absent = true;
+                            continue;
+                        }
+                        return Err(failure);
+                    }
+                    changed => changed?,
+                };
+                if changed {
                     if action == StateAction::Start {
                         ctx.rollouts
                             .reached(desired.uid(), Stage::Started, &ctx.metrics);

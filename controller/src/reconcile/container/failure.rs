@@ -33,6 +33,19 @@ pub(super) enum Failure {
     Unfinished { steps: usize },
 }
 
+impl Failure {
+    /// LXD answered "not found" (a member, an image, a storage volume).
+    pub(super) fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            Failure::Permanent {
+                reason: "NotFound",
+                ..
+            } | Failure::Lxd(LxdError::NotFound { .. })
+        )
+    }
+}
+
 impl From<LxdError> for Failure {
     fn from(error: LxdError) -> Self {
         match error {

@@ -1,0 +1,42 @@
+//! The husk of a create cut off: when a member's daemon dies while it creates an instance, LXD
+//! can keep the instance's record without its storage volume. The record carries our uid, so
+//! it is adopted as ours, but every start fails ("Instance storage pool not found"). A start
+//! that fails as "not found" therefore looks for the volume; a husk is deleted (LXD allows
+//! that) so that the next step creates the instance again on the same member.
+
+use kube::runtime::events::EventType;
+
+use super::super::context::Context;
+use super::OPERATION_TIMEOUT;
+use super::failure::Failure;
+use super::report::{StatusWriter, publish};
+use crate::lxd::LxdClient;
+
+/// Deletes the instance `name` if it is a husk; says whether it was.
+pub(super) async fn remove_if_husk(
+    client: &LxdClient,
+    name: &str,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<bool, Failure> {
+    // Read afresh: the instance a create step hands on lacks the devices LXD expands.
+    let instance = client.instance(name).await?.value;
+    if client.instance_volume_exists(&instance).await? {
+        return Ok(false);
+    }
+    let handle = client.delete_instance(name).await?;
+    client.wait(&handle, OPERATION_TIMEOUT).await?;
+    tracing::warn!(instance = name, member = %instance.location, "deleted an instance without its storage volume, to create it again");
+    publish(
+        ctx,
+        status.container,
+        EventType::Warning,
+        "Recreating",
+        format!(
+            "instance {name} on {} had no storage volume (a create cut off, as when its member's daemon dies); deleted to create it again",
+            instance.location
+        ),
+    )
+    .await;
+    Ok(true)
+}
