@@ -47,5 +47,9 @@ python_env() {
   "$venv/bin/python3" -c "import kubernetes" 2>/dev/null ||
     "$venv/bin/python3" -m pip install --quiet kubernetes==37.0.2 ||
     prerequisites_fail "pip cannot install kubernetes==37.0.2 into $venv (is PyPI reachable?)"
+  # schemathesis fuzzes the API server from its OpenAPI document (tests/apiserver_fuzz.rs).
+  "$venv/bin/python3" -c "import schemathesis" 2>/dev/null ||
+    "$venv/bin/python3" -m pip install --quiet schemathesis==4.32.5 ||
+    prerequisites_fail "pip cannot install schemathesis==4.32.5 into $venv (is PyPI reachable?)"
   export LXD_OPERATOR_PYTHON=$venv/bin/python3
 }

@@ -119,9 +119,15 @@ impl Resource {
         }
     }
 
+    /// Whether a DELETE of the collection deletes every object in it. Not for namespaces, as
+    /// in Kubernetes: one request must not delete every tenant with all it holds.
+    pub fn deletes_collections(&self) -> bool {
+        self.role != Role::Namespace
+    }
+
     /// The verbs discovery lists.
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec![
+        let mut verbs = vec![
             "create",
             "delete",
             "deletecollection",
@@ -130,7 +136,11 @@ impl Resource {
             "patch",
             "update",
             "watch",
-        ]
+        ];
+        if !self.deletes_collections() {
+            verbs.retain(|verb| *verb != "deletecollection");
+        }
+        verbs
     }
 }
 

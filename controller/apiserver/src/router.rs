@@ -503,7 +503,7 @@ fn dispatch(
             let (code, object) = state.delete(resource, namespace, name, dry_run)?;
             Ok(with_status(code, &object))
         }
-        (Method::DELETE, None) => {
+        (Method::DELETE, None) if resource.deletes_collections() => {
             let options = list_options(&query)?;
             let (items, revision, _) = state.list(resource, namespace, &options)?;
             let mut deleted = Vec::new();
@@ -523,9 +523,14 @@ fn dispatch(
                 &json!({"kind": format!("{}List", resource.kind), "apiVersion": resource.api_version(), "metadata": {"resourceVersion": revision.to_string()}, "items": deleted}),
             ))
         }
-        (method, _) => Err(ApiError::method_not_allowed(format!(
-            "{method} is not supported on {path}"
-        ))),
+        (method, name) => Err(ApiError::method_not_allowed(
+            format!("{method} is not supported on {path}"),
+            match (name, resource.deletes_collections()) {
+                (Some(_), _) => "GET, PUT, PATCH, DELETE",
+                (None, true) => "GET, POST, DELETE",
+                (None, false) => "GET, POST",
+            },
+        )),
     }
 }
 

@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// `details` of the Status.
     pub details: Option<Value>,
+    /// The methods the path takes, sent as `Allow` with a 405 (RFC 9110 requires it).
+    pub allow: Option<&'static str>,
 }
 
 impl ApiError {
@@ -28,6 +30,7 @@ impl ApiError {
             reason,
             message: message.into(),
             details: None,
+            allow: None,
         }
     }
 
@@ -122,9 +125,12 @@ impl ApiError {
         ApiError::new(400, "BadRequest", message)
     }
 
-    /// 405.
-    pub fn method_not_allowed(message: impl Into<String>) -> ApiError {
-        ApiError::new(405, "MethodNotAllowed", message)
+    /// 405; `allow` lists the methods the path takes (`GET, POST`).
+    pub fn method_not_allowed(message: impl Into<String>, allow: &'static str) -> ApiError {
+        ApiError {
+            allow: Some(allow),
+            ..ApiError::new(405, "MethodNotAllowed", message)
+        }
     }
 
     /// 415.
@@ -203,6 +209,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(allow) = self.allow {
+            response
+                .headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
         response
     }

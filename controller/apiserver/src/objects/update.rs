@@ -9,6 +9,7 @@ use super::{ApiState, PatchKind, WriteOptions, Written};
 use crate::events;
 use crate::patch;
 use crate::registry::Resource;
+use crate::schema::object_meta;
 use crate::status::ApiError;
 
 impl ApiState {
@@ -24,6 +25,14 @@ impl ApiState {
         status_only: bool,
         options: &WriteOptions,
     ) -> Result<Written, ApiError> {
+        object_meta::check(&body)?;
+        let named = meta_str(&body, "name").unwrap_or_default();
+        if named != name {
+            // As Kubernetes answers: a replacement names the object it replaces.
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({named}) does not match the name on the URL ({name})"
+            )));
+        }
         let explicit = meta_str(&body, "resourceVersion").is_some();
         let key = resource.key(namespace, name);
         self.retry_races(resource, &key, name, explicit, || {

@@ -536,3 +536,46 @@ fn arbitrary_bodies_patches_and_parameters_never_panic_and_always_get_a_status()
         )
         .unwrap();
 }
+
+#[tokio::test]
+async fn what_schemathesis_found_is_fixed_405_says_allow_namespaces_stay_and_a_put_names_its_object()
+ {
+    let api = Api::new();
+    let (_, created) = api.create(&container("web")).await;
+
+    // RFC 9110: a 405 lists the methods the path takes.
+    let request = Request::builder()
+        .method("TRACE")
+        .uri(CONTAINERS)
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(response.headers()[header::ALLOW], "GET, POST, DELETE");
+
+    // A DELETE of the namespace collection deleted every namespace with all it held; as in
+    // Kubernetes, namespaces are deleted one by one.
+    let (status, refused) = api.delete("/api/v1/namespaces").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED, "{refused}");
+    assert_eq!(
+        api.get("/api/v1/namespaces/default").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(api.get(&path_of("web")).await.0, StatusCode::OK);
+
+    // A replacement with no name, or another one, was written over the object at the URL.
+    for metadata in [json!(null), json!({"name": "db"})] {
+        let mut body = container("web");
+        body["metadata"] = metadata;
+        let (status, answer) = api.put(&path_of("web"), &body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["message"]
+                .as_str()
+                .unwrap()
+                .ends_with("does not match the name on the URL (web)"),
+            "{answer}"
+        );
+    }
+    assert_eq!(api.get(&path_of("web")).await, (StatusCode::OK, created));
+}

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use crate::registry::{Registry, Resource};
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
+const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
 
 fn group_version_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -88,38 +89,223 @@ pub fn document(registry: &Registry, group: &str, version: &str) -> Value {
             schema["properties"]["metadata"] = json!({"description": "Standard object metadata.", "allOf": [{"$ref": format!("#/components/schemas/{OBJECT_META}")}]});
         }
         let name = schema_name(&resource);
-        let reference = json!({"$ref": format!("#/components/schemas/{name}")});
-        schemas.insert(name, schema);
+        let list_name = format!("{name}List");
+        schemas.insert(
+            list_name.clone(),
+            list_schema(&name, &resource.group, &resource.version, &resource.kind),
+        );
+        schemas.insert(name.clone(), schema);
         let base = format!("/{}", group_version_path(group, version));
         let collection = if resource.namespaced {
             format!("{base}/namespaces/{{namespace}}/{}", resource.plural)
         } else {
             format!("{base}/{}", resource.plural)
         };
-        let response = json!({"200": {"description": "OK", "content": {"application/json": {"schema": reference}}}});
-        let query = |name: &str| json!({"name": name, "in": "query", "schema": {"type": "string", "uniqueItems": true}});
-        let operation = |verb: &str, parameters: Vec<Value>| json!({"x-kubernetes-action": verb, "x-kubernetes-group-version-kind": gvk, "parameters": parameters, "responses": response});
-        paths.insert(
-            format!("{collection}/{{name}}"),
-            json!({
-                "get": operation("get", vec![]),
-                "put": operation("put", vec![query("dryRun"), query("fieldManager"), query("fieldValidation")]),
-                "patch": operation("patch", vec![query("dryRun"), query("fieldManager"), query("fieldValidation"), query("force")]),
-                "delete": operation("delete", vec![query("dryRun")]),
-            }),
+        // What a write to /status may carry: everything else in its body is ignored.
+        let status_object = json!({
+            "type": "object",
+            "properties": {
+                "apiVersion": {"type": "string"},
+                "kind": {"type": "string"},
+                "metadata": component(OBJECT_META),
+                "status": schemas.get(&name).and_then(|schema| schema["properties"].get("status")).cloned().unwrap_or_else(|| json!({"type": "object"})),
+            },
+        });
+        let operations = Operations {
+            gvk,
+            object: component(&name),
+            status_object,
+            scope: if resource.namespaced {
+                vec![path_parameter("namespace")]
+            } else {
+                Vec::new()
+            },
+        };
+        let item_path = operations.item_path();
+        let collection_path = operations.collection_path(
+            component(&list_name),
+            &resource.kind,
+            resource.deletes_collections(),
         );
-        paths.insert(
-            collection,
-            json!({
-                "get": operation("list", vec![query("labelSelector"), query("fieldSelector"), query("limit"), query("continue"), query("watch")]),
-                "post": operation("post", vec![query("dryRun"), query("fieldManager"), query("fieldValidation")]),
-            }),
-        );
+        if resource.status_subresource {
+            paths.insert(
+                format!("{collection}/{{name}}/status"),
+                operations.status_path(),
+            );
+        }
+        paths.insert(format!("{collection}/{{name}}"), item_path);
+        paths.insert(collection, collection_path);
     }
+    schemas.insert(STATUS.to_owned(), status_schema());
     json!({
         "openapi": "3.0.0",
         "info": {"title": "lxd-operator embedded API server", "version": env!("CARGO_PKG_VERSION")},
         "paths": paths,
         "components": {"schemas": schemas},
+    })
+}
+
+fn component(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn path_parameter(name: &str) -> Value {
+    json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}})
+}
+
+fn query_parameter(name: &str) -> Value {
+    json!({"name": name, "in": "query", "schema": {"type": "string"}})
+}
+
+fn json_content(schema: Value) -> Value {
+    json!({"application/json": {"schema": schema}})
+}
+
+/// The operations of one kind, as Kubernetes describes them: what each takes (its query
+/// parameters and body) and what it answers, every failure a Status.
+struct Operations {
+    gvk: Value,
+    object: Value,
+    /// The body a write to `/status` is read for.
+    status_object: Value,
+    /// The path parameters of the collection (`namespace`, for a namespaced kind).
+    scope: Vec<Value>,
+}
+
+impl Operations {
+    fn operation(&self, verb: &str, parameters: &[&str], responses: Value) -> Value {
+        let mut responses = responses;
+        responses["default"] =
+            json!({"description": "Failure", "content": json_content(component(STATUS))});
+        let parameters: Vec<Value> = parameters.iter().map(|p| query_parameter(p)).collect();
+        json!({"x-kubernetes-action": verb, "x-kubernetes-group-version-kind": self.gvk, "parameters": parameters, "responses": responses})
+    }
+
+    fn object_response(&self, codes: &[&str]) -> Value {
+        let mut responses = Map::new();
+        for code in codes {
+            responses.insert(
+                (*code).to_owned(),
+                json!({"description": "OK", "content": json_content(self.object.clone())}),
+            );
+        }
+        Value::Object(responses)
+    }
+
+    fn with_body(mut operation: Value, content: Value) -> Value {
+        operation["requestBody"] = json!({"required": true, "content": content});
+        operation
+    }
+
+    /// `…/{name}`: get, replace, patch, delete one object.
+    fn item_path(&self) -> Value {
+        let mut path = self.read_and_write_path(&self.object);
+        // A delete answers the object while finalizers hold it, else a Status.
+        let deleted = json!({"description": "OK", "content": json_content(json!({"anyOf": [self.object, component(STATUS)]}))});
+        path["delete"] = self.operation(
+            "delete",
+            &["dryRun"],
+            json!({"200": deleted, "202": deleted}),
+        );
+        path
+    }
+
+    /// `…/{name}/status`: get, replace and patch the status of one object.
+    fn status_path(&self) -> Value {
+        self.read_and_write_path(&self.status_object)
+    }
+
+    fn read_and_write_path(&self, body: &Value) -> Value {
+        const WRITE: [&str; 3] = ["dryRun", "fieldManager", "fieldValidation"];
+        let patch_body = json!({
+            "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+            "application/apply-patch+yaml": {"schema": {"type": "object"}},
+        });
+        let mut parameters = self.scope.clone();
+        parameters.push(path_parameter("name"));
+        json!({
+            "parameters": parameters,
+            "get": self.operation("get", &[], self.object_response(&["200"])),
+            "put": Self::with_body(
+                self.operation("put", &WRITE, self.object_response(&["200", "201"])),
+                json_content(body.clone()),
+            ),
+            "patch": Self::with_body(
+                self.operation("patch", &["dryRun", "fieldManager", "fieldValidation", "force"], self.object_response(&["200", "201"])),
+                patch_body,
+            ),
+        })
+    }
+
+    /// The collection: list (or watch), create, and delete all where the kind allows that.
+    fn collection_path(&self, list: Value, kind: &str, deletes_collections: bool) -> Value {
+        let mut list_operation = self.operation(
+            "list",
+            &[
+                "labelSelector",
+                "fieldSelector",
+                "limit",
+                "continue",
+                "resourceVersion",
+                "timeoutSeconds",
+                "watch",
+            ],
+            json!({"200": {"description": "OK", "content": json_content(list.clone())}}),
+        );
+        list_operation["x-kubernetes-group-version-kind"]["kind"] = json!(format!("{kind}List"));
+        let mut path = json!({
+            "parameters": self.scope,
+            "get": list_operation,
+            "post": Self::with_body(
+                self.operation("post", &["dryRun", "fieldManager", "fieldValidation"], self.object_response(&["200", "201", "202"])),
+                json_content(self.object.clone()),
+            ),
+        });
+        if deletes_collections {
+            path["delete"] = self.operation(
+                "deletecollection",
+                &["dryRun", "labelSelector", "fieldSelector"],
+                json!({"200": {"description": "OK", "content": json_content(list)}}),
+            );
+        }
+        path
+    }
+}
+
+fn list_schema(item: &str, group: &str, version: &str, kind: &str) -> Value {
+    json!({
+        "description": format!("A list of {kind}."),
+        "type": "object",
+        "required": ["items"],
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object", "properties": {
+                "resourceVersion": {"type": "string"},
+                "continue": {"type": "string"},
+                "remainingItemCount": {"type": "integer", "format": "int64"},
+            }},
+            "items": {"type": "array", "items": component(item)},
+        },
+        "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": format!("{kind}List")}],
+    })
+}
+
+fn status_schema() -> Value {
+    json!({
+        "description": "Status is a return value for calls that do not return other objects: every failure, and some deletes.",
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"type": "object"},
+            "status": {"type": "string", "description": "Success or Failure."},
+            "message": {"type": "string", "description": "What went wrong, for people."},
+            "reason": {"type": "string", "description": "What went wrong, for machines (NotFound, AlreadyExists, Invalid, …)."},
+            "details": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+            "code": {"type": "integer", "format": "int32", "description": "The HTTP status code."},
+        },
+        "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "Status"}],
     })
 }
