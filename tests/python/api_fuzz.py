@@ -154,7 +154,8 @@ def schemathesis(name, document, server, token, ca, workdir, examples, *extra):
     ]
     environment = dict(os.environ, SCHEMATHESIS_HOOKS="api_fuzz_hooks", PYTHONPATH=workdir)
     print(f"pass '{name}': {examples} examples an operation, seed {seed}", flush=True)
-    subprocess.run(command, env=environment)
+    # In the work folder: schemathesis keeps a cache of crashes in its current directory.
+    subprocess.run(command, env=environment, cwd=workdir)
     # The report tells a finding about the server (a failure) from schemathesis failing in
     # itself (an error: its generator sometimes breaks on deep schemas, in Python's own AST).
     cases = ET.parse(report).getroot().iter("testcase")
