@@ -83,3 +83,74 @@ mod tests {
         assert!(failed.to_string().contains("/spec/x"), "{failed}");
     }
 }
+
+/// Properties over generated objects and patches: no patch panics, a JSON patch that fails
+/// changes nothing, and a merge patch does what RFC 7386 says.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn any_json() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i32>().prop_map(Value::from),
+            "[a-c/~0-9-]{0,4}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map("[a-c]", inner, 0..4)
+                    .prop_map(|map| Value::Object(map.into_iter().collect())),
+            ]
+        })
+    }
+
+    fn any_operation() -> impl Strategy<Value = Value> {
+        let op = prop::sample::select(vec![
+            "add", "remove", "replace", "move", "copy", "test", "x",
+        ]);
+        let path = "(/[a-c0-9-]){0,3}";
+        (op, path, path, any_json()).prop_map(|(op, path, from, value)| {
+            serde_json::json!({"op": op, "path": path, "from": from, "value": value})
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn a_json_patch_applies_whole_or_changes_nothing(
+            target in any_json(),
+            operations in prop::collection::vec(any_operation(), 0..5),
+            junk in any_json(),
+        ) {
+            let mut patched = target.clone();
+            if json_patch(&mut patched, &Value::Array(operations)).is_err() {
+                prop_assert_eq!(&patched, &target);
+            }
+            let mut patched = target.clone();
+            let _ = json_patch(&mut patched, &junk);
+        }
+
+        #[test]
+        fn a_merge_patch_sets_what_it_names_removes_its_nulls_and_is_idempotent(
+            target in any_json(),
+            patch in prop::collection::btree_map("[a-c]", any_json(), 0..4),
+        ) {
+            let patch = Value::Object(patch.into_iter().collect());
+            let mut once = target.clone();
+            merge_patch(&mut once, &patch);
+            let mut twice = once.clone();
+            merge_patch(&mut twice, &patch);
+            prop_assert_eq!(&twice, &once);
+            for (key, value) in patch.as_object().into_iter().flatten() {
+                match value {
+                    Value::Null => prop_assert!(once.get(key).is_none()),
+                    Value::Object(_) => prop_assert!(once[key].is_object()),
+                    other => prop_assert_eq!(&once[key], other),
+                }
+            }
+        }
+    }
+}

@@ -241,3 +241,63 @@ mod tests {
         );
     }
 }
+
+/// Properties over generated selectors and labels: any text is parsed or refused (never a
+/// panic), and each operator means what Kubernetes says it means.
+#[cfg(test)]
+mod properties {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    fn labelled(labels: &BTreeMap<String, String>) -> Value {
+        json!({"metadata": {"name": "web", "labels": labels}})
+    }
+
+    proptest! {
+        #[test]
+        fn any_text_is_parsed_or_refused(text in "\\PC{0,40}", near in "[a-c=!,() in]{0,30}") {
+            for text in [&text, &near] {
+                let _ = LabelSelector::parse(text).map(|s| s.matches(&json!({})));
+                let _ = FieldSelector::parse(text).map(|s| s.matches(&json!({})));
+            }
+        }
+
+        #[test]
+        fn each_label_operator_matches_as_kubernetes_defines_it(
+            labels in prop::collection::btree_map("[a-c]", "[x-z]", 0..3),
+            key in "[a-c]",
+            value in "[x-z]",
+            values in prop::collection::vec("[x-z]", 1..3),
+        ) {
+            let object = labelled(&labels);
+            let has = labels.get(&key);
+            let set = values.join(",");
+            let matches = |text: String| LabelSelector::parse(&text).unwrap().matches(&object);
+            prop_assert_eq!(matches(format!("{key}={value}")), has == Some(&value));
+            prop_assert_eq!(matches(format!("{key}=={value}")), has == Some(&value));
+            prop_assert_eq!(matches(format!("{key}!={value}")), has != Some(&value));
+            prop_assert_eq!(matches(format!("{key} in ({set})")), has.is_some_and(|v| values.contains(v)));
+            prop_assert_eq!(matches(format!("{key} notin ({set})")), !has.is_some_and(|v| values.contains(v)));
+            prop_assert_eq!(matches(key.clone()), has.is_some());
+            prop_assert_eq!(matches(format!("!{key}")), has.is_none());
+            prop_assert_eq!(
+                matches(format!("{key},{key} in ({set})")),
+                has.is_some() && has.is_some_and(|v| values.contains(v))
+            );
+        }
+
+        #[test]
+        fn a_field_selector_on_the_name_matches_that_name_only(name in "[a-c]{1,3}", asked in "[a-c]{1,3}") {
+            let object = json!({"metadata": {"name": name}});
+            let equal = FieldSelector::parse(&format!("metadata.name={asked}")).unwrap();
+            let unequal = FieldSelector::parse(&format!("metadata.name!={asked}")).unwrap();
+            prop_assert_eq!(equal.matches(&object), name == asked);
+            prop_assert_eq!(unequal.matches(&object), name != asked);
+            prop_assert_eq!(equal.name(), Some(asked.as_str()));
+        }
+    }
+}
