@@ -1,6 +1,7 @@
 //! What the integration tests share: the real LXD test cluster that `hack/lxd-cluster.sh`
 //! brings up, found through the variables of `hack/lxd-cluster.sh env`; containers as
-//! manifests; and ([`operator`]) the operator process a test starts, with its shared set-up.
+//! manifests; ([`operator`]) the operator process a test starts, with its shared set-up; and
+//! ([`fake_lxd`]) a fake LXD for the faults a real cluster cannot produce on demand.
 
 #![allow(clippy::expect_used, clippy::panic)]
 
@@ -9,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+pub mod fake_lxd;
 pub mod operator;
 
 use lxd_operator::lxd::types::{InstanceCreate, InstanceSource};
