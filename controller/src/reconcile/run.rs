@@ -214,7 +214,11 @@ async fn route_lxd_events(
     cluster_trigger: UnboundedSender<ObjectRef<LxdCluster>>,
 ) {
     while let Some(ClusterSignal { cluster, item }) = signals.recv().await {
-        ctx.readiness.stream_alive(&cluster);
+        // A stream that keeps failing to reconnect is no sign of life: with every member
+        // hung it would otherwise keep /healthz green forever.
+        if !matches!(item, EventStreamItem::Disconnected { .. }) {
+            ctx.readiness.stream_alive(&cluster);
+        }
         match item {
             EventStreamItem::Alive => {}
             EventStreamItem::Event(event) => {
