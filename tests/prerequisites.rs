@@ -10,8 +10,11 @@ use std::process::Command;
 
 use lxd_operator_tests::repo_root;
 
-/// A folder for PATH with the tools the checks use, and fakes of `tools` (name, output).
-fn machine_with(tools: &[(&str, &str)]) -> tempfile::TempDir {
+/// A fake tool: its name and what it prints.
+type Tool<'a> = (&'a str, &'a str);
+
+/// A folder for PATH with the tools the checks use, and fakes of `tools`.
+fn machine_with(tools: &[Tool]) -> tempfile::TempDir {
     let bin = tempfile::tempdir().unwrap();
     for tool in ["sed", "awk", "sort", "head", "cat"] {
         let real = ["/usr/bin", "/bin"]
@@ -56,7 +59,7 @@ fn each_missing_prerequisite_stops_the_scripts_with_what_to_install() {
     let too_old = format!("Rust {msrv} or newer is needed, this is 1.80.0: rustup update stable");
     let cargo = ("cargo", "cargo 1.95.0");
     let kubectl = ("kubectl", "v1.32.0");
-    let cases: [(&[(&str, &str)], &str, Option<&str>); 5] = [
+    let cases: [(&[Tool], &str, Option<&str>); 5] = [
         (
             &[],
             "check_toolchain",
