@@ -19,3 +19,22 @@ pub(crate) fn catch<R>(during: &str, f: impl FnOnce() -> R) -> Result<R, String>
         message
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_comes_back_as_its_message_and_the_caller_goes_on() {
+        assert_eq!(catch("adding", || 1 + 1), Ok(2));
+        assert_eq!(
+            catch("indexing", || -> u8 { panic!("index into a number") }),
+            Err("index into a number".to_owned())
+        );
+        let field = "metadata";
+        assert_eq!(
+            catch("formatting", || -> u8 { panic!("{field} is 1") }),
+            Err("metadata is 1".to_owned())
+        );
+    }
+}
