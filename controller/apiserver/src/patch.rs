@@ -26,8 +26,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     json_patch::merge(target, patch);
 }
 
-/// Applies a JSON patch. As in the Go API server, a `test` of a path that does not exist
-/// against `null` passes (kube-rs' finalizer helper relies on it).
+/// Applies a JSON patch, whole or not at all. As in the Go API server, a `test` of a path that
+/// does not exist against `null` passes (kube-rs' finalizer helper relies on it).
 pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
     let operations = patch.as_array().ok_or(PatchError::NotAList)?;
     let kept: Vec<Value> = operations
@@ -41,7 +41,12 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
         .collect();
     let patch: json_patch::Patch = serde_json::from_value(Value::Array(kept))
         .map_err(|source| PatchError::Invalid { source })?;
-    Ok(json_patch::patch(target, &patch)?)
+    // On a copy: json_patch's own undo does not restore what a failed `move` removed (its
+    // property test found `move /a -> /0/a` losing `/a`), and a failed patch must change nothing.
+    let mut patched = target.clone();
+    json_patch::patch(&mut patched, &patch)?;
+    *target = patched;
+    Ok(())
 }
 
 #[cfg(test)]
