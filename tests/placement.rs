@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{Read, Write};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -545,4 +545,55 @@ fn a_policy_naming_an_unknown_plugin_is_not_ready_and_says_which() {
             && message.contains("least-allocated"),
         "{message}"
     );
+}
+
+#[test]
+fn a_cordoned_member_takes_no_new_containers_until_it_is_uncordoned() {
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("cordon");
+    let cordon = |members: &str| {
+        operator.kubectl_ok(&[
+            "patch",
+            "lxdcluster",
+            "local",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{{"cordonedMembers":{members}}}}}"#),
+        ]);
+    };
+    cordon(r#"["node2"]"#);
+    let spread: Vec<LxdContainer> = (1..=6)
+        .map(|i| {
+            container(&namespace, &format!("s{i}"), "64Mi")
+                .strategy(PlacementStrategy::Spread)
+                .build()
+        })
+        .collect();
+    operator.apply_containers(&spread);
+    let placed = members_when_scheduled(&operator, &namespace, 6);
+    let used: BTreeSet<&str> = placed.values().map(String::as_str).collect();
+    assert_eq!(used, BTreeSet::from(["node1", "node3"]), "{placed:?}");
+
+    // Pinned to it: unschedulable while it is cordoned, and placement says why.
+    operator.apply_containers(&[container(&namespace, "pinned", "64Mi")
+        .target("node2")
+        .build()]);
+    let pinned = wait_for(Duration::from_secs(30), "pinned Unschedulable", || {
+        let status = statuses(&operator, &namespace)["pinned"].clone();
+        (status["phase"] == "Unschedulable").then_some(status)
+    });
+    let scheduled = condition(&pinned, "Scheduled").unwrap();
+    assert!(
+        scheduled["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 cordoned"),
+        "{scheduled}"
+    );
+
+    cordon("[]");
+    let placed = members_when_scheduled(&operator, &namespace, 7);
+    assert_eq!(placed["pinned"], "node2");
+    operator.delete_containers(&namespace, Duration::from_secs(60));
 }

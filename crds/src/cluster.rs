@@ -112,6 +112,14 @@ pub struct LxdClusterSpec {
     #[serde(default = "default_creates_per_member")]
     #[schemars(range(min = 0, max = 256))]
     pub creates_per_member: u32,
+
+    /// Members (their LXD server names) that take no new containers, as `kubectl cordon`
+    /// marks a node: containers already on them stay and are kept as they are, and placement
+    /// leaves these members out, saying "cordoned" among its reasons. A member LXD itself
+    /// reports as evacuated is left out the same way. Remove a name to uncordon it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub cordoned_members: Vec<String>,
 }
 
 fn default_project() -> String {

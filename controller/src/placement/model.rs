@@ -75,6 +75,8 @@ pub struct Member {
     pub load1: Option<f64>,
     /// Instances on it, ours or not, plus reservations.
     pub instances: u32,
+    /// Cordoned in the LxdCluster's spec: it takes no new containers.
+    pub cordoned: bool,
 }
 
 /// A container already placed (or reserved), for affinity and spreading.

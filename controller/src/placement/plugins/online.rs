@@ -1,4 +1,5 @@
-//! Filter `online`: only members LXD reports Online (not Offline, Evacuated, Blocked, ...).
+//! Filter `online`: only members LXD reports Online (not Offline, Evacuated, Blocked, ...) and
+//! that are not cordoned in the LxdCluster's spec.
 
 use super::{Context, Filter};
 use crate::placement::model::Member;
@@ -12,7 +13,11 @@ impl Filter for Online {
     }
 
     fn filter(&self, _: &Context<'_>, member: &Member) -> Option<String> {
-        (member.status != "Online").then(|| member.status.to_lowercase())
+        if member.status != "Online" {
+            Some(member.status.to_lowercase())
+        } else {
+            member.cordoned.then(|| "cordoned".to_owned())
+        }
     }
 }
 
@@ -35,6 +40,12 @@ mod tests {
         assert_eq!(
             filter.filter(&context, &offline).as_deref(),
             Some("offline")
+        );
+        let mut cordoned = member("node3", "default", 4.0, 8.0);
+        cordoned.cordoned = true;
+        assert_eq!(
+            filter.filter(&context, &cordoned).as_deref(),
+            Some("cordoned")
         );
     }
 }

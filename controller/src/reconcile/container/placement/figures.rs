@@ -67,6 +67,8 @@ fn member_of(observed: &MemberObservation) -> Member {
         },
         load1: observed.load_averages.first().copied(),
         instances: allocated.instances,
+        // From the LxdCluster's spec, set by the decision that uses these figures.
+        cordoned: false,
     }
 }
 

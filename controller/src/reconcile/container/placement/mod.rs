@@ -156,7 +156,7 @@ pub async fn place(
     placements: &Placements,
 ) -> PlacementAttempt {
     let mut waits = Waits::default();
-    let chosen = match policy::choose(kube, &asked.policy, &asked.cluster).await {
+    let (chosen, cordoned) = match policy::choose(kube, &asked.policy, &asked.cluster).await {
         Ok(chosen) => chosen,
         Err(error) => {
             return PlacementAttempt {
@@ -169,16 +169,18 @@ pub async fn place(
     PlacementAttempt {
         policy: chosen.name().to_owned(),
         outcome: decide(
-            asked, &chosen, client, kube, containers, placements, &mut waits,
+            asked, &chosen, &cordoned, client, kube, containers, placements, &mut waits,
         )
         .await,
         waits,
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn decide(
     asked: &PlacementRequest,
     chosen: &ChosenPolicy,
+    cordoned: &[String],
     client: &LxdClient,
     kube: &kube::Client,
     containers: &Store<LxdContainer>,
@@ -193,6 +195,9 @@ async fn decide(
     // a busy LXD a read takes seconds, and decisions of the cluster queue on the lock.
     let figures = waits.time("figures", shared.figures.get(client)).await?;
     let mut snapshot = figures.snapshot;
+    for member in &mut snapshot.members {
+        member.cordoned = cordoned.contains(&member.name);
+    }
     snapshot.placed = waits
         .time(
             "containers",

@@ -74,15 +74,22 @@ pub async fn choose(
     kube: &kube::Client,
     choice: &PolicyChoice,
     cluster: &str,
-) -> Result<ChosenPolicy, kube::Error> {
+) -> Result<(ChosenPolicy, Vec<String>), kube::Error> {
+    let spec = Api::<LxdCluster>::all(kube.clone())
+        .get_opt(cluster)
+        .await?
+        .map(|c| c.spec);
     let cluster_default = match choice {
-        PolicyChoice::ClusterDefault => Api::<LxdCluster>::all(kube.clone())
-            .get_opt(cluster)
-            .await?
-            .and_then(|c| c.spec.default_placement_policy),
+        PolicyChoice::ClusterDefault => spec
+            .as_ref()
+            .and_then(|s| s.default_placement_policy.clone()),
         _ => None,
     };
-    Ok(ChosenPolicy::of(choice, cluster_default.as_deref()))
+    let cordoned = spec.map(|s| s.cordoned_members).unwrap_or_default();
+    Ok((
+        ChosenPolicy::of(choice, cluster_default.as_deref()),
+        cordoned,
+    ))
 }
 
 /// Loads and compiles the chosen policy.
