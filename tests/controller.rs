@@ -46,6 +46,27 @@ fn lxd_status(cluster: &TestCluster, instance: &str) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
+/// Sets `spec.state` of container `name` with a merge patch, as a user does, and waits until
+/// LXD lists its instance in that state.
+fn set_state_and_wait(
+    operator: &Operator,
+    cluster: &TestCluster,
+    namespace: &str,
+    name: &str,
+    state: &str,
+    timeout: Duration,
+    what: &str,
+) {
+    merge_patch(
+        operator,
+        namespace,
+        name,
+        &format!(r#"{{"spec":{{"state":"{state}"}}}}"#),
+    );
+    let instance = format!("{namespace}-{name}");
+    wait_for_lxd_status(cluster, &instance, &state.to_uppercase(), timeout, what);
+}
+
 /// Waits until LXD lists `instance` in `status` (`RUNNING`, `STOPPED`), for at most `timeout`.
 fn wait_for_lxd_status(
     cluster: &TestCluster,
@@ -114,16 +135,12 @@ fn the_desired_state_and_config_changes_reach_lxd() {
         "app Running",
     );
 
-    merge_patch(
+    set_state_and_wait(
         &operator,
+        cluster,
         &namespace,
         "app",
-        r#"{"spec":{"state":"Stopped"}}"#,
-    );
-    wait_for_lxd_status(
-        cluster,
-        &instance,
-        "STOPPED",
+        "Stopped",
         Duration::from_secs(30),
         "app Stopped in LXD",
     );
@@ -131,16 +148,12 @@ fn the_desired_state_and_config_changes_reach_lxd() {
         (phases(&operator, &namespace)["app"].0 == "Stopped").then_some(())
     });
 
-    merge_patch(
+    set_state_and_wait(
         &operator,
+        cluster,
         &namespace,
         "app",
-        r#"{"spec":{"state":"Running"}}"#,
-    );
-    wait_for_lxd_status(
-        cluster,
-        &instance,
-        "RUNNING",
+        "Running",
         Duration::from_secs(30),
         "app Running again",
     );
@@ -229,16 +242,12 @@ fn an_instance_left_without_its_storage_volume_is_deleted_and_created_again() {
     let volume =
         cluster.lxd_dirs[member].join(format!("storage-pools/local/containers/{instance}"));
     std::fs::remove_dir_all(&volume).expect("remove the volume's folder");
-    merge_patch(
+    set_state_and_wait(
         &operator,
+        cluster,
         &namespace,
         "app",
-        r#"{"spec":{"state":"Running"}}"#,
-    );
-    wait_for_lxd_status(
-        cluster,
-        &instance,
-        "RUNNING",
+        "Running",
         Duration::from_secs(60),
         "the husk replaced by a running instance",
     );

@@ -46,18 +46,22 @@ fn create_lost_to_a_500(instance: Reply) -> FakeLxd {
     })
 }
 
-#[tokio::test]
-async fn a_500_while_waiting_on_a_create_is_settled_from_the_instance_and_never_creates_twice() {
-    let fake = create_lost_to_a_500(created_instance());
-    let client = client_of(&fake, Duration::from_secs(5));
-    let outcome = client
+/// Creates (or adopts) the instance `web` for uid `uid-1` through `fake`.
+async fn create_web(fake: &FakeLxd) -> Result<CreateOutcome, LxdError> {
+    client_of(fake, Duration::from_secs(5))
         .create_or_adopt_by_name(
             &busybox("web"),
             &Target::Any,
             "uid-1",
             Duration::from_secs(5),
         )
-        .await;
+        .await
+}
+
+#[tokio::test]
+async fn a_500_while_waiting_on_a_create_is_settled_from_the_instance_and_never_creates_twice() {
+    let fake = create_lost_to_a_500(created_instance());
+    let outcome = create_web(&fake).await;
     match outcome {
         Ok(CreateOutcome::Created(instance)) => assert_eq!(instance.name, "web"),
         other => panic!("{other:?}"),
@@ -67,15 +71,7 @@ async fn a_500_while_waiting_on_a_create_is_settled_from_the_instance_and_never_
     // Nothing was made: the loss is reported as such (the reconciler creates again later),
     // and this call did not create a second time on its own.
     let fake = create_lost_to_a_500(error(404, "Instance not found"));
-    let client = client_of(&fake, Duration::from_secs(5));
-    let outcome = client
-        .create_or_adopt_by_name(
-            &busybox("web"),
-            &Target::Any,
-            "uid-1",
-            Duration::from_secs(5),
-        )
-        .await;
+    let outcome = create_web(&fake).await;
     assert!(
         matches!(outcome, Err(LxdError::OperationLost { .. })),
         "{outcome:?}"
