@@ -120,6 +120,37 @@ pub struct LxdClusterSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 256))]
     pub cordoned_members: Vec<String>,
+
+    /// Members to empty before maintenance, as `kubectl drain` does: they take no new
+    /// containers (as if cordoned), and each of our containers on them is moved to a member
+    /// its placement policy chooses: stopped, moved by LXD (a cold migration that copies its
+    /// root filesystem), and started again if it ran. A container no other member can take
+    /// stays, and status says why. Remove a name to end the drain; the member then takes new
+    /// containers again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256))]
+    pub drained_members: Vec<String>,
+
+    /// How many containers a drain moves at once, over the whole cluster, so that a drain
+    /// never takes a whole application down at once.
+    #[serde(default = "default_max_concurrent_moves")]
+    #[schemars(range(min = 1, max = 64))]
+    pub max_concurrent_moves: u32,
+
+    /// For containers with `onMemberFailure: Reschedule` that set no grace period of their
+    /// own: how long, in seconds, a member must have been offline (counted from the last time
+    /// it was seen online) before its containers are created anew elsewhere.
+    #[serde(default = "default_member_failure_grace_period_seconds")]
+    #[schemars(range(max = 86400))]
+    pub member_failure_grace_period_seconds: u32,
+}
+
+fn default_max_concurrent_moves() -> u32 {
+    2
+}
+
+fn default_member_failure_grace_period_seconds() -> u32 {
+    300
 }
 
 fn default_project() -> String {
@@ -228,9 +259,29 @@ pub struct MemberStatus {
     /// What the member actually uses right now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub load: Option<MemberLoad>,
-    /// When the operator last heard from the member.
+    /// When the operator last saw the member online (for a member offline since the operator
+    /// first saw it: that first sight). A `Reschedule` grace period counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,
+    /// A drain of this member in progress (`spec.drainedMembers`): how many of our containers
+    /// are still on it, and why those that cannot move stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<DrainProgress>,
+}
+
+/// How far the drain of one member is.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DrainProgress {
+    /// Our containers still on the member (moving ones included).
+    pub remaining: u32,
+    /// Of those, the ones moving now.
+    pub moving: u32,
+    /// Of those, the ones that cannot move now (no member can take them, or the move failed).
+    pub failed: u32,
+    /// Why containers stay, counted by reason, or `drained` when none is left.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
 }
 
 /// Total resources of a member.

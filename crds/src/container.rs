@@ -169,10 +169,19 @@ pub struct Placement {
     /// Place away from other LxdContainers (of this namespace) that match a selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anti_affinity: Vec<AffinityTerm>,
-    /// What to do when the member the container runs on goes offline. Only `Wait` is carried
-    /// out in this version: `Reschedule` is accepted and, for now, waits too.
+    /// What to do when the member the container runs on goes offline: `Wait` for it
+    /// (default), or `Reschedule` the container onto another member once the member has been
+    /// offline for the grace period. A container pinned with `target` always waits.
     #[serde(default)]
     pub on_member_failure: MemberFailurePolicy,
+    /// With `onMemberFailure: Reschedule`: how long, in seconds, the member must have been
+    /// offline (counted from the last time the operator saw it online, so a member that flaps
+    /// starts the count again) before the container is created anew elsewhere. Without it,
+    /// the LxdCluster's `memberFailureGracePeriodSeconds` applies (default 300, as Kubernetes
+    /// evicts pods from an unreachable node after 300 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(max = 86400))]
+    pub member_failure_grace_period_seconds: Option<u32>,
 }
 
 /// Built-in placement strategies.
@@ -251,8 +260,11 @@ pub enum MemberFailurePolicy {
     /// Wait for the member to come back; the container keeps its member and its data.
     #[default]
     Wait,
-    /// Create the container anew on another member (its data on the failed member is lost to
-    /// it). Not carried out yet: the container waits, as with `Wait`.
+    /// Create the container anew on another member, chosen by its placement policy, once its
+    /// member has been offline for the grace period. The new instance has a name of its own
+    /// (the usual name with `-r<incarnation>`), since LXD keeps the old name while its member
+    /// is away; the root filesystem on the failed member is lost to the container. The
+    /// instance left behind there is deleted as soon as the member is seen online again.
     Reschedule,
 }
 
@@ -278,6 +290,18 @@ pub struct LxdContainerStatus {
     /// Why the member was chosen.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placement: Option<PlacementStatus>,
+    /// How many times the container was created anew on another member because its member
+    /// failed (absent: never). The instance name carries it as `-r<incarnation>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u32>,
+    /// Instances of this container left behind on members that went offline when it was
+    /// rescheduled; each is deleted when its member is seen online again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_behind: Vec<LeftBehindInstance>,
+    /// A move to another member in progress (a drain), recorded before the instance is
+    /// stopped so that a restarted operator finishes it.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "move")]
+    pub moving: Option<MoveStatus>,
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
@@ -285,6 +309,36 @@ pub struct LxdContainerStatus {
     /// state. Reasons and messages say what failed, with LXD's own message.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+/// An instance of the container left on a member that failed.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftBehindInstance {
+    /// The LXD instance's name.
+    pub instance_name: String,
+    /// The member it is on.
+    pub member: String,
+    /// Why it was left there.
+    pub reason: String,
+    /// When the container was rescheduled away from it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Time>,
+}
+
+/// A move of the container's instance from one member to another.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MoveStatus {
+    /// The member the instance leaves.
+    pub from: String,
+    /// The member it goes to, chosen by the container's placement policy.
+    pub to: String,
+    /// Why it moves (for example: its member is drained).
+    pub reason: String,
+    /// When the move began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
 }
 
 /// Phases of an LxdContainer.
@@ -308,6 +362,11 @@ pub enum ContainerPhase {
     Failed,
     /// The instance is being deleted.
     Deleting,
+    /// Its member is offline: what the instance does cannot be seen. The Ready condition says
+    /// what the container waits for.
+    Unknown,
+    /// The instance is being moved to another member (a drain).
+    Moving,
 }
 
 /// The placement decision recorded for a container.

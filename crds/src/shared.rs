@@ -26,6 +26,10 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_EVENT_STREAM: &str = "EventStream";
 /// The condition type of an LxdContainer that has a member chosen for it.
 pub const CONDITION_SCHEDULED: &str = "Scheduled";
+/// Condition type of an LxdContainer whose member is drained: present while the container must
+/// leave it, with what holds it there (no member fits, a failed move, a move slot) or that it
+/// moves.
+pub const CONDITION_DRAINING: &str = "Draining";
 
 /// A reference to an `LxdCluster` by name (LxdClusters are cluster-scoped).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 
 use crate::container::{
-    ContainerResources, DesiredState, ImageSource, LxdContainer, LxdContainerSpec, Placement,
-    PlacementStrategy,
+    ContainerResources, DesiredState, ImageSource, LxdContainer, LxdContainerSpec,
+    MemberFailurePolicy, Placement, PlacementStrategy,
 };
 use crate::shared::{ClusterReference, IntOrString};
 
@@ -168,6 +168,15 @@ impl LxdContainerBuilder {
     /// Pins the container to `member`.
     pub fn target(mut self, member: &str) -> Self {
         self.placement_mut().target = Some(member.to_owned());
+        self
+    }
+
+    /// What to do when its member fails, and after how many seconds offline (None: the
+    /// cluster's default).
+    pub fn on_member_failure(mut self, policy: MemberFailurePolicy, grace: Option<u32>) -> Self {
+        let placement = self.placement_mut();
+        placement.on_member_failure = policy;
+        placement.member_failure_grace_period_seconds = grace;
         self
     }
 

@@ -43,10 +43,16 @@ impl LxdClient {
 
     /// The instance the operator created for the custom resource with this uid, if any.
     pub async fn instance_by_uid(&self, uid: &str) -> Result<Option<Instance>> {
+        Ok(self.instances_by_uid(uid).await?.into_iter().next())
+    }
+
+    /// Every instance carrying this owner uid: one, or more after a reschedule left one
+    /// behind on a failed member.
+    pub async fn instances_by_uid(&self, uid: &str) -> Result<Vec<Instance>> {
         let mut found = self.instances_with_config(UID_KEY, uid).await?;
         // The filter is applied by LXD; check again so a lax filter can never adopt a stranger.
         found.retain(|instance| instance.owner_uid() == Some(uid));
-        Ok(found.into_iter().next())
+        Ok(found)
     }
 
     /// One instance with its ETag.
@@ -135,6 +141,18 @@ impl LxdClient {
         if let Some(etag) = etag {
             call = call.if_match(etag);
         }
+        self.start_operation(call).await
+    }
+
+    /// Starts moving a stopped instance to another member of the cluster: a cold migration
+    /// that copies its root filesystem (LXD 5.0 moves no running container). The name stays.
+    pub async fn move_instance(&self, name: &str, member: &str) -> Result<OperationHandle> {
+        let call = Call::new(
+            Method::POST,
+            format!("/1.0/instances/{}", path_segment(name)),
+        )
+        .json(&serde_json::json!({ "name": name, "migration": true }))?
+        .query("target", member.to_owned());
         self.start_operation(call).await
     }
 

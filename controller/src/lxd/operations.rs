@@ -224,7 +224,7 @@ impl LxdClient {
     }
 
     /// A running operation that acts on the instance `name`, if any.
-    async fn running_operation_on(&self, name: &str) -> Result<Option<Operation>> {
+    pub async fn running_operation_on(&self, name: &str) -> Result<Option<Operation>> {
         let suffix = format!("/instances/{name}");
         let operations = self.operations().await?;
         Ok(operations.into_iter().find(|operation| {

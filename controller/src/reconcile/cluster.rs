@@ -12,9 +12,11 @@ use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
-use lxd_operator_crds::cluster::{MemberCapacity, MemberLoad, MemberStatus, MemberUsage};
-use lxd_operator_crds::shared::{CONDITION_EVENT_STREAM, CONDITION_READY};
-use lxd_operator_crds::{LxdCluster, LxdClusterStatus};
+use lxd_operator_crds::cluster::{
+    DrainProgress, MemberCapacity, MemberLoad, MemberStatus, MemberUsage,
+};
+use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_EVENT_STREAM, CONDITION_READY};
+use lxd_operator_crds::{LxdCluster, LxdClusterStatus, LxdContainer};
 
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
@@ -109,10 +111,34 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
             ),
         );
     }
-    announce_member_changes(&cluster, &previous, &status, &ctx).await;
+    let members_changed = announce_member_changes(&cluster, &previous, &status, &ctx).await;
+    report_drains(&cluster, &mut status, &ctx);
     let api: Api<LxdCluster> = Api::all(ctx.client.clone());
     write_status(&api, &cluster, cluster.status.as_ref(), &status).await?;
+    if members_changed || previous.observed_generation != generation {
+        // A member failed or returned, or the spec changed (a drain, a cordon): every
+        // container of the cluster looks at its member again, once the watch has the status
+        // just written (containers read their cluster there).
+        wake_containers_when_seen(ctx.clone(), name.clone(), status.last_sync_time.clone());
+    }
     Ok(Action::requeue(interval))
+}
+
+/// Wakes the containers of `cluster` once the cluster store holds the status of `synced`
+/// (or after two seconds at most).
+fn wake_containers_when_seen(ctx: Arc<Context>, cluster: String, synced: Option<Time>) {
+    tokio::spawn(async move {
+        for _ in 0..40 {
+            let seen = ctx
+                .cluster(&cluster)
+                .and_then(|c| c.status.as_ref().and_then(|s| s.last_sync_time.clone()));
+            if seen == synced {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ctx.wake_containers_of(&cluster);
+    });
 }
 
 /// What to do when a reconcile fails: try again soon.
@@ -242,20 +268,26 @@ fn member_status(
         allocated: Some(usage(&observed.allocated)),
         managed: Some(usage(&observed.managed)),
         load,
+        // Offline from the first sight: the grace period of `Reschedule` counts from then.
         last_seen: if online {
             Some(now.clone())
         } else {
-            previous.and_then(|p| p.last_seen.clone())
+            previous
+                .and_then(|p| p.last_seen.clone())
+                .or_else(|| Some(now.clone()))
         },
+        drain: None,
     }
 }
 
+/// Publishes an Event for each member whose status changed; says whether one did.
 async fn announce_member_changes(
     cluster: &LxdCluster,
     previous: &LxdClusterStatus,
     status: &LxdClusterStatus,
     ctx: &Context,
-) {
+) -> bool {
+    let mut changed = false;
     let before: BTreeMap<&str, &str> = previous
         .members
         .iter()
@@ -268,6 +300,7 @@ async fn announce_member_changes(
         if was == member.status {
             continue;
         }
+        changed = true;
         let (type_, reason) = if member.status == "Online" {
             (EventType::Normal, "MemberOnline")
         } else {
@@ -287,4 +320,63 @@ async fn announce_member_changes(
             tracing::warn!(%error, "cannot publish an Event");
         }
     }
+    changed
+}
+
+/// Each drained member's progress, from the containers as the watch last saw them.
+fn report_drains(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Context) {
+    let name = cluster.name_any();
+    let containers = ctx
+        .containers
+        .state_filter(|c| c.spec.cluster_ref.name == name);
+    for member in &mut status.members {
+        member.drain = cluster
+            .spec
+            .drained_members
+            .contains(&member.name)
+            .then(|| drain_progress(&member.name, &containers));
+    }
+}
+
+/// How far the drain of `member` is, counted over the cluster's containers.
+fn drain_progress(member: &str, containers: &[Arc<LxdContainer>]) -> DrainProgress {
+    let mut progress = DrainProgress::default();
+    let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+    for container in containers {
+        let Some(status) = &container.status else {
+            continue;
+        };
+        let moving_off = status.moving.as_ref().is_some_and(|m| m.from == member);
+        if status.member.as_deref() != Some(member) && !moving_off {
+            continue;
+        }
+        progress.remaining += 1;
+        if moving_off {
+            progress.moving += 1;
+        }
+        if let Some(draining) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == CONDITION_DRAINING && c.status == "False")
+        {
+            progress.failed += 1;
+            *reasons.entry(draining.reason.clone()).or_default() += 1;
+        }
+    }
+    progress.message = if progress.remaining == 0 {
+        "drained".to_owned()
+    } else if reasons.is_empty() {
+        format!("{} of our containers still on it", progress.remaining)
+    } else {
+        let counted: Vec<String> = reasons
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        format!(
+            "{} of our containers still on it; staying: {}",
+            progress.remaining,
+            counted.join(", ")
+        )
+    };
+    progress
 }

@@ -3,6 +3,10 @@
 //! ([`converge`]: decide the next step with [`decide::next_step`], pure, carry it out, look
 //! again), and write status ([`report`]). Deletion is [`cleanup`].
 //!
+//! Before converging, the container's member is looked at: [`member_failure`] (wait for an
+//! offline member, or reschedule; delete instances left behind once their member is back) and
+//! [`moves`] (move off a drained member).
+//!
 //! The steps, one job each: [`place`] (with the [`placement`] step's wiring of the engine),
 //! [`create`], [`update`], [`state`], [`husk`] (a create cut off, made again); [`failure`] says
 //! what a step's failure means; [`rollout`] times a new container's stages.
@@ -14,6 +18,8 @@ pub mod decide;
 pub mod desired;
 pub mod failure;
 pub mod husk;
+pub mod member_failure;
+pub mod moves;
 pub mod naming;
 pub mod place;
 pub mod placement;
@@ -46,6 +52,8 @@ use super::context::{Context, Error};
 pub const FINALIZER: &str = "lxd-operator.dev/instance";
 /// How long one LXD operation may take.
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
+/// How often a container with an instance left behind on an offline member looks again.
+const LEFT_BEHIND_RECHECK: Duration = Duration::from_secs(10);
 /// How long a graceful stop may take before it is forced.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -139,7 +147,8 @@ async fn apply(
     status.status.instance_name = Some(desired.name.clone());
 
     // Resolve the cluster. Indexed first, so that the cluster's connection wakes it.
-    let cluster_name = &desired.placement.cluster;
+    let mut desired = desired;
+    let cluster_name = &desired.placement.cluster.clone();
     ctx.index_instance(cluster_name, &desired.name, container);
     let Some(client) = ctx.connections.get(cluster_name).map(|c| c.client.clone()) else {
         status.not_ready(
@@ -151,8 +160,8 @@ async fn apply(
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
 
-    match converge(&desired, &client, ctx, &mut status).await {
-        Ok(instance) => {
+    match reconcile_instance(&mut desired, &client, api, ctx, &mut status).await {
+        Ok((instance, recheck)) => {
             ctx.backoffs.succeeded(&uid_of(container));
             status.observe(&client, &instance).await;
             status.write().await?;
@@ -160,7 +169,9 @@ async fn apply(
                 ctx.rollouts
                     .reached(desired.uid(), Stage::Ready, &ctx.metrics);
             }
-            Ok(Action::requeue(ctx.resync))
+            Ok(Action::requeue(
+                recheck.map_or(ctx.resync, |r| r.min(ctx.resync)),
+            ))
         }
         Err(Failure::Permanent { reason, message }) => {
             status.not_ready(ContainerPhase::Failed, reason, message.clone());
@@ -181,12 +192,29 @@ async fn apply(
             status.write().await?;
             Ok(Action::requeue(retry))
         }
+        Err(Failure::Refused { reason, message }) => {
+            status.condition(CONDITION_READY, false, reason, message.clone());
+            status.write().await?;
+            let uid = uid_of(container);
+            tracing::warn!(container = %uid, reason, %message, "LXD refuses a state change");
+            if ctx.backoffs.warn_once(&uid, reason, &message) {
+                publish(ctx, container, EventType::Warning, reason, message).await;
+            }
+            Ok(Action::requeue(
+                ctx.backoffs.failed(&uid, TRANSIENT_BACKOFF),
+            ))
+        }
         Err(Failure::Unfinished { steps }) => {
+            tracing::debug!(container = %uid_of(container), ?steps, "converging goes on");
             status.condition(
                 CONDITION_READY,
                 false,
                 "Converging",
-                format!("took {steps} steps towards the desired instance; going on"),
+                format!(
+                    "took {} steps towards the desired instance ({}); going on",
+                    steps.len(),
+                    steps.join(", ")
+                ),
             );
             status.write().await?;
             Ok(Action::requeue(Duration::from_secs(2)))
@@ -199,4 +227,36 @@ async fn apply(
         // The API failed: a status write would most likely fail too.
         Err(Failure::Kube(error)) => Err(Error::Kube(error)),
     }
+}
+
+/// The member first (instances left behind, an offline member, a drain), then converging.
+/// Returns the instance, and how soon to look again when that is sooner than the resync.
+async fn reconcile_instance(
+    desired: &mut DesiredInstance,
+    client: &crate::lxd::LxdClient,
+    api: &Api<LxdContainer>,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<(crate::lxd::types::Instance, Option<Duration>), Failure> {
+    let mut drain = moves::DrainOutcome::default();
+    if let Some(cluster) = ctx.cluster(&desired.placement.cluster) {
+        member_failure::remove_left_behind(&cluster, client, ctx, status).await?;
+        member_failure::check_member(desired, &cluster, api, ctx, status).await?;
+        drain = moves::drain(desired, &cluster, client, ctx, status).await?;
+    }
+    let instance = converge(desired, client, ctx, status).await?;
+    // The move's slot is free once the moved instance is as desired again.
+    drop(drain.permit);
+    // An instance left behind is deleted soon after its member returns, even should the
+    // wake-up of its return be missed.
+    let recheck = if status.status.left_behind.is_empty() {
+        drain.recheck
+    } else {
+        Some(
+            drain
+                .recheck
+                .map_or(LEFT_BEHIND_RECHECK, |r| r.min(LEFT_BEHIND_RECHECK)),
+        )
+    };
+    Ok((instance, recheck))
 }

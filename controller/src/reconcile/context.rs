@@ -6,10 +6,11 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::channel::mpsc::UnboundedSender;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::finalizer;
 use kube::runtime::reflector::{self, ObjectRef};
-use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::{LxdCluster, LxdContainer};
 use tokio::sync::mpsc;
 
 use super::backoff::Backoffs;
@@ -115,6 +116,13 @@ pub struct Context {
     pub readiness: Arc<Readiness>,
     /// Failures in a row of each container, for its retries and Warnings.
     pub backoffs: Backoffs,
+    /// Every LxdCluster as the cluster controller's watch last saw it: a container reads its
+    /// cluster's members (online, drained) here.
+    pub clusters: reflector::Store<LxdCluster>,
+    /// Wakes a container's reconcile (a member came back or failed).
+    wake: UnboundedSender<ObjectRef<LxdContainer>>,
+    /// Moves under way, per cluster, against `maxConcurrentMoves`.
+    pub moves: super::container::moves::MoveSlots,
 }
 
 impl std::fmt::Debug for Context {
@@ -127,11 +135,14 @@ impl std::fmt::Debug for Context {
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         client: kube::Client,
         signals: mpsc::UnboundedSender<ClusterSignal>,
         metrics: Arc<Metrics>,
         containers: reflector::Store<LxdContainer>,
+        clusters: reflector::Store<LxdCluster>,
+        wake: UnboundedSender<ObjectRef<LxdContainer>>,
         leadership: Leadership,
         readiness: Arc<Readiness>,
     ) -> Self {
@@ -153,6 +164,21 @@ impl Context {
             containers,
             readiness,
             backoffs: Backoffs::default(),
+            clusters,
+            wake,
+            moves: Default::default(),
+        }
+    }
+
+    /// The LxdCluster `name` as last watched.
+    pub fn cluster(&self, name: &str) -> Option<Arc<LxdCluster>> {
+        self.clusters.get(&ObjectRef::new(name))
+    }
+
+    /// Wakes the reconcile of every container of `cluster`.
+    pub(super) fn wake_containers_of(&self, cluster: &str) {
+        for reference in self.containers_of(cluster) {
+            let _ = self.wake.unbounded_send(reference);
         }
     }
 

@@ -73,17 +73,20 @@ pub async fn run(
 ) {
     let (signal_sender, signals) = mpsc::unbounded_channel::<ClusterSignal>();
     let (container_reader, container_writer) = reflector::store();
+    let (cluster_reader, cluster_writer) = reflector::store();
+    let (container_trigger, container_refs) =
+        futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
     let ctx = Arc::new(Context::new(
         client.clone(),
         signal_sender,
         metrics,
         container_reader.clone(),
+        cluster_reader.clone(),
+        container_trigger.clone(),
         leadership,
         readiness.clone(),
     ));
     tokio::spawn(watch_progress(ctx.clone()));
-    let (container_trigger, container_refs) =
-        futures::channel::mpsc::unbounded::<ObjectRef<LxdContainer>>();
     let (cluster_trigger, cluster_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdCluster>>();
     tokio::spawn(route_lxd_events(
@@ -93,10 +96,14 @@ pub async fn run(
         cluster_trigger,
     ));
 
-    let cluster_controller = Controller::new(
+    let cluster_changes = watcher::watcher(
         Api::<LxdCluster>::all(client.clone()),
         watcher::Config::default(),
-    );
+    )
+    .default_backoff()
+    .reflect(cluster_writer)
+    .applied_objects();
+    let cluster_controller = Controller::for_stream(cluster_changes, cluster_reader);
     // Our own status writes do not wake the container's reconciler again (each would cost LXD
     // reads in a rollout); what does: spec changes (generation), finalizers (the finalizer
     // helper waits for its own write), deletion, and LXD events.

@@ -105,6 +105,21 @@ pub struct Metrics {
     pub members_online: Family<ClusterLabels, Gauge>,
     /// 1 while this process is the leader (or runs without leader election), else 0.
     pub leader: Gauge,
+    /// Containers created anew elsewhere because their member failed, by cluster.
+    pub reschedules: Family<ClusterLabels, Counter>,
+    /// Moves of containers between members (drains), by cluster and outcome.
+    pub moves: Family<MoveLabels, Counter>,
+    /// Seconds a move took, from stopping the instance to running it on its new member.
+    pub move_duration: Histogram,
+}
+
+/// Labels of a move: its cluster, and `moved` or `failed`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MoveLabels {
+    /// The LxdCluster.
+    pub cluster: String,
+    /// `moved` or `failed`.
+    pub outcome: String,
 }
 
 fn latency_histogram() -> Histogram {
@@ -142,6 +157,24 @@ impl Metrics {
         let event_stream_connects = Family::default();
         let members_online = Family::default();
         let leader = Gauge::default();
+        let reschedules = Family::default();
+        let moves = Family::default();
+        let move_duration = stage_histogram();
+        registry.register(
+            "reschedules",
+            "Containers created anew on another member because theirs failed",
+            reschedules.clone(),
+        );
+        registry.register(
+            "moves",
+            "Moves of containers between members (drains), by outcome",
+            moves.clone(),
+        );
+        registry.register(
+            "move_duration_seconds",
+            "Seconds a move took, from stopping the instance to running it on its new member",
+            move_duration.clone(),
+        );
         registry.register(
             "reconciles",
             "Reconciles by kind and result",
@@ -222,6 +255,31 @@ impl Metrics {
             event_stream_connects,
             members_online,
             leader,
+            reschedules,
+            moves,
+            move_duration,
+        }
+    }
+
+    /// Counts a container rescheduled off a failed member of `cluster`.
+    pub fn observe_reschedule(&self, cluster: &str) {
+        self.reschedules
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a move on `cluster` that ended (`moved` or not) after `duration`.
+    pub fn observe_move(&self, cluster: &str, moved: bool, duration: Duration) {
+        self.moves
+            .get_or_create(&MoveLabels {
+                cluster: cluster.to_owned(),
+                outcome: if moved { "moved" } else { "failed" }.to_owned(),
+            })
+            .inc();
+        if moved {
+            self.move_duration.observe(duration.as_secs_f64());
         }
     }
 

@@ -12,8 +12,8 @@ use lxd_operator_crds::{LxdCluster, LxdContainer};
 use super::super::context::{Context, Error};
 use super::report::{StatusWriter, publish};
 use super::{OPERATION_TIMEOUT, STOP_TIMEOUT};
-use crate::lxd::types::StateAction;
-use crate::lxd::{Intent, Settlement};
+use crate::lxd::types::{Instance, StateAction};
+use crate::lxd::{Intent, LxdClient, Settlement};
 
 /// Deletes the container's instance (stopping it first), wherever it is and whatever its name.
 /// Waits for an unreachable cluster rather than leave the instance behind.
@@ -38,11 +38,27 @@ pub(super) async fn cleanup(
     };
     ctx.placements.release(cluster_name, &uid).await;
     ctx.rollouts.forget(&uid);
-    let Some(instance) = client.instance_by_uid(&uid).await? else {
+    // One instance, or more after a reschedule left one behind on a failed member: each is
+    // deleted (one on a member still offline waits for it, as the current one would).
+    let instances = client.instances_by_uid(&uid).await?;
+    if instances.is_empty() {
         return Ok(Action::await_change());
-    };
+    }
     status.status.phase = Some(ContainerPhase::Deleting);
     status.write().await?;
+    for instance in &instances {
+        delete_instance(&client, instance, container, ctx).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Stops (gracefully, then by force) and deletes one instance of the container.
+async fn delete_instance(
+    client: &LxdClient,
+    instance: &Instance,
+    container: &LxdContainer,
+    ctx: &Context,
+) -> Result<(), Error> {
     let client = client.on_member(&instance.location);
     if instance.status != "Stopped" {
         let handle = client
@@ -79,7 +95,7 @@ pub(super) async fn cleanup(
                 format!("instance {} deleted", instance.name),
             )
             .await;
-            Ok(Action::await_change())
+            Ok(())
         }
         other => Err(Error::NotDeletedYet {
             instance: instance.name.clone(),

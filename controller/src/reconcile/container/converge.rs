@@ -6,11 +6,11 @@ use super::create::create_instance;
 use super::decide::{Step, next_step};
 use super::desired::DesiredInstance;
 use super::failure::Failure;
-use super::husk::remove_if_husk;
+use super::husk::{remove_if_husk, remove_if_never_started};
 use super::place::place_container;
 use super::report::StatusWriter;
 use super::rollout::Stage;
-use super::state::change_state;
+use super::state::{Changed, change_state};
 use super::update::update_instance;
 use crate::lxd::types::{Instance, StateAction};
 use crate::lxd::{LxdClient, LxdError};
@@ -42,13 +42,25 @@ pub(super) async fn converge(
         .is_some_and(|previous| *previous != desired.name);
     // Calls about the instance go to its member's own endpoint: see `crate::lxd::routes`.
     let on = |member: Option<&str>| member.map_or_else(|| client.clone(), |m| client.on_member(m));
+    // The last refusal of a state change in this reconcile.
+    let mut refused: Option<String> = None;
+    let mut steps: Vec<&'static str> = Vec::with_capacity(MAX_STEPS);
     for _ in 0..MAX_STEPS {
         let observed = match known.take() {
             Some(instance) => Some(instance),
             None if std::mem::take(&mut known_absent) => None,
             None => {
                 let client = on(status.status.member.as_deref());
-                find_instance(&client, desired.uid(), &desired.name, renamed).await?
+                find_instance(&client, desired.uid(), &desired.name, renamed)
+                    .await?
+                    // An instance left behind on a failed member is not this incarnation.
+                    .filter(|found| {
+                        !status
+                            .status
+                            .left_behind
+                            .iter()
+                            .any(|left| left.instance_name == found.name)
+                    })
             }
         };
         let member = observed
@@ -56,7 +68,16 @@ pub(super) async fn converge(
             .map(|i| i.location.clone())
             .or_else(|| status.status.member.clone());
         let client = &on(member.as_deref());
-        match next_step(desired, observed.as_ref(), member.as_deref()) {
+        let step = next_step(desired, observed.as_ref(), member.as_deref());
+        tracing::debug!(
+            instance = %desired.name,
+            member = member.as_deref().unwrap_or("-"),
+            observed = observed.as_ref().map_or("absent", |i| i.status.as_str()),
+            step = step.label(),
+            "converging"
+        );
+        steps.push(step.label());
+        match step {
             Step::InSync => {
                 return observed.ok_or_else(|| {
                     Failure::Lxd(LxdError::NotFound {
@@ -83,15 +104,49 @@ pub(super) async fn converge(
                     }
                     changed => changed?,
                 };
-                if changed {
-                    if action == StateAction::Start {
-                        ctx.rollouts
-                            .reached(desired.uid(), Stage::Started, &ctx.metrics);
+                match changed {
+                    Changed::Done => {
+                        if action == StateAction::Start {
+                            ctx.rollouts
+                                .reached(desired.uid(), Stage::Started, &ctx.metrics);
+                        }
+                        known = observed.map(|mut instance| {
+                            instance.status = action.resulting_status().to_owned();
+                            instance
+                        });
                     }
-                    known = observed.map(|mut instance| {
-                        instance.status = action.resulting_status().to_owned();
-                        instance
-                    });
+                    Changed::Unsure => {}
+                    Changed::Refused(message) => {
+                        if action == StateAction::Start
+                            && remove_if_husk(client, &desired.name, ctx, status).await?
+                        {
+                            known_absent = true;
+                            continue;
+                        }
+                        // Once may be a race ("already running"); twice in one reconcile is
+                        // what LXD answers now, and the container says so instead of
+                        // retrying in silence.
+                        if refused.replace(message.clone()).is_some() {
+                            if action == StateAction::Start
+                                && remove_if_never_started(
+                                    client,
+                                    &desired.name,
+                                    &message,
+                                    ctx,
+                                    status,
+                                )
+                                .await?
+                            {
+                                known_absent = true;
+                                refused = None;
+                                continue;
+                            }
+                            return Err(Failure::Refused {
+                                reason: refusal_reason(action),
+                                message,
+                            });
+                        }
+                    }
                 }
             }
             Step::NameTaken { owner } => {
@@ -108,7 +163,18 @@ pub(super) async fn converge(
             }
         }
     }
-    Err(Failure::Unfinished { steps: MAX_STEPS })
+    Err(Failure::Unfinished { steps })
+}
+
+/// The Ready reason of a state change LXD keeps refusing.
+fn refusal_reason(action: StateAction) -> &'static str {
+    match action {
+        StateAction::Start => "StartFailed",
+        StateAction::Stop => "StopFailed",
+        StateAction::Restart => "RestartFailed",
+        StateAction::Freeze => "FreezeFailed",
+        StateAction::Unfreeze => "UnfreezeFailed",
+    }
 }
 
 /// The instance of this container: by its name (one cheap GET), and by its owner uid across

@@ -24,6 +24,24 @@ pub enum Step {
     InSync,
 }
 
+impl Step {
+    /// A short name for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Step::Place => "place",
+            Step::Create { .. } => "create",
+            Step::Update(_) => "update",
+            Step::ChangeState(StateAction::Start) => "start",
+            Step::ChangeState(StateAction::Stop) => "stop",
+            Step::ChangeState(StateAction::Restart) => "restart",
+            Step::ChangeState(StateAction::Freeze) => "freeze",
+            Step::ChangeState(StateAction::Unfreeze) => "unfreeze",
+            Step::NameTaken { .. } => "name-taken",
+            Step::InSync => "in-sync",
+        }
+    }
+}
+
 /// Config keys LXD writes itself; they are kept as they are and never compared.
 fn is_lxd_owned(key: &str) -> bool {
     key.starts_with("volatile.") || key.starts_with("image.")
@@ -109,6 +127,7 @@ mod tests {
     fn desired(state: DesiredState) -> DesiredInstance {
         DesiredInstance {
             name: "default-web-1".into(),
+            base_name: "default-web-1".into(),
             source: InstanceSource::alias("busybox"),
             profiles: vec!["default".into()],
             profiles_given: false,

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::container::{DesiredState, ImageSource};
 
-use super::naming::instance_name;
+use super::naming::{incarnation_name, instance_name};
 use super::placement::PlacementRequest;
 use super::placement::policy::PolicyChoice;
 use crate::lxd::types::{InstanceCreate, InstanceSource, UID_KEY};
@@ -40,8 +40,10 @@ fn spec_error(field: impl Into<String>, rule: impl Into<String>) -> SpecError {
 /// The instance an LxdContainer asks for.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DesiredInstance {
-    /// LXD instance name.
+    /// LXD instance name (with the incarnation suffix after a reschedule).
     pub name: String,
+    /// The name of the first incarnation, from the spec.
+    pub base_name: String,
     /// Where its root file system comes from.
     pub source: InstanceSource,
     /// Profiles (LXD's `default` when the spec names none).
@@ -167,11 +169,18 @@ impl DesiredInstance {
         config.insert(NAMESPACE_KEY.to_owned(), namespace.to_owned());
         config.insert(NAME_KEY.to_owned(), name.to_owned());
 
+        let base_name = spec
+            .instance_name
+            .clone()
+            .unwrap_or_else(|| instance_name(namespace, name));
+        let incarnation = container
+            .status
+            .as_ref()
+            .and_then(|s| s.incarnation)
+            .unwrap_or(0);
         Ok(DesiredInstance {
-            name: spec
-                .instance_name
-                .clone()
-                .unwrap_or_else(|| instance_name(namespace, name)),
+            name: incarnation_name(&base_name, incarnation),
+            base_name,
             source,
             profiles: spec
                 .profiles
@@ -189,6 +198,11 @@ impl DesiredInstance {
                 policy,
             },
         })
+    }
+
+    /// Becomes the container's `incarnation`-th instance (after a reschedule).
+    pub fn reincarnate(&mut self, incarnation: u32) {
+        self.name = incarnation_name(&self.base_name, incarnation);
     }
 
     /// The owning LxdContainer's uid (also under [`UID_KEY`] in `config`).

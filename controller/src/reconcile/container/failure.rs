@@ -29,8 +29,15 @@ pub(super) enum Failure {
     Lxd(LxdError),
     /// The Kubernetes API failed (a status write, a read for placement): back off and retry.
     Kube(kube::Error),
+    /// LXD refused a state change again and again (a start that fails): retried with a
+    /// growing backoff, LXD's message in the Ready condition and an Event.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     /// Every step of this reconcile moved the instance on, and it is not there yet: go on soon.
-    Unfinished { steps: usize },
+    /// The steps taken, for the Ready condition.
+    Unfinished { steps: Vec<&'static str> },
 }
 
 impl Failure {

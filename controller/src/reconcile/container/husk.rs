@@ -3,8 +3,16 @@
 //! it is adopted as ours, but every start fails ("Instance storage pool not found"). A start
 //! that fails as "not found" therefore looks for the volume; a husk is deleted (LXD allows
 //! that) so that the next step creates the instance again on the same member.
+//!
+//! A create cut off later leaves the volume but not all of the instance (LXD 5.0 was seen
+//! refusing every start with "Failed to handle idmapped storage: Failed expanding symlinks":
+//! the link from the instance's directory to its volume was never made). An instance the
+//! container never saw past `Creating` holds nothing but its image, so one whose start LXD
+//! refuses again and again is deleted and created again too; an instance that ran once is
+//! never deleted for a failed start (its data is the user's).
 
 use kube::runtime::events::EventType;
+use lxd_operator_crds::container::ContainerPhase;
 
 use super::super::context::Context;
 use super::OPERATION_TIMEOUT;
@@ -34,6 +42,43 @@ pub(super) async fn remove_if_husk(
         "Recreating",
         format!(
             "instance {name} on {} had no storage volume (a create cut off, as when its member's daemon dies); deleted to create it again",
+            instance.location
+        ),
+    )
+    .await;
+    Ok(true)
+}
+
+/// Deletes the instance `name` when the container never saw it past `Creating` (see the
+/// module's comment); says whether it did.
+pub(super) async fn remove_if_never_started(
+    client: &LxdClient,
+    name: &str,
+    refusal: &str,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<bool, Failure> {
+    let never_started = matches!(
+        status.previous.phase,
+        None | Some(ContainerPhase::Pending | ContainerPhase::Scheduled | ContainerPhase::Creating)
+    );
+    if !never_started {
+        return Ok(false);
+    }
+    let instance = client.instance(name).await?.value;
+    if instance.status != "Stopped" {
+        return Ok(false);
+    }
+    let handle = client.delete_instance(name).await?;
+    client.wait(&handle, OPERATION_TIMEOUT).await?;
+    tracing::warn!(instance = name, member = %instance.location, %refusal, "deleted an instance that never started and cannot start, to create it again");
+    publish(
+        ctx,
+        status.container,
+        EventType::Warning,
+        "Recreating",
+        format!(
+            "instance {name} on {} never started and LXD refuses to start it ({refusal}): a create cut off; deleted to create it again",
             instance.location
         ),
     )

@@ -37,6 +37,22 @@ pub fn instance_name(namespace: &str, name: &str) -> String {
     format!("{prefix}-{}", &hash[..HASH_LENGTH])
 }
 
+/// The name of the container's `incarnation`-th instance: `base` itself first, then
+/// `<base>-r<incarnation>` after each reschedule (LXD keeps the old name while the failed
+/// member is away), shortened to stay a valid LXD name.
+pub fn incarnation_name(base: &str, incarnation: u32) -> String {
+    if incarnation == 0 {
+        return base.to_owned();
+    }
+    let suffix = format!("-r{incarnation}");
+    let keep = MAX_LENGTH.saturating_sub(suffix.len()).min(base.len());
+    let mut cut = keep;
+    while !base.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", base[..cut].trim_end_matches('-'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +86,16 @@ mod tests {
         ] {
             assert!(is_valid(&name), "{name}");
         }
+    }
+
+    #[test]
+    fn a_rescheduled_container_gets_an_incarnation_suffix_within_the_limit() {
+        assert_eq!(incarnation_name("default-web-1", 0), "default-web-1");
+        assert_eq!(incarnation_name("default-web-1", 2), "default-web-1-r2");
+        let long = instance_name("default", &"a".repeat(70));
+        let renamed = incarnation_name(&long, 12);
+        assert_eq!(renamed.len(), 63);
+        assert!(renamed.ends_with("-r12"));
+        assert!(is_valid(&renamed), "{renamed}");
     }
 }

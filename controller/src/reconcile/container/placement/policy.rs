@@ -85,7 +85,14 @@ pub async fn choose(
             .and_then(|s| s.default_placement_policy.clone()),
         _ => None,
     };
-    let cordoned = spec.map(|s| s.cordoned_members).unwrap_or_default();
+    // A drained member takes no new containers either.
+    let cordoned = spec
+        .map(|s| {
+            let mut members = s.cordoned_members;
+            members.extend(s.drained_members);
+            members
+        })
+        .unwrap_or_default();
     Ok((
         ChosenPolicy::of(choice, cluster_default.as_deref()),
         cordoned,

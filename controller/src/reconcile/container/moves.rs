@@ -1,0 +1,344 @@
+//! Draining: a container whose member is in the cluster's `drainedMembers` is moved to a member
+//! its placement policy chooses (the drained one left out as cordoned), by LXD's own means:
+//! stop, move within the cluster (a cold migration that copies the root filesystem), and the
+//! converge step that follows starts it again if it should run. At most `maxConcurrentMoves`
+//! moves run at once per cluster.
+//!
+//! The move is written into status (`status.move`) before the instance is stopped, so a
+//! restarted operator finishes it: it finds the instance where LXD has it (on the old member,
+//! running or stopped, on the new one, or still under LXD's move operation) and goes on from
+//! there; nothing is created twice and nothing is left stopped.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::runtime::events::EventType;
+use lxd_operator_crds::LxdCluster;
+use lxd_operator_crds::container::{ContainerPhase, MoveStatus, PlacementStatus};
+use lxd_operator_crds::shared::CONDITION_DRAINING;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::super::context::Context;
+use super::desired::DesiredInstance;
+use super::failure::Failure;
+use super::placement::{PlacementError, place};
+use super::report::{StatusWriter, publish};
+use super::{OPERATION_TIMEOUT, STOP_TIMEOUT};
+use crate::lxd::types::StateAction;
+use crate::lxd::{LxdClient, LxdError};
+
+/// A cold migration copies the whole root filesystem: allow it much longer than other calls.
+const MOVE_TIMEOUT: Duration = Duration::from_secs(900);
+/// How soon a container waiting for a move slot, or for LXD's move operation, looks again.
+const SLOT_RECHECK: Duration = Duration::from_secs(2);
+/// How soon a container no member can take, or whose move failed, tries again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
+
+/// The moves running now, per cluster, and when each container's last move failed.
+#[derive(Debug, Default)]
+pub struct MoveSlots {
+    by_cluster: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+    failed: Mutex<HashMap<String, Instant>>,
+}
+
+/// A move's slot; the next move of the cluster may start when it is dropped.
+#[derive(Debug)]
+pub struct MovePermit {
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl MoveSlots {
+    /// A slot on `cluster`, of `limit` at once, if one is free. A changed limit applies to the
+    /// moves that start after the change.
+    fn try_take(&self, cluster: &str, limit: usize) -> Option<MovePermit> {
+        let semaphore = {
+            let mut by_cluster = self.by_cluster.lock().ok()?;
+            let entry = by_cluster
+                .entry(cluster.to_owned())
+                .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
+            if entry.0 != limit {
+                *entry = (limit, Arc::new(Semaphore::new(limit)));
+            }
+            entry.1.clone()
+        };
+        semaphore.try_acquire_owned().ok().map(|permit| MovePermit {
+            _permit: Some(permit),
+        })
+    }
+
+    /// A slot for a move a restarted operator found half done: it goes on at once, whatever
+    /// the limit (it counts against the limit while free slots exist).
+    fn resume(&self, cluster: &str, limit: usize) -> MovePermit {
+        self.try_take(cluster, limit)
+            .unwrap_or(MovePermit { _permit: None })
+    }
+
+    fn failed_recently(&self, uid: &str) -> bool {
+        self.failed
+            .lock()
+            .ok()
+            .and_then(|failed| failed.get(uid).copied())
+            .is_some_and(|at| at.elapsed() < RETRY_AFTER_FAILURE)
+    }
+
+    fn record_failure(&self, uid: &str, failed: bool) {
+        if let Ok(mut map) = self.failed.lock() {
+            if failed {
+                map.insert(uid.to_owned(), Instant::now());
+            } else {
+                map.remove(uid);
+            }
+        }
+    }
+}
+
+/// What the drain step leaves for the rest of the reconcile.
+#[derive(Debug, Default)]
+pub(super) struct DrainOutcome {
+    /// Held until the container runs again on its new member.
+    pub(super) permit: Option<MovePermit>,
+    /// Look again this soon (a slot, a failed move, no member fits).
+    pub(super) recheck: Option<Duration>,
+}
+
+/// Whether `member` is drained on `cluster`.
+pub(super) fn is_drained(cluster: &LxdCluster, member: &str) -> bool {
+    cluster.spec.drained_members.iter().any(|d| d == member)
+}
+
+/// Moves the container off a drained member, or finishes a move begun before. Converging
+/// goes on afterwards (it starts the moved instance), also when the container stays.
+pub(super) async fn drain(
+    desired: &DesiredInstance,
+    cluster: &LxdCluster,
+    client: &LxdClient,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<DrainOutcome, Failure> {
+    let cluster_name = &desired.placement.cluster;
+    let limit = usize::try_from(cluster.spec.max_concurrent_moves.max(1)).unwrap_or(1);
+    let permit = match status.status.moving.clone() {
+        Some(_) => ctx.moves.resume(cluster_name, limit),
+        None => {
+            let Some(member) = status.status.member.clone() else {
+                return Ok(DrainOutcome::default());
+            };
+            if !is_drained(cluster, &member) {
+                status
+                    .status
+                    .conditions
+                    .retain(|c| c.type_ != CONDITION_DRAINING);
+                return Ok(DrainOutcome::default());
+            }
+            if ctx.moves.failed_recently(desired.uid()) {
+                return Ok(recheck(RETRY_AFTER_FAILURE));
+            }
+            let Some(permit) = ctx.moves.try_take(cluster_name, limit) else {
+                status.condition(
+                    CONDITION_DRAINING,
+                    true,
+                    "WaitingForSlot",
+                    format!("member {member} is drained; waiting for a move slot ({limit} moves at once on this cluster)"),
+                );
+                return Ok(recheck(SLOT_RECHECK));
+            };
+            match choose_destination(desired, &member, client, ctx, status).await? {
+                Some(()) => permit,
+                None => return Ok(recheck(RETRY_AFTER_FAILURE)),
+            }
+        }
+    };
+    let Some(planned) = status.status.moving.clone() else {
+        return Ok(DrainOutcome::default());
+    };
+    match carry_out(desired, &planned, client, status).await {
+        Ok(Progress::Done { seconds }) => {
+            ctx.moves.record_failure(desired.uid(), false);
+            ctx.metrics
+                .observe_move(cluster_name, true, Duration::from_secs_f64(seconds));
+            status.status.moving = None;
+            status.status.member = Some(planned.to.clone());
+            status
+                .status
+                .conditions
+                .retain(|c| c.type_ != CONDITION_DRAINING);
+            status.write().await?;
+            publish(
+                ctx,
+                status.container,
+                EventType::Normal,
+                "Moved",
+                format!(
+                    "instance {} moved from {} to {} in {seconds:.1} s",
+                    desired.name, planned.from, planned.to
+                ),
+            )
+            .await;
+            Ok(DrainOutcome {
+                permit: Some(permit),
+                recheck: None,
+            })
+        }
+        Ok(Progress::Busy) => Ok(recheck(SLOT_RECHECK)),
+        Ok(Progress::Elsewhere(member)) => {
+            status.status.moving = None;
+            status.status.member = member;
+            status.write().await?;
+            Ok(DrainOutcome::default())
+        }
+        Err(error) => {
+            ctx.moves.record_failure(desired.uid(), true);
+            ctx.metrics
+                .observe_move(cluster_name, false, Duration::ZERO);
+            let message = format!(
+                "moving instance {} from {} to {} failed: {error}; it stays on {} and the drain tries again",
+                desired.name, planned.from, planned.to, planned.from
+            );
+            status.status.moving = None;
+            status.status.member = Some(planned.from.clone());
+            status.condition(CONDITION_DRAINING, false, "MoveFailed", message.clone());
+            status.write().await?;
+            tracing::warn!(instance = %desired.name, %message, "move failed");
+            publish(
+                ctx,
+                status.container,
+                EventType::Warning,
+                "MoveFailed",
+                message,
+            )
+            .await;
+            // Converging starts it again where it is.
+            Ok(recheck(RETRY_AFTER_FAILURE))
+        }
+    }
+}
+
+fn recheck(after: Duration) -> DrainOutcome {
+    DrainOutcome {
+        permit: None,
+        recheck: Some(after),
+    }
+}
+
+/// Asks placement where the container goes (the drained member left out) and records the
+/// move; `None` when no member can take it now (the Draining condition says why).
+async fn choose_destination(
+    desired: &DesiredInstance,
+    member: &str,
+    client: &LxdClient,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<Option<()>, Failure> {
+    let attempt = place(
+        &desired.placement,
+        client,
+        &ctx.client,
+        &ctx.containers,
+        &ctx.placements,
+    )
+    .await;
+    let decision = match attempt.outcome {
+        Ok(decision) => decision,
+        Err(PlacementError::Lxd(error)) => return Err(Failure::Lxd(error)),
+        Err(PlacementError::Kube(error)) => return Err(Failure::Kube(error)),
+        Err(error) => {
+            status.condition(
+                CONDITION_DRAINING,
+                false,
+                "NoMemberFits",
+                format!("member {member} is drained, but the container stays: {error}"),
+            );
+            return Ok(None);
+        }
+    };
+    let explanation = decision.explanation.to_string();
+    status.status.moving = Some(MoveStatus {
+        from: member.to_owned(),
+        to: decision.member.clone(),
+        reason: format!("member {member} is drained"),
+        started_at: Some(Time(jiff::Timestamp::now())),
+    });
+    status.status.placement = Some(PlacementStatus {
+        policy: Some(attempt.policy),
+        explanation: explanation.clone(),
+        decided_at: Some(Time(jiff::Timestamp::now())),
+    });
+    status.status.phase = Some(ContainerPhase::Moving);
+    let message = format!(
+        "member {member} is drained: moving to {}: {explanation}",
+        decision.member
+    );
+    status.condition(CONDITION_DRAINING, true, "Moving", message.clone());
+    // Written before the instance is stopped: see the module's comment.
+    status.write().await?;
+    publish(ctx, status.container, EventType::Normal, "Moving", message).await;
+    Ok(Some(()))
+}
+
+/// How far a move got.
+enum Progress {
+    /// The instance is on its new member (stopped; converging starts it).
+    Done { seconds: f64 },
+    /// LXD is still busy with the instance (a move begun before a restart).
+    Busy,
+    /// The instance is neither where it was nor where it goes (or gone): converging decides.
+    Elsewhere(Option<String>),
+}
+
+/// Stops the instance and moves it, from wherever LXD has it now.
+async fn carry_out(
+    desired: &DesiredInstance,
+    planned: &MoveStatus,
+    client: &LxdClient,
+    status: &mut StatusWriter<'_>,
+) -> Result<Progress, LxdError> {
+    let started = planned
+        .started_at
+        .as_ref()
+        .map(|t| jiff::Timestamp::now().duration_since(t.0).as_secs_f64())
+        .unwrap_or_default();
+    let begun = Instant::now();
+    let name = &desired.name;
+    let instance = match client.instance(name).await {
+        Ok(found) => found.value,
+        Err(LxdError::NotFound { .. }) => return Ok(Progress::Elsewhere(None)),
+        Err(error) => return Err(error),
+    };
+    if instance.owner_uid() != Some(desired.uid()) {
+        return Ok(Progress::Elsewhere(None));
+    }
+    if instance.location == planned.to {
+        return Ok(Progress::Done { seconds: started });
+    }
+    if instance.location != planned.from {
+        return Ok(Progress::Elsewhere(Some(instance.location)));
+    }
+    if client.running_operation_on(name).await?.is_some() {
+        return Ok(Progress::Busy);
+    }
+    let source = client.on_member(&planned.from);
+    if instance.status != "Stopped" {
+        status.status.phase = Some(ContainerPhase::Moving);
+        let handle = source
+            .change_state(name, StateAction::Stop, Some(STOP_TIMEOUT), false)
+            .await?;
+        if source
+            .wait(&handle, STOP_TIMEOUT + Duration::from_secs(10))
+            .await
+            .is_err()
+        {
+            let handle = source
+                .change_state(name, StateAction::Stop, None, true)
+                .await?;
+            source.wait(&handle, OPERATION_TIMEOUT).await?;
+        }
+    }
+    let handle = source.move_instance(name, &planned.to).await?;
+    source.wait(&handle, MOVE_TIMEOUT).await?;
+    tracing::info!(instance = %name, from = %planned.from, to = %planned.to, seconds = begun.elapsed().as_secs_f64(), "moved");
+    Ok(Progress::Done {
+        seconds: started.max(begun.elapsed().as_secs_f64()),
+    })
+}

@@ -1,0 +1,205 @@
+//! Draining a member before maintenance: `spec.drainedMembers` on the LxdCluster moves each of
+//! our containers off it (stop, LXD's cold migration, start), a bounded number at once, and the
+//! member then takes no new containers until it is removed from the list. A SIGKILL of the
+//! operator in the middle of a drain loses nothing: the restarted operator finishes it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use lxd_operator_crds::container::PlacementStrategy;
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, managed_instances, numbered_containers};
+use serde_json::Value;
+
+static ONE_DRAIN_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+const DRAINED: &str = "node2";
+
+fn statuses_of(operator: &Operator, namespace: &str) -> BTreeMap<String, Value> {
+    operator
+        .containers(namespace)
+        .into_iter()
+        .map(|item| {
+            (
+                item["metadata"]["name"].as_str().unwrap().to_owned(),
+                item["status"].clone(),
+            )
+        })
+        .collect()
+}
+
+fn patch_cluster(operator: &Operator, spec: &str) {
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdcluster",
+        "local",
+        "--type",
+        "merge",
+        "-p",
+        &format!(r#"{{"spec":{spec}}}"#),
+    ]);
+}
+
+/// Pins `count` containers to the member to be drained (then unpins them: placement is free
+/// to choose again, and the drain must move them) and waits for them Running there.
+fn running_on_drained(operator: &Operator, namespace: &str, count: usize) {
+    let pinned = numbered_containers(namespace, "d", count, |c| {
+        c.strategy(PlacementStrategy::Spread).target(DRAINED)
+    });
+    operator.apply_containers(&pinned);
+    wait_for(
+        Duration::from_secs(180),
+        "every container Running on the member",
+        || {
+            let statuses = statuses_of(operator, namespace);
+            (statuses.len() == count
+                && statuses
+                    .values()
+                    .all(|s| s["phase"] == "Running" && s["member"] == DRAINED))
+            .then_some(())
+        },
+    );
+    let unpinned = numbered_containers(namespace, "d", count, |c| {
+        c.strategy(PlacementStrategy::Spread)
+    });
+    operator.apply_containers(&unpinned);
+}
+
+/// The containers all Running off the drained member, each instance once in LXD.
+fn drained(operator: &Operator, cluster: &TestCluster, namespace: &str, count: usize) -> bool {
+    let statuses = statuses_of(operator, namespace);
+    let settled = statuses.len() == count
+        && statuses
+            .values()
+            .all(|s| s["phase"] == "Running" && s["member"] != DRAINED && s["move"].is_null());
+    if !settled {
+        return false;
+    }
+    let instances = managed_instances(cluster, namespace);
+    let uids: BTreeSet<&str> = instances.iter().map(|i| i.uid.as_str()).collect();
+    instances.len() == count
+        && uids.len() == count
+        && instances
+            .iter()
+            .all(|i| i.location != DRAINED && i.status == "Running")
+}
+
+#[test]
+fn a_drained_member_is_emptied_a_few_at_a_time_and_takes_containers_again_once_undrained() {
+    let _one = ONE_DRAIN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("drain");
+    let count = 10;
+    running_on_drained(&operator, &namespace, count);
+
+    let started = Instant::now();
+    patch_cluster(
+        &operator,
+        &format!(r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#),
+    );
+    // Never more than two down at once (not Running), until all are off the member.
+    let mut most_down = 0;
+    wait_for(Duration::from_secs(240), "the member drained", || {
+        let statuses = statuses_of(&operator, &namespace);
+        let down = statuses
+            .values()
+            .filter(|s| s["phase"] != "Running")
+            .count();
+        most_down = most_down.max(down);
+        drained(&operator, cluster, &namespace, count).then_some(())
+    });
+    println!(
+        "{count} containers moved off {DRAINED} in {:.1} s; at most {most_down} down at once",
+        started.elapsed().as_secs_f64()
+    );
+    assert!(most_down <= 2, "{most_down} down at once");
+    let moved = operator.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &namespace,
+        "--field-selector",
+        "reason=Moved",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(moved.lines().count(), count, "{moved}");
+    let progress = wait_for(
+        Duration::from_secs(30),
+        "the cluster's status says drained",
+        || {
+            let text = operator.kubectl_ok(&[
+                "get",
+                "lxdcl",
+                "local",
+                "-o",
+                &format!("jsonpath={{.status.members[?(@.name=='{DRAINED}')].drain}}"),
+            ]);
+            let progress: Value = serde_json::from_str(&text).ok()?;
+            (progress["remaining"] == 0).then_some(progress)
+        },
+    );
+    assert_eq!(progress["message"], "drained", "{progress}");
+
+    // Still drained: a new container that could only go there is Unschedulable.
+    operator.apply_containers(&numbered_containers(&namespace, "late", 1, |c| {
+        c.target(DRAINED)
+    }));
+    wait_for(
+        Duration::from_secs(30),
+        "the pinned one Unschedulable",
+        || (statuses_of(&operator, &namespace)["late1"]["phase"] == "Unschedulable").then_some(()),
+    );
+    patch_cluster(&operator, r#"{"drainedMembers":[]}"#);
+    wait_for(
+        Duration::from_secs(60),
+        "the pinned one Running there once undrained",
+        || {
+            let status = &statuses_of(&operator, &namespace)["late1"];
+            (status["phase"] == "Running" && status["member"] == DRAINED).then_some(())
+        },
+    );
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    assert!(managed_instances(cluster, &namespace).is_empty());
+}
+
+#[test]
+fn a_drain_survives_the_operator_killed_in_the_middle_three_times() {
+    let _one = ONE_DRAIN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::get();
+    let mut operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("draincrash");
+    let count = 8;
+    running_on_drained(&operator, &namespace, count);
+    patch_cluster(
+        &operator,
+        &format!(r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#),
+    );
+    for kill in 1..=3 {
+        // Kill it while a move is under way (a container in phase Moving), or after a while.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline
+            && !statuses_of(&operator, &namespace)
+                .values()
+                .any(|s| s["phase"] == "Moving")
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_millis(300 * kill));
+        println!("SIGKILL {kill}");
+        operator = operator.crash_and_restart();
+    }
+    wait_for(Duration::from_secs(240), "the member drained", || {
+        drained(&operator, cluster, &namespace, count).then_some(())
+    });
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    assert!(managed_instances(cluster, &namespace).is_empty());
+}
