@@ -194,7 +194,11 @@ fn a_drain_survives_the_operator_killed_in_the_middle_three_times() {
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(300 * kill));
-        println!("SIGKILL {kill}");
+        let statuses = statuses_of(&operator, &namespace);
+        let moving = statuses.values().filter(|s| !s["move"].is_null()).count();
+        let moved = statuses.values().filter(|s| s["member"] != DRAINED).count();
+        println!("SIGKILL {kill}: {moving} moving, {moved} of {count} moved");
+        assert!(moving <= 2, "{moving} moves at once");
         operator = operator.crash_and_restart();
     }
     wait_for(Duration::from_secs(240), "the member drained", || {

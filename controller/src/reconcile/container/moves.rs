@@ -135,7 +135,26 @@ pub(super) async fn drain(
             if ctx.moves.failed_recently(desired.uid()) {
                 return Ok(recheck(RETRY_AFTER_FAILURE));
             }
-            let Some(permit) = ctx.moves.try_take(cluster_name, limit) else {
+            // Moves recorded in status count too: a restarted operator's slots start empty
+            // while the moves its predecessor began are still under way.
+            let recorded = ctx
+                .containers
+                .state()
+                .iter()
+                .filter(|c| {
+                    c.spec.cluster_ref.name == *cluster_name
+                        && c.metadata.uid.as_deref() != Some(desired.uid())
+                        && c.status.as_ref().is_some_and(|s| s.moving.is_some())
+                })
+                .count();
+            // Until the first list is in, the store cannot tell: start nothing new yet.
+            let listed = tokio::time::timeout(Duration::ZERO, ctx.containers.wait_until_ready())
+                .await
+                .is_ok_and(|ready| ready.is_ok());
+            let permit = (listed && recorded < limit)
+                .then(|| ctx.moves.try_take(cluster_name, limit))
+                .flatten();
+            let Some(permit) = permit else {
                 status.condition(
                     CONDITION_DRAINING,
                     true,
