@@ -267,6 +267,100 @@ fn an_instance_left_without_its_storage_volume_is_deleted_and_created_again() {
 }
 
 #[test]
+fn an_instance_that_never_ran_and_cannot_start_is_deleted_and_created_again() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("unstartable");
+    operator.apply_containers(&[LxdContainer::builder("app")
+        .namespace(&namespace)
+        .state(DesiredState::Stopped)
+        .build()]);
+    let instance = format!("{namespace}-app");
+    wait_for(Duration::from_secs(60), "app created and Stopped", || {
+        (phases(&operator, &namespace)["app"].0 == "Stopped").then_some(())
+    });
+    let uuid = || cluster.lxc(&["config", "get", &instance, "volatile.uuid"]);
+    let first_uuid = uuid();
+
+    // What a create cut off later by its member's death leaves (seen in the member-loss chaos
+    // test): the record and the volume, but not the link from the instance's directory to it.
+    // LXD refuses every start ("Failed to handle idmapped storage: Failed expanding symlinks").
+    let member = cluster.lxc(&["list", &instance, "--format", "csv", "--columns", "L"]);
+    let member = cluster
+        .members
+        .iter()
+        .position(|m| m == member.trim())
+        .expect("the instance's member");
+    let link = cluster.lxd_dirs[member].join(format!("containers/{instance}"));
+    std::fs::remove_file(&link).expect("remove the instance's link to its volume");
+    set_state_and_wait(
+        &operator,
+        cluster,
+        &namespace,
+        "app",
+        "Running",
+        Duration::from_secs(60),
+        "the unstartable instance replaced by a running one",
+    );
+    assert_ne!(uuid(), first_uuid, "the instance was not created again");
+    assert_eq!(managed_instances(cluster, &namespace).len(), 1);
+    let reasons = operator.kubectl_ok(&[
+        "get",
+        "events",
+        "-n",
+        &namespace,
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
+    assert!(reasons.contains("Recreating"), "{reasons}");
+
+    // One that ran once keeps its data: a start LXD refuses is reported, not repaired.
+    set_state_and_wait(
+        &operator,
+        cluster,
+        &namespace,
+        "app",
+        "Stopped",
+        Duration::from_secs(60),
+        "app stopped again",
+    );
+    let ran_uuid = uuid();
+    std::fs::remove_file(&link).expect("remove the link again");
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "app",
+        "-n",
+        &namespace,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"state":"Running"}}"#,
+    ]);
+    let ready = wait_for(Duration::from_secs(60), "StartFailed in Ready", || {
+        let item = operator
+            .containers(&namespace)
+            .into_iter()
+            .find(|c| c["metadata"]["name"] == "app")?;
+        condition(&item["status"], "Ready").filter(|r| r["reason"] == "StartFailed")
+    });
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap()
+            .contains("no such file or directory"),
+        "{ready}"
+    );
+    assert_eq!(
+        uuid(),
+        ran_uuid,
+        "an instance that ran must not be replaced"
+    );
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    assert!(managed_instances(cluster, &namespace).is_empty());
+}
+
+#[test]
 fn deleting_containers_deletes_their_instances() {
     let cluster = TestCluster::get();
     let operator = Operator::standalone_with_cluster();

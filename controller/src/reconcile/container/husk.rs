@@ -6,19 +6,22 @@
 //!
 //! A create cut off later leaves the volume but not all of the instance (LXD 5.0 was seen
 //! refusing every start with "Failed to handle idmapped storage: Failed expanding symlinks":
-//! the link from the instance's directory to its volume was never made). An instance the
-//! container never saw past `Creating` holds nothing but its image, so one whose start LXD
-//! refuses again and again is deleted and created again too; an instance that ran once is
-//! never deleted for a failed start (its data is the user's).
+//! the link from the instance's directory to its volume was never made). An instance that
+//! never ran (LXD has not recorded `volatile.last_state.power`, which it writes at the first
+//! start) holds nothing but its image, so one whose start LXD refuses again and again is
+//! deleted and created again too; an instance that ran once is never deleted for a failed
+//! start (its data is the user's).
 
 use kube::runtime::events::EventType;
-use lxd_operator_crds::container::ContainerPhase;
 
 use super::super::context::Context;
 use super::OPERATION_TIMEOUT;
 use super::failure::Failure;
 use super::report::{StatusWriter, publish};
 use crate::lxd::LxdClient;
+
+/// The config key where LXD keeps an instance's last power state, from its first start on.
+const LAST_POWER_STATE_KEY: &str = "volatile.last_state.power";
 
 /// Deletes the instance `name` if it is a husk; says whether it was.
 pub(super) async fn remove_if_husk(
@@ -49,8 +52,8 @@ pub(super) async fn remove_if_husk(
     Ok(true)
 }
 
-/// Deletes the instance `name` when the container never saw it past `Creating` (see the
-/// module's comment); says whether it did.
+/// Deletes the instance `name` when it never ran (see the module's comment); says whether it
+/// did.
 pub(super) async fn remove_if_never_started(
     client: &LxdClient,
     name: &str,
@@ -58,15 +61,10 @@ pub(super) async fn remove_if_never_started(
     ctx: &Context,
     status: &mut StatusWriter<'_>,
 ) -> Result<bool, Failure> {
-    let never_started = matches!(
-        status.previous.phase,
-        None | Some(ContainerPhase::Pending | ContainerPhase::Scheduled | ContainerPhase::Creating)
-    );
-    if !never_started {
-        return Ok(false);
-    }
     let instance = client.instance(name).await?.value;
-    if instance.status != "Stopped" {
+    // LXD records the power state at the first start; an instance without it never ran.
+    let never_started = !instance.config.contains_key(LAST_POWER_STATE_KEY);
+    if !never_started || instance.status != "Stopped" {
         return Ok(false);
     }
     let handle = client.delete_instance(name).await?;
