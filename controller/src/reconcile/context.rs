@@ -175,6 +175,11 @@ impl Context {
         self.clusters.get(&ObjectRef::new(name))
     }
 
+    /// What wakes a container's reconcile.
+    pub(super) fn wake_sender(&self) -> &UnboundedSender<ObjectRef<LxdContainer>> {
+        &self.wake
+    }
+
     /// Wakes the reconcile of every container of `cluster`.
     pub(super) fn wake_containers_of(&self, cluster: &str) {
         for reference in self.containers_of(cluster) {

@@ -9,15 +9,17 @@
 //! running or stopped, on the new one, or still under LXD's move operation) and goes on from
 //! there; nothing is created twice and nothing is left stopped.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
-use lxd_operator_crds::LxdCluster;
+use kube::runtime::reflector::ObjectRef;
 use lxd_operator_crds::container::{ContainerPhase, MoveStatus, PlacementStatus};
 use lxd_operator_crds::shared::CONDITION_DRAINING;
+use lxd_operator_crds::{LxdCluster, LxdContainer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::super::context::Context;
@@ -36,43 +38,104 @@ const SLOT_RECHECK: Duration = Duration::from_secs(2);
 /// How soon a container no member can take, or whose move failed, tries again.
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(15);
 
-/// The moves running now, per cluster, and when each container's last move failed.
+/// The moves running now, per cluster, the containers waiting for a slot, and when each
+/// container's last move failed.
 #[derive(Debug, Default)]
 pub struct MoveSlots {
-    by_cluster: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
+    by_cluster: Mutex<HashMap<String, Arc<ClusterMoves>>>,
     failed: Mutex<HashMap<String, Instant>>,
 }
 
-/// A move's slot; the next move of the cluster may start when it is dropped.
+/// One cluster's move slots, and who waits for one (woken in turn as slots free up, so that
+/// a drain goes on at once rather than at the waiters' next look).
+#[derive(Debug)]
+struct ClusterMoves {
+    limit: usize,
+    slots: Arc<Semaphore>,
+    waiting: Mutex<VecDeque<ObjectRef<LxdContainer>>>,
+    wake: Option<UnboundedSender<ObjectRef<LxdContainer>>>,
+}
+
+/// A move's slot; when it is dropped, the next container waiting for one is woken.
 #[derive(Debug)]
 pub struct MovePermit {
-    _permit: Option<OwnedSemaphorePermit>,
+    permit: Option<OwnedSemaphorePermit>,
+    moves: Option<Arc<ClusterMoves>>,
+}
+
+impl Drop for MovePermit {
+    fn drop(&mut self) {
+        drop(self.permit.take());
+        if let Some(moves) = &self.moves
+            && let Some(wake) = &moves.wake
+            && let Some(next) = moves.waiting.lock().ok().and_then(|mut w| w.pop_front())
+        {
+            let _ = wake.unbounded_send(next);
+        }
+    }
 }
 
 impl MoveSlots {
-    /// A slot on `cluster`, of `limit` at once, if one is free. A changed limit applies to the
-    /// moves that start after the change.
-    fn try_take(&self, cluster: &str, limit: usize) -> Option<MovePermit> {
-        let semaphore = {
-            let mut by_cluster = self.by_cluster.lock().ok()?;
-            let entry = by_cluster
-                .entry(cluster.to_owned())
-                .or_insert_with(|| (limit, Arc::new(Semaphore::new(limit))));
-            if entry.0 != limit {
-                *entry = (limit, Arc::new(Semaphore::new(limit)));
-            }
-            entry.1.clone()
+    fn cluster(
+        &self,
+        cluster: &str,
+        limit: usize,
+        wake: Option<&UnboundedSender<ObjectRef<LxdContainer>>>,
+    ) -> Option<Arc<ClusterMoves>> {
+        let mut by_cluster = self.by_cluster.lock().ok()?;
+        let fresh = || {
+            Arc::new(ClusterMoves {
+                limit,
+                slots: Arc::new(Semaphore::new(limit)),
+                waiting: Mutex::new(VecDeque::new()),
+                wake: wake.cloned(),
+            })
         };
-        semaphore.try_acquire_owned().ok().map(|permit| MovePermit {
-            _permit: Some(permit),
-        })
+        let entry = by_cluster.entry(cluster.to_owned()).or_insert_with(fresh);
+        // A changed limit applies to the moves that start after the change.
+        if entry.limit != limit {
+            *entry = fresh();
+        }
+        Some(entry.clone())
+    }
+
+    /// A slot on `cluster`, of `limit` at once, if one is free; else `waiter` is queued to be
+    /// woken when one frees up.
+    fn try_take(
+        &self,
+        cluster: &str,
+        limit: usize,
+        waiter: Option<(
+            ObjectRef<LxdContainer>,
+            &UnboundedSender<ObjectRef<LxdContainer>>,
+        )>,
+    ) -> Option<MovePermit> {
+        let wake = waiter.as_ref().map(|(_, wake)| *wake);
+        let moves = self.cluster(cluster, limit, wake)?;
+        match moves.slots.clone().try_acquire_owned() {
+            Ok(permit) => Some(MovePermit {
+                permit: Some(permit),
+                moves: Some(moves),
+            }),
+            Err(_) => {
+                if let Some((reference, _)) = waiter
+                    && let Ok(mut waiting) = moves.waiting.lock()
+                    && !waiting.contains(&reference)
+                {
+                    waiting.push_back(reference);
+                }
+                None
+            }
+        }
     }
 
     /// A slot for a move a restarted operator found half done: it goes on at once, whatever
     /// the limit (it counts against the limit while free slots exist).
     fn resume(&self, cluster: &str, limit: usize) -> MovePermit {
-        self.try_take(cluster, limit)
-            .unwrap_or(MovePermit { _permit: None })
+        self.try_take(cluster, limit, None).unwrap_or(MovePermit {
+            permit: None,
+            moves: None,
+        })
     }
 
     fn failed_recently(&self, uid: &str) -> bool {
@@ -151,9 +214,13 @@ pub(super) async fn drain(
             let listed = tokio::time::timeout(Duration::ZERO, ctx.containers.wait_until_ready())
                 .await
                 .is_ok_and(|ready| ready.is_ok());
-            let permit = (listed && recorded < limit)
-                .then(|| ctx.moves.try_take(cluster_name, limit))
-                .flatten();
+            let waiter = (ObjectRef::from_obj(status.container), ctx.wake_sender());
+            let permit = if listed && recorded < limit {
+                ctx.moves
+                    .try_take(cluster_name, limit, Some((waiter.0, waiter.1)))
+            } else {
+                None
+            };
             let Some(permit) = permit else {
                 status.condition(
                     CONDITION_DRAINING,
