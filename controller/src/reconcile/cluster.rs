@@ -380,3 +380,57 @@ fn drain_progress(member: &str, containers: &[Arc<LxdContainer>]) -> DrainProgre
     };
     progress
 }
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::container::{LxdContainerStatus, MoveStatus};
+    use lxd_operator_crds::shared::Condition;
+
+    use super::*;
+
+    fn on(member: &str, moving: bool, stuck: Option<&str>) -> Arc<LxdContainer> {
+        let mut container = LxdContainer::builder("c").build();
+        container.status = Some(LxdContainerStatus {
+            member: Some(member.to_owned()),
+            moving: moving.then(|| MoveStatus {
+                from: member.to_owned(),
+                to: "node1".to_owned(),
+                ..MoveStatus::default()
+            }),
+            conditions: stuck
+                .map(|reason| Condition {
+                    type_: CONDITION_DRAINING.to_owned(),
+                    status: "False".to_owned(),
+                    reason: reason.to_owned(),
+                    message: String::new(),
+                    last_transition_time: Time(jiff::Timestamp::now()),
+                    observed_generation: None,
+                })
+                .into_iter()
+                .collect(),
+            ..LxdContainerStatus::default()
+        });
+        Arc::new(container)
+    }
+
+    #[test]
+    fn a_drain_counts_what_is_left_moving_and_stuck_with_reasons() {
+        let containers = vec![
+            on("node2", true, None),
+            on("node2", false, Some("NoMemberFits")),
+            on("node2", false, Some("NoMemberFits")),
+            on("node2", false, None),
+            on("node3", false, None),
+        ];
+        let progress = drain_progress("node2", &containers);
+        assert_eq!(
+            (progress.remaining, progress.moving, progress.failed),
+            (4, 1, 2)
+        );
+        assert_eq!(
+            progress.message,
+            "4 of our containers still on it; staying: 2 NoMemberFits"
+        );
+        assert_eq!(drain_progress("node1", &containers).message, "drained");
+    }
+}

@@ -47,6 +47,8 @@ use self::report::{StatusWriter, publish};
 use self::rollout::Stage;
 use super::backoff::Backoff;
 use super::context::{Context, Error};
+use crate::lxd::LxdClient;
+use crate::lxd::types::Instance;
 
 /// The finalizer that keeps an LxdContainer until its instance is deleted.
 pub const FINALIZER: &str = "lxd-operator.dev/instance";
@@ -128,7 +130,7 @@ async fn apply(
     }
 
     // Validate: a spec the operator cannot carry out waits for a change.
-    let desired = match DesiredInstance::from_container(container) {
+    let mut desired = match DesiredInstance::from_container(container) {
         Ok(desired) => desired,
         Err(error) => {
             status.not_ready(ContainerPhase::Failed, "InvalidSpec", error.to_string());
@@ -147,7 +149,6 @@ async fn apply(
     status.status.instance_name = Some(desired.name.clone());
 
     // Resolve the cluster. Indexed first, so that the cluster's connection wakes it.
-    let mut desired = desired;
     let cluster_name = &desired.placement.cluster.clone();
     ctx.index_instance(cluster_name, &desired.name, container);
     let Some(client) = ctx.connections.get(cluster_name).map(|c| c.client.clone()) else {
@@ -233,11 +234,11 @@ async fn apply(
 /// Returns the instance, and how soon to look again when that is sooner than the resync.
 async fn reconcile_instance(
     desired: &mut DesiredInstance,
-    client: &crate::lxd::LxdClient,
+    client: &LxdClient,
     api: &Api<LxdContainer>,
     ctx: &Context,
     status: &mut StatusWriter<'_>,
-) -> Result<(crate::lxd::types::Instance, Option<Duration>), Failure> {
+) -> Result<(Instance, Option<Duration>), Failure> {
     let mut drain = moves::DrainOutcome::default();
     if let Some(cluster) = ctx.cluster(&desired.placement.cluster) {
         member_failure::remove_left_behind(&cluster, client, ctx, status).await?;

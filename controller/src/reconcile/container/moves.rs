@@ -428,3 +428,61 @@ async fn carry_out(
         seconds: started.max(begun.elapsed().as_secs_f64()),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn waiter(name: &str) -> ObjectRef<LxdContainer> {
+        ObjectRef::new(name).within("default")
+    }
+
+    #[tokio::test]
+    async fn moves_beyond_the_limit_wait_and_a_freed_slot_wakes_the_first_waiter() {
+        let slots = MoveSlots::default();
+        let (wake, mut woken) = futures::channel::mpsc::unbounded();
+        let first = slots.try_take("local", 2, Some((waiter("a"), &wake)));
+        let second = slots.try_take("local", 2, Some((waiter("b"), &wake)));
+        assert!(first.is_some() && second.is_some());
+        assert!(
+            slots
+                .try_take("local", 2, Some((waiter("c"), &wake)))
+                .is_none()
+        );
+        assert!(
+            slots
+                .try_take("local", 2, Some((waiter("d"), &wake)))
+                .is_none()
+        );
+        // Another cluster has slots of its own.
+        assert!(
+            slots
+                .try_take("other", 2, Some((waiter("e"), &wake)))
+                .is_some()
+        );
+
+        drop(first);
+        assert_eq!(
+            woken.next().await,
+            Some(waiter("c")),
+            "the first waiter, first"
+        );
+        let third = slots.try_take("local", 2, Some((waiter("c"), &wake)));
+        assert!(third.is_some());
+        // A resumed move goes on even with every slot taken.
+        let resumed = slots.resume("local", 2);
+        assert!(resumed.permit.is_none());
+    }
+
+    #[test]
+    fn a_failed_move_waits_before_it_is_tried_again() {
+        let slots = MoveSlots::default();
+        slots.record_failure("uid-1", true);
+        assert!(slots.failed_recently("uid-1"));
+        assert!(!slots.failed_recently("uid-2"));
+        slots.record_failure("uid-1", false);
+        assert!(!slots.failed_recently("uid-1"));
+    }
+}
