@@ -103,8 +103,11 @@ fn a_drained_member_is_emptied_a_few_at_a_time_and_takes_containers_again_once_u
         &operator,
         &format!(r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#),
     );
-    // Never more than two down at once (not Running), until all are off the member.
+    // Never more than two down at once (not Running), each down once (for its own move),
+    // until all are off the member.
     let mut most_down = 0;
+    let mut was_down: BTreeMap<String, bool> = BTreeMap::new();
+    let mut times_down: BTreeMap<String, usize> = BTreeMap::new();
     wait_for(Duration::from_secs(240), "the member drained", || {
         let statuses = statuses_of(&operator, &namespace);
         let down = statuses
@@ -112,8 +115,19 @@ fn a_drained_member_is_emptied_a_few_at_a_time_and_takes_containers_again_once_u
             .filter(|s| s["phase"] != "Running")
             .count();
         most_down = most_down.max(down);
+        for (name, status) in &statuses {
+            let is_down = status["phase"] != "Running";
+            if is_down && !was_down.get(name).copied().unwrap_or(false) {
+                *times_down.entry(name.clone()).or_default() += 1;
+            }
+            was_down.insert(name.clone(), is_down);
+        }
         drained(&operator, cluster, &namespace, count).then_some(())
     });
+    assert!(
+        times_down.values().all(|&times| times <= 1),
+        "a container went down more than once: {times_down:?}"
+    );
     println!(
         "{count} containers moved off {DRAINED} in {:.1} s; at most {most_down} down at once",
         started.elapsed().as_secs_f64()
