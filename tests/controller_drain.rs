@@ -18,31 +18,6 @@ static ONE_DRAIN_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const DRAINED: &str = "node2";
 
-fn statuses_of(operator: &Operator, namespace: &str) -> BTreeMap<String, Value> {
-    operator
-        .containers(namespace)
-        .into_iter()
-        .map(|item| {
-            (
-                item["metadata"]["name"].as_str().unwrap().to_owned(),
-                item["status"].clone(),
-            )
-        })
-        .collect()
-}
-
-fn patch_cluster(operator: &Operator, spec: &str) {
-    operator.kubectl_ok(&[
-        "patch",
-        "lxdcluster",
-        "local",
-        "--type",
-        "merge",
-        "-p",
-        &format!(r#"{{"spec":{spec}}}"#),
-    ]);
-}
-
 /// Pins `count` containers to the member to be drained (then unpins them: placement is free
 /// to choose again, and the drain must move them) and waits for them Running there.
 fn running_on_drained(operator: &Operator, namespace: &str, count: usize) {
@@ -54,7 +29,7 @@ fn running_on_drained(operator: &Operator, namespace: &str, count: usize) {
         Duration::from_secs(180),
         "every container Running on the member",
         || {
-            let statuses = statuses_of(operator, namespace);
+            let statuses = operator.statuses(namespace);
             (statuses.len() == count
                 && statuses
                     .values()
@@ -70,7 +45,7 @@ fn running_on_drained(operator: &Operator, namespace: &str, count: usize) {
 
 /// The containers all Running off the drained member, each instance once in LXD.
 fn drained(operator: &Operator, cluster: &TestCluster, namespace: &str, count: usize) -> bool {
-    let statuses = statuses_of(operator, namespace);
+    let statuses = operator.statuses(namespace);
     let settled = statuses.len() == count
         && statuses
             .values()
@@ -99,17 +74,16 @@ fn a_drained_member_is_emptied_a_few_at_a_time_and_takes_containers_again_once_u
     running_on_drained(&operator, &namespace, count);
 
     let started = Instant::now();
-    patch_cluster(
-        &operator,
-        &format!(r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#),
-    );
+    operator.patch_cluster(&format!(
+        r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#
+    ));
     // Never more than two down at once (not Running), each down once (for its own move),
     // until all are off the member.
     let mut most_down = 0;
     let mut was_down: BTreeMap<String, bool> = BTreeMap::new();
     let mut times_down: BTreeMap<String, usize> = BTreeMap::new();
     wait_for(Duration::from_secs(240), "the member drained", || {
-        let statuses = statuses_of(&operator, &namespace);
+        let statuses = operator.statuses(&namespace);
         let down = statuses
             .values()
             .filter(|s| s["phase"] != "Running")
@@ -168,14 +142,14 @@ fn a_drained_member_is_emptied_a_few_at_a_time_and_takes_containers_again_once_u
     wait_for(
         Duration::from_secs(30),
         "the pinned one Unschedulable",
-        || (statuses_of(&operator, &namespace)["late1"]["phase"] == "Unschedulable").then_some(()),
+        || (operator.statuses(&namespace)["late1"]["phase"] == "Unschedulable").then_some(()),
     );
-    patch_cluster(&operator, r#"{"drainedMembers":[]}"#);
+    operator.patch_cluster(r#"{"drainedMembers":[]}"#);
     wait_for(
         Duration::from_secs(60),
         "the pinned one Running there once undrained",
         || {
-            let status = &statuses_of(&operator, &namespace)["late1"];
+            let status = &operator.statuses(&namespace)["late1"];
             (status["phase"] == "Running" && status["member"] == DRAINED).then_some(())
         },
     );
@@ -193,22 +167,22 @@ fn a_drain_survives_the_operator_killed_in_the_middle_three_times() {
     let namespace = operator.namespace("draincrash");
     let count = 8;
     running_on_drained(&operator, &namespace, count);
-    patch_cluster(
-        &operator,
-        &format!(r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#),
-    );
+    operator.patch_cluster(&format!(
+        r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#
+    ));
     for kill in 1..=3 {
         // Kill it while a move is under way (a container in phase Moving), or after a while.
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline
-            && !statuses_of(&operator, &namespace)
+            && !operator
+                .statuses(&namespace)
                 .values()
                 .any(|s| s["phase"] == "Moving")
         {
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(300 * kill));
-        let statuses = statuses_of(&operator, &namespace);
+        let statuses = operator.statuses(&namespace);
         let moving = statuses.values().filter(|s| !s["move"].is_null()).count();
         let moved = statuses.values().filter(|s| s["member"] != DRAINED).count();
         println!("SIGKILL {kill}: {moving} moving, {moved} of {count} moved");

@@ -21,19 +21,6 @@ const FAILED: &str = "node2";
 const COUNT: usize = 12;
 const GRACE_SECONDS: u64 = 20;
 
-fn statuses_of(operator: &Operator, namespace: &str) -> BTreeMap<String, Value> {
-    operator
-        .containers(namespace)
-        .into_iter()
-        .map(|item| {
-            (
-                item["metadata"]["name"].as_str().unwrap().to_owned(),
-                item["status"].clone(),
-            )
-        })
-        .collect()
-}
-
 fn all_running(statuses: &BTreeMap<String, Value>, count: usize) -> bool {
     statuses.len() == count && statuses.values().all(|s| s["phase"] == "Running")
 }
@@ -46,21 +33,13 @@ fn running_spread(
     policy: MemberFailurePolicy,
 ) -> BTreeSet<String> {
     // The member's failure shows in the cluster's status sooner than at the default interval.
-    operator.kubectl_ok(&[
-        "patch",
-        "lxdcluster",
-        "local",
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"memberSyncIntervalSeconds":5}}"#,
-    ]);
+    operator.patch_cluster(r#"{"memberSyncIntervalSeconds":5}"#);
     operator.apply_containers(&numbered_containers(namespace, "c", COUNT, |c| {
         c.strategy(PlacementStrategy::Spread)
             .on_member_failure(policy, Some(GRACE_SECONDS as u32))
     }));
     let statuses = wait_for(Duration::from_secs(180), "every container Running", || {
-        let statuses = statuses_of(operator, namespace);
+        let statuses = operator.statuses(namespace);
         all_running(&statuses, COUNT).then_some(statuses)
     });
     let on_failed: BTreeSet<String> = statuses
@@ -95,7 +74,7 @@ fn containers_that_reschedule_leave_a_failed_member_and_what_was_left_behind_is_
         Duration::from_secs(GRACE_SECONDS + 60),
         "every container Running off the failed member",
         || {
-            let statuses = statuses_of(&operator, &namespace);
+            let statuses = operator.statuses(&namespace);
             (all_running(&statuses, COUNT) && statuses.values().all(|s| s["member"] != FAILED))
                 .then_some(statuses)
         },
@@ -142,7 +121,7 @@ fn containers_that_reschedule_leave_a_failed_member_and_what_was_left_behind_is_
         "no instance of ours left on the returned member",
         || {
             let instances = managed_instances(cluster, &namespace);
-            let statuses = statuses_of(&operator, &namespace);
+            let statuses = operator.statuses(&namespace);
             let cleared = statuses
                 .values()
                 .all(|s| s["leftBehind"].as_array().is_none_or(Vec::is_empty));
@@ -181,7 +160,7 @@ fn containers_that_wait_stay_bound_to_a_failed_member_and_run_there_again_when_i
         Duration::from_secs(90),
         "the containers on the failed member waiting for it",
         || {
-            let statuses = statuses_of(&operator, &namespace);
+            let statuses = operator.statuses(&namespace);
             on_failed
                 .iter()
                 .all(|name| {
@@ -204,7 +183,7 @@ fn containers_that_wait_stay_bound_to_a_failed_member_and_run_there_again_when_i
         );
     }
     std::thread::sleep(Duration::from_secs(GRACE_SECONDS + 5));
-    let statuses = statuses_of(&operator, &namespace);
+    let statuses = operator.statuses(&namespace);
     for name in &on_failed {
         assert_eq!(statuses[name]["member"], FAILED, "{}", statuses[name]);
         assert!(
@@ -219,7 +198,7 @@ fn containers_that_wait_stay_bound_to_a_failed_member_and_run_there_again_when_i
         Duration::from_secs(60),
         "every container Running again",
         || {
-            let statuses = statuses_of(&operator, &namespace);
+            let statuses = operator.statuses(&namespace);
             all_running(&statuses, COUNT).then_some(statuses)
         },
     );

@@ -26,26 +26,13 @@ fn container(namespace: &str, name: &str, memory: &str) -> LxdContainerBuilder {
         .memory(memory)
 }
 
-fn statuses(operator: &Operator, namespace: &str) -> BTreeMap<String, Value> {
-    operator
-        .containers(namespace)
-        .iter()
-        .map(|i| {
-            (
-                i["metadata"]["name"].as_str().unwrap().to_owned(),
-                i["status"].clone(),
-            )
-        })
-        .collect()
-}
-
 fn members_when_scheduled(
     operator: &Operator,
     namespace: &str,
     count: usize,
 ) -> BTreeMap<String, String> {
     wait_for(Duration::from_secs(60), "every container placed", || {
-        let statuses = statuses(operator, namespace);
+        let statuses = operator.statuses(namespace);
         let placed: BTreeMap<String, String> = statuses
             .iter()
             .filter_map(|(n, s)| s["member"].as_str().map(|m| (n.clone(), m.to_owned())))
@@ -184,7 +171,7 @@ fn limits_in_lxds_own_units_are_counted_and_the_cluster_s_default_policy_places_
         placed.values().all(|m| m != "node1"),
         "placed on the member out-of-band instances fill: {placed:?}"
     );
-    for (name, status) in statuses(&operator, &namespace) {
+    for (name, status) in operator.statuses(&namespace) {
         assert_eq!(status["placement"]["policy"], policy.as_str(), "{name}");
     }
 
@@ -291,7 +278,7 @@ fn a_pin_holds_and_an_impossible_request_is_unschedulable_with_counted_reasons()
     let pinned = members_when_scheduled(&operator, &namespace, 1);
     assert_eq!(pinned["pinned"], "node2");
     let huge = wait_for(Duration::from_secs(30), "huge Unschedulable", || {
-        let status = statuses(&operator, &namespace)["huge"].clone();
+        let status = operator.statuses(&namespace)["huge"].clone();
         (status["phase"] == "Unschedulable").then_some(status)
     });
     let scheduled = condition(&huge, "Scheduled").unwrap();
@@ -395,7 +382,7 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
         Duration::from_secs(30),
         "strict-1 waiting for the webhook",
         || {
-            let status = statuses(&operator, &namespace)["strict-1"].clone();
+            let status = operator.statuses(&namespace)["strict-1"].clone();
             condition(&status, "Scheduled")
                 .filter(|c| c["reason"] == "WebhookFailed")
                 .map(|_| status)
@@ -407,7 +394,7 @@ fn a_webhook_steers_placement_and_its_failure_policy_holds_when_it_is_down() {
         Duration::from_secs(30),
         "lenient-1 placed without the webhook",
         || {
-            statuses(&operator, &namespace)["lenient-1"]["member"]
+            operator.statuses(&namespace)["lenient-1"]["member"]
                 .as_str()
                 .map(|_| ())
         },
@@ -427,7 +414,7 @@ fn scheduled_message(operator: &Operator, namespace: &str, name: &str, reason: &
         Duration::from_secs(30),
         &format!("{name}: {reason}"),
         || {
-            let status = statuses(operator, namespace).get(name)?.clone();
+            let status = operator.statuses(namespace).get(name)?.clone();
             condition(&status, "Scheduled")
                 .filter(|c| c["reason"] == reason)
                 .map(|c| c["message"].as_str().unwrap_or("").to_owned())
@@ -455,7 +442,7 @@ fn a_slow_webhook_stalls_no_other_placement_redirects_are_not_followed_and_passw
     std::thread::sleep(Duration::from_millis(500));
     operator.apply_containers(&[container(&namespace, "quick", "64Mi").build()]);
     let placed_first = wait_for(Duration::from_secs(30), "a container placed", || {
-        let statuses = statuses(&operator, &namespace);
+        let statuses = operator.statuses(&namespace);
         statuses
             .iter()
             .find_map(|(name, status)| status["member"].as_str().map(|_| name.clone()))
@@ -552,15 +539,7 @@ fn a_cordoned_member_takes_no_new_containers_until_it_is_uncordoned() {
     let operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("cordon");
     let cordon = |members: &str| {
-        operator.kubectl_ok(&[
-            "patch",
-            "lxdcluster",
-            "local",
-            "--type",
-            "merge",
-            "-p",
-            &format!(r#"{{"spec":{{"cordonedMembers":{members}}}}}"#),
-        ]);
+        operator.patch_cluster(&format!(r#"{{"cordonedMembers":{members}}}"#));
     };
     cordon(r#"["node2"]"#);
     let spread: Vec<LxdContainer> = (1..=6)
@@ -580,7 +559,7 @@ fn a_cordoned_member_takes_no_new_containers_until_it_is_uncordoned() {
         .target("node2")
         .build()]);
     let pinned = wait_for(Duration::from_secs(30), "pinned Unschedulable", || {
-        let status = statuses(&operator, &namespace)["pinned"].clone();
+        let status = operator.statuses(&namespace)["pinned"].clone();
         (status["phase"] == "Unschedulable").then_some(status)
     });
     let scheduled = condition(&pinned, "Scheduled").unwrap();

@@ -178,17 +178,9 @@ fn through_operator(cluster: &TestCluster, n: usize, at_once: usize) -> Outcome 
             Some(watcher::Event::InitDone)
         ) {}
         let started = Instant::now();
-        operator.kubectl_ok(&[
-            "patch",
-            "lxdcluster",
-            "local",
-            "--type",
-            "merge",
-            "-p",
-            &format!(
-                r#"{{"spec":{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":{at_once}}}}}"#
-            ),
-        ]);
+        operator.patch_cluster(&format!(
+            r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":{at_once}}}"#
+        ));
         // Each container: when it stopped running on the member, and when it ran again
         // elsewhere.
         let mut down_since: HashMap<String, Instant> = HashMap::new();

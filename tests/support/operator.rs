@@ -1,6 +1,7 @@
 //! `lxd-operator standalone` (or `apiserver`) started by a test on free loopback ports, with its
 //! own data folder, and kubectl pointed at it. Killed when dropped.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -261,6 +262,36 @@ impl Operator {
             serde_json::from_str(&self.kubectl_ok(&["get", "lxdc", "-n", namespace, "-o", "json"]))
                 .expect("kubectl get lxdc: JSON");
         list["items"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// Each LxdContainer's status in `namespace`, by name.
+    pub fn statuses(&self, namespace: &str) -> BTreeMap<String, Value> {
+        self.containers(namespace)
+            .into_iter()
+            .map(|item| {
+                (
+                    item["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    item["status"].clone(),
+                )
+            })
+            .collect()
+    }
+
+    /// Merge-patches the spec of the LxdCluster `local` with `spec` (a JSON object), as an
+    /// administrator does with `kubectl patch`.
+    pub fn patch_cluster(&self, spec: &str) -> String {
+        self.kubectl_ok(&[
+            "patch",
+            "lxdcluster",
+            "local",
+            "--type",
+            "merge",
+            "-p",
+            &format!(r#"{{"spec":{spec}}}"#),
+        ])
     }
 
     /// `kubectl delete lxdc --all` in `namespace`, waiting at most `timeout` for them to go.
