@@ -41,10 +41,12 @@ pub fn json_patch(target: &mut Value, patch: &Value) -> Result<(), PatchError> {
         .collect();
     let patch: json_patch::Patch = serde_json::from_value(Value::Array(kept))
         .map_err(|source| PatchError::Invalid { source })?;
-    // On a copy: json_patch's own undo does not restore what a failed `move` removed (its
-    // property test found `move /a -> /0/a` losing `/a`), and a failed patch must change nothing.
+    // On a copy, without json_patch's own undo: that undo does not restore what a failed `move`
+    // removed (the property test found `move /a -> /0/a` losing `/a`), and it panics when it
+    // cannot undo a move to the root (`move /c -> ""`, then any failure). A failed patch must
+    // change nothing, so the copy is simply dropped.
     let mut patched = target.clone();
-    json_patch::patch(&mut patched, &patch)?;
+    json_patch::patch_unsafe(&mut patched, &patch)?;
     *target = patched;
     Ok(())
 }
@@ -63,6 +65,18 @@ mod tests {
         assert_eq!(object["metadata"]["finalizers"], json!(["x"]));
         let failing = json!([{"op": "test", "path": "/metadata/name", "value": "b"}]);
         assert!(json_patch(&mut object, &failing).is_err());
+    }
+
+    #[test]
+    fn a_failed_patch_after_a_move_to_the_root_changes_nothing_and_does_not_panic() {
+        let original = json!({"c": {"x": 1}});
+        let mut object = original.clone();
+        let patch = json!([
+            {"op": "move", "from": "/c", "path": ""},
+            {"op": "test", "path": "/missing", "value": 2}
+        ]);
+        assert!(json_patch(&mut object, &patch).is_err());
+        assert_eq!(object, original);
     }
 
     #[test]
