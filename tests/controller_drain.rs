@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lxd_operator_crds::container::PlacementStrategy;
-use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::operator::{Mode, Operator, wait_for};
 use lxd_operator_tests::{TestCluster, managed_instances, numbered_containers};
 use serde_json::Value;
 
@@ -192,6 +192,86 @@ fn a_drain_survives_the_operator_killed_in_the_middle_three_times() {
     wait_for(Duration::from_secs(240), "the member drained", || {
         drained(&operator, cluster, &namespace, count).then_some(())
     });
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    assert!(managed_instances(cluster, &namespace).is_empty());
+}
+
+/// Writes `status.move` (and the member it leaves) as the operator does before it stops the
+/// instance.
+fn record_move(operator: &Operator, namespace: &str, name: &str, from: &str, to: &str) {
+    let status = format!(
+        r#"{{"status":{{"phase":"Moving","member":"{from}","move":{{"from":"{from}","to":"{to}","reason":"member {from} is drained","startedAt":"2026-12-04T00:00:00Z"}}}}}}"#
+    );
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        name,
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        &status,
+    ]);
+}
+
+// LXD 5.0 moves an instance in one operation: it copies it to the new member as
+// `lxd-move-of-<uuid>` (config, and so our uid, included), deletes the original and renames the
+// copy. A process killed while that runs must not take the moment the name is missing for a
+// lost instance, and a move that died half-way is finished or cleaned up, never duplicated.
+#[test]
+fn a_move_that_died_half_way_is_finished_or_cleaned_up_by_the_restarted_operator() {
+    let _one = ONE_DRAIN_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("halfmove");
+    running_on_drained(&operator, &namespace, 2);
+    // The controller dies; the API stays up for kubectl.
+    let operator = operator.crash_and_restart_as(Mode::Apiserver);
+    let instances = managed_instances(cluster, &namespace);
+    let instance_of = |name: &str| {
+        instances
+            .iter()
+            .find(|i| i.owner_name == name)
+            .map(|i| i.name.clone())
+            .unwrap()
+    };
+    let (first, second) = (instance_of("d1"), instance_of("d2"));
+    // d1: the original is gone, its copy on node3 was never renamed.
+    cluster.lxc(&["stop", "--force", &first]);
+    cluster.lxc(&["move", &first, "--target", "node3"]);
+    cluster.lxc(&["move", &first, "lxd-move-of-halfmove-test-1"]);
+    // d2: the copy is on node3, the original still on node2.
+    cluster.lxc(&["stop", "--force", &second]);
+    cluster.lxc(&[
+        "copy",
+        &second,
+        "lxd-move-of-halfmove-test-2",
+        "--target",
+        "node3",
+    ]);
+    operator.patch_cluster(&format!(
+        r#"{{"drainedMembers":["{DRAINED}"],"maxConcurrentMoves":2}}"#
+    ));
+    record_move(&operator, &namespace, "d1", DRAINED, "node3");
+    record_move(&operator, &namespace, "d2", DRAINED, "node3");
+
+    let operator = operator.crash_and_restart_as(Mode::Standalone);
+    wait_for(Duration::from_secs(120), "both moved and Running", || {
+        drained(&operator, cluster, &namespace, 2).then_some(())
+    });
+    let instances = managed_instances(cluster, &namespace);
+    let mut names: Vec<&str> = instances.iter().map(|i| i.name.as_str()).collect();
+    names.sort_unstable();
+    assert_eq!(names, [first.as_str(), second.as_str()], "{instances:?}");
+    assert!(
+        instances.iter().all(|i| i.location == "node3"),
+        "{instances:?}"
+    );
+    operator.patch_cluster(r#"{"drainedMembers":[]}"#);
     operator.delete_containers(&namespace, Duration::from_secs(120));
     assert!(managed_instances(cluster, &namespace).is_empty());
 }

@@ -145,6 +145,44 @@ impl TestCluster {
     }
 }
 
+/// Force-deletes every LXD instance of these namespaces (by our namespace key), through the
+/// first member that answers. For a failing test's clean-up, which runs while the test panics:
+/// it never panics itself, and what it cannot delete it leaves.
+pub fn remove_instances_of(namespaces: &[String]) {
+    if namespaces.is_empty() {
+        return;
+    }
+    let state_dir = std::env::var_os("LXD_CLUSTER_DIR")
+        .map_or_else(|| repo_root().join("target/lxd-cluster"), PathBuf::from);
+    let lxc = |dir: &Path, args: &[&str]| {
+        Command::new("lxc")
+            .args(args)
+            .env("LXD_DIR", dir)
+            .output()
+            .ok()
+            .filter(|output| output.status.success())
+    };
+    for member in 1..=9 {
+        let dir = state_dir.join(format!("node{member}"));
+        if !dir.exists() {
+            continue;
+        }
+        let Some(listed) = lxc(&dir, &["list", "--format", "json"]) else {
+            continue;
+        };
+        let listing: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+        for instance in listing.as_array().into_iter().flatten() {
+            let namespace = instance["config"]["user.lxd-operator.namespace"].as_str();
+            if let (Some(namespace), Some(name)) = (namespace, instance["name"].as_str())
+                && namespaces.iter().any(|n| n == namespace)
+            {
+                let _ = lxc(&dir, &["delete", "--force", name]);
+            }
+        }
+        return;
+    }
+}
+
 fn cluster_env() -> HashMap<String, String> {
     let names = [
         "LXD_CLUSTER_SIZE",

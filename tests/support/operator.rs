@@ -1,10 +1,14 @@
 //! `lxd-operator standalone` (or `apiserver`) started by a test on free loopback ports, with its
-//! own data folder, and kubectl pointed at it. Killed when dropped.
+//! own data folder, and kubectl pointed at it. Killed when dropped; when dropped by a failing
+//! test, it first shows what was not settled, keeps its whole log under target/test-logs, and
+//! removes the LXD instances of the namespaces it made, so that one failure does not crowd the
+//! members for the tests after it.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use lxd_operator_crds::LxdContainer;
@@ -34,6 +38,8 @@ pub struct Operator {
     pub api_url: String,
     /// `http://127.0.0.1:<port>` of /metrics, /healthz, /readyz (standalone only).
     pub metrics_url: Option<String>,
+    /// The namespaces `namespace` made, whose LXD instances a failing test leaves to be removed.
+    namespaces: Mutex<Vec<String>>,
 }
 
 impl Operator {
@@ -84,7 +90,12 @@ impl Operator {
             .arg(data_dir.path())
             .args(["--listen", &listen])
             .args(&extra);
-        let log = std::fs::File::create(data_dir.path().join("operator.log")).expect("log file");
+        // Appended to: a restart after a crash keeps what the process before it logged.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.path().join("operator.log"))
+            .expect("log file");
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(log)
@@ -133,6 +144,7 @@ impl Operator {
             extra,
             api_url,
             metrics_url,
+            namespaces: Mutex::new(Vec::new()),
         }
     }
 
@@ -180,13 +192,23 @@ impl Operator {
 
     /// Kills it and starts it again on the same data folder and port.
     pub fn crash_and_restart(self) -> Operator {
+        let mode = self.mode;
+        self.crash_and_restart_as(mode)
+    }
+
+    /// Kills it and starts it again on the same data folder and port as `mode`: `Apiserver`
+    /// keeps the objects reachable with kubectl while no controller acts on them.
+    pub fn crash_and_restart_as(self, mode: Mode) -> Operator {
         let mut this = self;
         this.kill();
         let data_dir =
             std::mem::replace(&mut this.data_dir, tempfile::tempdir().expect("temp dir"));
-        let (mode, listen, extra) = (this.mode, this.listen.clone(), this.extra.clone());
+        let (listen, extra) = (this.listen.clone(), this.extra.clone());
+        let namespaces = std::mem::take(&mut *this.namespaces.lock().expect("namespaces"));
         drop(this);
-        Self::spawn(mode, data_dir, listen, extra)
+        let restarted = Self::spawn(mode, data_dir, listen, extra);
+        *restarted.namespaces.lock().expect("namespaces") = namespaces;
+        restarted
     }
 
     /// Runs kubectl against it.
@@ -248,6 +270,9 @@ impl Operator {
         self.apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {namespace}}}\n"
         ));
+        if let Ok(mut namespaces) = self.namespaces.lock() {
+            namespaces.push(namespace.clone());
+        }
         namespace
     }
 
@@ -312,10 +337,61 @@ impl Operator {
     }
 }
 
+impl Operator {
+    /// For a failing test: each container of its namespaces that is not Running, with its
+    /// status; the log's last lines; the whole log kept in target/test-logs.
+    fn show_what_was_not_settled(&self) {
+        let namespaces = self
+            .namespaces
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        for namespace in &namespaces {
+            let listed = self.kubectl(&["get", "lxdc", "-n", namespace, "-o", "json"]);
+            let list: Value = serde_json::from_slice(&listed.stdout).unwrap_or_default();
+            for item in list["items"].as_array().into_iter().flatten() {
+                if item["status"]["phase"] != "Running" {
+                    eprintln!(
+                        "not Running: {namespace}/{} {}",
+                        item["metadata"]["name"], item["status"]
+                    );
+                }
+            }
+        }
+        let log = self.log();
+        let folder = crate::repo_root().join("target/test-logs");
+        let kept = folder.join(format!(
+            "operator-{}-{}.log",
+            namespaces.first().map_or("no-namespace", String::as_str),
+            self.pid()
+        ));
+        let _ = std::fs::create_dir_all(&folder);
+        let _ = std::fs::write(&kept, &log);
+        let tail: Vec<&str> = log.lines().rev().take(60).collect();
+        eprintln!(
+            "operator log (whole: {}), last lines:\n{}",
+            kept.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
+        let failing = std::thread::panicking();
+        if failing {
+            self.show_what_was_not_settled();
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if failing {
+            let namespaces = self
+                .namespaces
+                .lock()
+                .map(|n| n.clone())
+                .unwrap_or_default();
+            crate::remove_instances_of(&namespaces);
+        }
     }
 }
 

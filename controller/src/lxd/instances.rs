@@ -41,9 +41,15 @@ impl LxdClient {
         .await
     }
 
-    /// The instance the operator created for the custom resource with this uid, if any.
+    /// The instance the operator created for the custom resource with this uid, if any. The
+    /// copy LXD makes while it moves an instance (see [`Instance::is_move_copy`]) carries the uid
+    /// too, but is not the container's instance.
     pub async fn instance_by_uid(&self, uid: &str) -> Result<Option<Instance>> {
-        Ok(self.instances_by_uid(uid).await?.into_iter().next())
+        Ok(self
+            .instances_by_uid(uid)
+            .await?
+            .into_iter()
+            .find(|instance| !instance.is_move_copy()))
     }
 
     /// Every instance carrying this owner uid: one, or more after a reschedule left one
@@ -153,6 +159,16 @@ impl LxdClient {
         )
         .json(&serde_json::json!({ "name": name, "migration": true }))?
         .query("target", member.to_owned());
+        self.start_operation(call).await
+    }
+
+    /// Renames a stopped instance on its member.
+    pub async fn rename_instance(&self, name: &str, new_name: &str) -> Result<OperationHandle> {
+        let call = Call::new(
+            Method::POST,
+            format!("/1.0/instances/{}", path_segment(name)),
+        )
+        .json(&serde_json::json!({ "name": new_name }))?;
         self.start_operation(call).await
     }
 

@@ -218,6 +218,8 @@ pub struct Instance {
 
 /// The config key that ties an instance to the custom resource that owns it.
 pub const UID_KEY: &str = "user.lxd-operator.uid";
+/// How the names of LXD's move copies begin (`lxd-move-of-<uuid>`).
+pub const MOVE_COPY_PREFIX: &str = "lxd-move-of-";
 
 /// What an instance holds of its member, as placement and the cluster's status count it.
 /// `None`: no limit, or one only the host's size tells when that is unknown.
@@ -280,6 +282,13 @@ impl Instance {
     /// The uid of the custom resource that created it, if the operator did.
     pub fn owner_uid(&self) -> Option<&str> {
         self.config.get(UID_KEY).map(String::as_str)
+    }
+
+    /// Whether this is the copy LXD 5.0 makes on the destination while it moves an instance
+    /// between members: the copy (config included) is made under a name of LXD's own, then the
+    /// original is deleted and the copy renamed to the original's name, all in one operation.
+    pub fn is_move_copy(&self) -> bool {
+        self.name.starts_with(MOVE_COPY_PREFIX)
     }
 
     /// Whether it has a network interface (its own or from a profile): without one it has no

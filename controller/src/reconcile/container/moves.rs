@@ -28,7 +28,7 @@ use super::failure::Failure;
 use super::placement::{PlacementError, place};
 use super::report::{StatusWriter, publish};
 use super::{OPERATION_TIMEOUT, STOP_TIMEOUT};
-use crate::lxd::types::StateAction;
+use crate::lxd::types::{Instance, StateAction};
 use crate::lxd::{LxdClient, LxdError};
 
 /// A cold migration copies the whole root filesystem: allow it much longer than other calls.
@@ -182,6 +182,7 @@ pub(super) async fn drain(
 ) -> Result<DrainOutcome, Failure> {
     let cluster_name = &desired.placement.cluster;
     let limit = usize::try_from(cluster.spec.max_concurrent_moves.max(1)).unwrap_or(1);
+    let resumed = status.status.moving.is_some();
     let permit = match status.status.moving.clone() {
         Some(_) => ctx.moves.resume(cluster_name, limit),
         None => {
@@ -239,7 +240,7 @@ pub(super) async fn drain(
     let Some(planned) = status.status.moving.clone() else {
         return Ok(DrainOutcome::default());
     };
-    match carry_out(desired, &planned, client, status).await {
+    match carry_out(desired, &planned, resumed, client, status).await {
         Ok(Progress::Done { seconds }) => {
             ctx.moves.record_failure(desired.uid(), false);
             ctx.metrics
@@ -267,7 +268,16 @@ pub(super) async fn drain(
                 recheck: None,
             })
         }
-        Ok(Progress::Busy) => Ok(recheck(SLOT_RECHECK)),
+        // Converging must not touch the instance while LXD moves it.
+        Ok(Progress::Busy) => Err(Failure::Waiting {
+            phase: ContainerPhase::Moving,
+            reason: "Moving",
+            message: format!(
+                "LXD is moving instance {} from {} to {}",
+                desired.name, planned.from, planned.to
+            ),
+            retry: SLOT_RECHECK,
+        }),
         Ok(Progress::Elsewhere(member)) => {
             status.status.moving = None;
             status.status.member = member;
@@ -373,10 +383,13 @@ enum Progress {
     Elsewhere(Option<String>),
 }
 
-/// Stops the instance and moves it, from wherever LXD has it now.
+/// Stops the instance and moves it, from wherever LXD has it now. `resumed`: the move was
+/// begun by an earlier reconcile (perhaps by a process that was killed), so LXD may hold a copy
+/// of it from a move that died half-way.
 async fn carry_out(
     desired: &DesiredInstance,
     planned: &MoveStatus,
+    resumed: bool,
     client: &LxdClient,
     status: &mut StatusWriter<'_>,
 ) -> Result<Progress, LxdError> {
@@ -387,22 +400,41 @@ async fn carry_out(
         .unwrap_or_default();
     let begun = Instant::now();
     let name = &desired.name;
-    let instance = match client.instance(name).await {
-        Ok(found) => found.value,
-        Err(LxdError::NotFound { .. }) => return Ok(Progress::Elsewhere(None)),
+    let found = match client.instance(name).await {
+        Ok(found) => Some(found.value).filter(|i| i.owner_uid() == Some(desired.uid())),
+        Err(LxdError::NotFound { .. }) => None,
         Err(error) => return Err(error),
     };
-    if instance.owner_uid() != Some(desired.uid()) {
-        return Ok(Progress::Elsewhere(None));
+    // LXD's move is one operation that copies the instance to the new member under a name of
+    // its own, deletes the original and renames the copy: while it runs the name may be
+    // missing, so nothing is concluded from the name until it has ended.
+    if client.running_operation_on(name).await?.is_some() {
+        return Ok(Progress::Busy);
     }
+    let copies = if resumed || found.is_none() {
+        stranded_copies(desired, client).await?
+    } else {
+        Vec::new()
+    };
+    let instance = match found {
+        Some(instance) => {
+            // The original is still there: a copy left by a move that died is only in the way.
+            for copy in copies {
+                delete_copy(client, &copy).await?;
+            }
+            instance
+        }
+        None => match copies.into_iter().next() {
+            // The move died after it deleted the original: the copy is the instance now.
+            Some(copy) => finish_rename(client, &copy, name).await?,
+            None => return Ok(Progress::Elsewhere(None)),
+        },
+    };
     if instance.location == planned.to {
         return Ok(Progress::Done { seconds: started });
     }
     if instance.location != planned.from {
         return Ok(Progress::Elsewhere(Some(instance.location)));
-    }
-    if client.running_operation_on(name).await?.is_some() {
-        return Ok(Progress::Busy);
     }
     let source = client.on_member(&planned.from);
     if instance.status != "Stopped" {
@@ -427,6 +459,41 @@ async fn carry_out(
     Ok(Progress::Done {
         seconds: started.max(begun.elapsed().as_secs_f64()),
     })
+}
+
+/// LXD's move copies of this container that no operation is working on.
+async fn stranded_copies(
+    desired: &DesiredInstance,
+    client: &LxdClient,
+) -> Result<Vec<Instance>, LxdError> {
+    let mut stranded = Vec::new();
+    for copy in client.instances_by_uid(desired.uid()).await? {
+        if copy.is_move_copy() && client.running_operation_on(&copy.name).await?.is_none() {
+            stranded.push(copy);
+        }
+    }
+    Ok(stranded)
+}
+
+async fn delete_copy(client: &LxdClient, copy: &Instance) -> Result<(), LxdError> {
+    let on_member = client.on_member(&copy.location);
+    let handle = on_member.delete_instance(&copy.name).await?;
+    on_member.wait(&handle, OPERATION_TIMEOUT).await?;
+    tracing::info!(copy = %copy.name, member = %copy.location, "deleted a copy left by a move that died");
+    Ok(())
+}
+
+/// Renames a stranded copy to the instance's name, as LXD's move would have done last.
+async fn finish_rename(
+    client: &LxdClient,
+    copy: &Instance,
+    name: &str,
+) -> Result<Instance, LxdError> {
+    let on_member = client.on_member(&copy.location);
+    let handle = on_member.rename_instance(&copy.name, name).await?;
+    on_member.wait(&handle, OPERATION_TIMEOUT).await?;
+    tracing::info!(copy = %copy.name, instance = name, member = %copy.location, "finished a move that died after deleting the original");
+    Ok(client.instance(name).await?.value)
 }
 
 #[cfg(test)]
