@@ -9,6 +9,16 @@
 #   hack/lxd-cluster.sh start-member I start member I's daemon again
 #   hack/lxd-cluster.sh down          delete every instance, stop every daemon, remove all state
 #
+#   hack/lxd-cluster.sh bare up N [F] start N bare, unclustered LXD servers on 127.0.0.F.. (F
+#                                     defaults to 4), each with a trust token for the operator
+#   hack/lxd-cluster.sh bare manifest [NS] [NAME]
+#                                     an LxdCluster (default `formed`) that forms them, its Secrets
+#   hack/lxd-cluster.sh bare down     stop them all (clustered by then or not), remove their state
+#
+# Bare servers keep their state under $LXD_BARE_DIR (default: target/lxd-bare); server i is
+# `node<i>` on 127.0.0.<i>:8443 too. Only the first has the busybox image (it becomes the
+# cluster), and none has a storage pool (a join makes the cluster's pools on the joiner).
+#
 # Member i is `node<i>`, listens on 127.0.0.<i>:8443 and keeps its state in its own LXD_DIR under
 # $LXD_CLUSTER_DIR (default: target/lxd-cluster in the repository). It never touches the system
 # LXD in /var/lib/lxd, and nothing it starts sends traffic beyond 127.0.0.0/8: the daemons get a
@@ -17,6 +27,7 @@ set -euo pipefail
 
 REPO_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 STATE_DIR=${LXD_CLUSTER_DIR:-$REPO_ROOT/target/lxd-cluster}
+BARE_DIR=${LXD_BARE_DIR:-$REPO_ROOT/target/lxd-bare}
 PORT=8443
 POOL=local
 IMAGE_ALIAS=busybox
@@ -190,14 +201,28 @@ EOF
 }
 
 ensure_image() {
-  lxc_on 1 image info "$IMAGE_ALIAS" >/dev/null 2>&1 && return 0
+  local i=${1:-1}
+  lxc_on "$i" image info "$IMAGE_ALIAS" >/dev/null 2>&1 && return 0
   local tarball
   tarball=$(build_image)
   log "importing the busybox image as alias $IMAGE_ALIAS"
-  lxc_on 1 image import "$tarball" --alias "$IMAGE_ALIAS" >/dev/null
+  lxc_on "$i" image import "$tarball" --alias "$IMAGE_ALIAS" >/dev/null
 }
 
 ensure_client_certificate() {
+  make_client_certificate
+  local crt=$STATE_DIR/client.crt fingerprint
+  fingerprint=$(cert_fingerprint "$crt")
+  if ! lxc_on 1 query /1.0/certificates 2>/dev/null | grep -q "$fingerprint"; then
+    log "trusting the operator's client certificate"
+    lxc_on 1 config trust add "$crt" --name lxd-operator >/dev/null 2>&1 ||
+      lxc_on 1 config trust add "$crt" >/dev/null
+  fi
+  cp "$(member_dir 1)/cluster.crt" "$STATE_DIR/server.crt"
+}
+
+# The operator's client certificate and key in $STATE_DIR, made once.
+make_client_certificate() {
   local crt=$STATE_DIR/client.crt key=$STATE_DIR/client.key
   if [ ! -s "$crt" ] || [ ! -s "$key" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:secp384r1 -sha384 -nodes \
@@ -207,14 +232,6 @@ ensure_client_certificate() {
     mv "$crt.tmp" "$crt" && rm -f "$key.tmp"
     chmod 0600 "$key"
   fi
-  local fingerprint
-  fingerprint=$(cert_fingerprint "$crt")
-  if ! lxc_on 1 query /1.0/certificates 2>/dev/null | grep -q "$fingerprint"; then
-    log "trusting the operator's client certificate"
-    lxc_on 1 config trust add "$crt" --name lxd-operator >/dev/null 2>&1 ||
-      lxc_on 1 config trust add "$crt" >/dev/null
-  fi
-  cp "$(member_dir 1)/cluster.crt" "$STATE_DIR/server.crt"
 }
 
 cert_fingerprint() {
@@ -401,6 +418,119 @@ cmd_down() {
   log "cluster removed"
 }
 
+# Bare servers: the same functions with STATE_DIR pointed at BARE_DIR (member i stays
+# 127.0.0.<i>), in a subshell each so that the cluster's STATE_DIR is untouched.
+bare_servers() { cat "$BARE_DIR/servers" 2>/dev/null || true; }
+
+cmd_bare_up() {
+  local n=${1:-3} first=${2:-4}
+  [[ "$n" =~ ^[1-9]$ ]] && [[ "$first" =~ ^[1-9]$ ]] && [ $((first + n - 1)) -le 9 ] ||
+    die "bare up N F: servers F..F+N-1 must lie in 1..9"
+  (
+    STATE_DIR=$BARE_DIR
+    check_state_dir
+    ensure_packages
+    mkdir -p "$STATE_DIR"
+    make_client_certificate
+    local i started=$SECONDS
+    for i in $(seq "$first" $((first + n - 1))); do
+      grep -qx "$i" "$STATE_DIR/servers" 2>/dev/null || echo "$i" >>"$STATE_DIR/servers"
+      start_member "$i"
+    done
+    for i in $(seq "$first" $((first + n - 1))); do
+      wait_member_ready "$i" || die "bare server node$i did not start"
+      if [ ! -e "$STATE_DIR/node$i.initialised" ]; then
+        LXD_DIR=$(member_dir "$i") lxd init --preseed <<EOF
+config:
+  core.https_address: $(member_addr "$i"):$PORT
+  images.auto_update_interval: "0"
+EOF
+        touch "$STATE_DIR/node$i.initialised"
+      fi
+      # The first server listed becomes the cluster: it alone holds the image.
+      if [ "$(head -n 1 "$STATE_DIR/servers")" = "$i" ]; then ensure_image "$i"; fi
+      if [ ! -s "$STATE_DIR/node$i.token" ]; then
+        lxc_on "$i" config trust add --name lxd-operator | tail -n 1 >"$STATE_DIR/node$i.token"
+      fi
+    done
+    log "bare servers $(bare_servers | sed 's/^/node/' | paste -sd, -) up in $((SECONDS - started)) s"
+  )
+}
+
+cmd_bare_manifest() {
+  local ns=${1:-default} name=${2:-formed} i
+  [ -n "$(bare_servers)" ] || die "no bare servers: run hack/lxd-cluster.sh bare up"
+  cat <<EOF
+apiVersion: v1
+kind: Secret
+metadata:
+  name: lxd-$name-client
+  namespace: $ns
+type: kubernetes.io/tls
+data:
+  tls.crt: $(base64 -w0 "$BARE_DIR/client.crt")
+  tls.key: $(base64 -w0 "$BARE_DIR/client.key")
+EOF
+  for i in $(bare_servers); do
+    cat <<EOF
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: lxd-$name-node$i-token
+  namespace: $ns
+stringData:
+  token: $(cat "$BARE_DIR/node$i.token")
+EOF
+  done
+  cat <<EOF
+---
+apiVersion: lxd-operator.dev/v1alpha1
+kind: LxdCluster
+metadata:
+  name: $name
+spec:
+  clientCertSecretRef: {namespace: $ns, name: lxd-$name-client}
+  storagePools:
+  - {name: $POOL, driver: dir}
+  servers:
+EOF
+  for i in $(bare_servers); do
+    cat <<EOF
+  - name: node$i
+    address: https://$(member_addr "$i"):$PORT
+    trustTokenSecretRef: {namespace: $ns, name: lxd-$name-node$i-token}
+EOF
+  done
+}
+
+cmd_bare_down() {
+  [ -d "$BARE_DIR" ] || return 0
+  (
+    STATE_DIR=$BARE_DIR
+    local i
+    for i in $(bare_servers); do
+      if member_alive "$i"; then
+        LXD_DIR=$(member_dir "$i") timeout 20 lxd shutdown >/dev/null 2>&1 &
+      fi
+    done
+    wait
+    wipe
+  )
+  log "bare servers removed"
+}
+
+cmd_bare() {
+  local command=${1:-}
+  shift || true
+  case "$command" in
+    up) cmd_bare_up "$@" ;;
+    manifest) cmd_bare_manifest "$@" ;;
+    down) cmd_bare_down ;;
+    *) die "bare: up N [F] | manifest [NS] [NAME] | down" ;;
+  esac
+}
+
 main() {
   local command=${1:-}
   shift || true
@@ -412,7 +542,8 @@ main() {
     stop-member) cmd_stop_member "$@" ;;
     start-member) cmd_start_member "$@" ;;
     down) cmd_down ;;
-    *) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$command" ] || exit 2 ;;
+    bare) cmd_bare "$@" ;;
+    *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; [ -z "$command" ] || exit 2 ;;
   esac
 }
 

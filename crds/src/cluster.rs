@@ -15,6 +15,8 @@ use crate::shared::{Condition, DNS_SUBDOMAIN_PATTERN, MEMBER_NAME_PATTERN, Secre
 
 /// An LXD endpoint: `https://host:port` of a cluster member, or `unix:///path/to/unix.socket`.
 pub const ENDPOINT_PATTERN: &str = r"^(https://[^/\s]+/?|unix:///\S+)$";
+/// A server's address: `https://host:port`.
+pub const SERVER_ADDRESS_PATTERN: &str = r"^https://[^/\s]+:[0-9]{1,5}/?$";
 /// A SHA-256 certificate fingerprint: 64 hex digits, optionally prefixed `sha256:` and
 /// separated by colons in pairs as `openssl x509 -fingerprint` prints it.
 pub const FINGERPRINT_PATTERN: &str =
@@ -60,9 +62,31 @@ pub const FINGERPRINT_PATTERN: &str =
 pub struct LxdClusterSpec {
     /// Endpoints of the cluster's members, tried in order: `https://host:port` URLs, or one
     /// `unix:///path/to/unix.socket` for an LXD on the operator's own host. Listing several
-    /// members keeps the cluster reachable when one of them is down.
-    #[schemars(length(min = 1, max = 64), inner(regex(pattern = ENDPOINT_PATTERN)))]
+    /// members keeps the cluster reachable when one of them is down. May be left out when
+    /// `servers` lists the servers the operator forms the cluster from: it then reaches the
+    /// cluster through the servers that are its members.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(regex(pattern = ENDPOINT_PATTERN)))]
     pub endpoints: Vec<String>,
+
+    /// LXD servers the operator forms into this cluster and keeps as its members, in place of
+    /// `lxd init` on each host. The first server that is not yet clustered bootstraps the
+    /// cluster when none of them is clustered (its images and settings become the cluster's);
+    /// every other one joins it in turn. A server added here joins; a server removed from here
+    /// that the operator joined is drained of our containers and then removed from the
+    /// cluster. Each member's failure domain, groups and labels are set as written here, and
+    /// put back when changed in LXD.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub servers: Vec<ClusterServer>,
+
+    /// Storage pools the cluster must have, made when the cluster is formed (and when missing
+    /// later). A joining server gets each of them, with the `source` its entry in
+    /// `servers[].storagePools` gives (empty by default, which suits `dir`). The default
+    /// profile's root disk is put on the first of them unless it has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub storage_pools: Vec<ClusterStoragePool>,
 
     /// Secret (type `kubernetes.io/tls`, keys `tls.crt` and `tls.key`) holding the client
     /// certificate and key the operator presents to LXD. The certificate must be trusted by
@@ -145,6 +169,98 @@ pub struct LxdClusterSpec {
     pub member_failure_grace_period_seconds: u32,
 }
 
+/// One LXD server the operator forms into the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterServer {
+    /// The name the server gets as a cluster member (LXD's `server_name`). Unique in the list.
+    #[schemars(length(min = 1, max = 63), regex(pattern = MEMBER_NAME_PATTERN))]
+    pub name: String,
+
+    /// The server's API address, `https://host:port`, as it is to be reached by the operator
+    /// and by the other members (it becomes the member's cluster address). Unique in the list.
+    #[schemars(regex(pattern = SERVER_ADDRESS_PATTERN))]
+    pub address: String,
+
+    /// Secret holding a trust token for the operator, issued on this server with `lxc config
+    /// trust add --name lxd-operator` (key `token` unless `key` says otherwise). The operator
+    /// redeems it once to have its client certificate (`clientCertSecretRef`) trusted, pinning
+    /// the server certificate the token names; no certificate is copied by hand. Not needed for
+    /// a server that already trusts the operator's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_token_secret_ref: Option<SecretKeyReference>,
+
+    /// The member's failure domain (LXD's default is `default`). Placement spreads over
+    /// failure domains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = MEMBER_NAME_PATTERN))]
+    pub failure_domain: Option<String>,
+
+    /// Cluster groups the member belongs to (made when missing). Every member is also in
+    /// LXD's own group `default`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 63), regex(pattern = MEMBER_NAME_PATTERN)))]
+    pub groups: Vec<String>,
+
+    /// Labels of the member, kept as its `user.<key>` member config (placement's member
+    /// selectors read them).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+
+    /// This server's own settings of the cluster's storage pools, for its join.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub storage_pools: Vec<MemberStoragePool>,
+}
+
+/// A storage pool of the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterStoragePool {
+    /// The pool's name.
+    #[schemars(length(min = 1, max = 63), regex(pattern = MEMBER_NAME_PATTERN))]
+    pub name: String,
+    /// LXD's storage driver: `dir`, `zfs`, `btrfs`, `lvm`, `ceph`, ...
+    #[schemars(length(min = 1, max = 32), regex(pattern = r"^[a-z0-9]+$"))]
+    pub driver: String,
+    /// Pool configuration that is the same on every member (`size`, ...).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config: BTreeMap<String, String>,
+}
+
+/// One server's own setting of a cluster storage pool.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberStoragePool {
+    /// The pool's name, as in `spec.storagePools`.
+    #[schemars(length(min = 1, max = 63), regex(pattern = MEMBER_NAME_PATTERN))]
+    pub name: String,
+    /// The pool's `source` on this server (a directory, a device, a dataset); empty lets
+    /// LXD choose, as `dir` pools want.
+    #[serde(default)]
+    pub source: String,
+}
+
+/// A key of a Secret in a given namespace.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyReference {
+    /// Namespace of the Secret.
+    #[schemars(length(min = 1, max = 63), regex(pattern = crate::shared::DNS_LABEL_PATTERN))]
+    pub namespace: String,
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub name: String,
+    /// The key in the Secret's data.
+    #[serde(default = "default_token_key")]
+    #[schemars(length(min = 1, max = 253))]
+    pub key: String,
+}
+
+fn default_token_key() -> String {
+    "token".to_owned()
+}
+
 fn default_max_concurrent_moves() -> u32 {
     2
 }
@@ -212,6 +328,66 @@ pub struct LxdClusterStatus {
     /// One entry per cluster member (one entry named after the host for a standalone LXD).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<MemberStatus>,
+    /// The servers of `spec.servers`, and those the operator joined that are being removed:
+    /// how far each is in forming the cluster.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerStatus>,
+    /// SHA-256 of the certificate every member of the formed cluster serves, as the operator
+    /// learned it over its pinned connection when it bootstrapped the cluster; the pin for a
+    /// cluster formed from `servers` (unless `spec.serverCertificate` names one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_certificate_fingerprint: Option<String>,
+}
+
+/// One server of `spec.servers` as the operator last saw it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerStatus {
+    /// The server's name in `spec.servers`.
+    pub name: String,
+    /// Its address.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub address: String,
+    /// Pending, Trusting, Joining, Online, Offline, Draining, Removing or Failed.
+    pub phase: ServerPhase,
+    /// Why it is in this phase, in one word (`TokenRejected`, `Unreachable`, `Joined`, ...).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// What happened last, with LXD's own message when LXD refused.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    /// The LXD version the server runs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub lxd_version: String,
+    /// Its roles in the cluster (database, database-leader, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    /// Whether the operator joined it to the cluster (or bootstrapped the cluster on it): only
+    /// such members are removed when they leave `spec.servers`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub joined_by_operator: bool,
+}
+
+/// Where a server is in forming the cluster.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServerPhase {
+    /// Not looked at yet.
+    #[default]
+    Pending,
+    /// The operator is having its certificate trusted there.
+    Trusting,
+    /// It is joining the cluster (or bootstrapping it).
+    Joining,
+    /// A member of the cluster, online, with the failure domain, groups and labels asked.
+    Online,
+    /// A member the cluster reports offline.
+    Offline,
+    /// Left `spec.servers`: our containers are being moved off it.
+    Draining,
+    /// Drained: being removed from the cluster.
+    Removing,
+    /// Cannot go on until something changes; `message` says what.
+    Failed,
 }
 
 /// One LXD cluster member as last seen.

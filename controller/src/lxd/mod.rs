@@ -10,6 +10,7 @@
 //! - [`observe`]: what each member has, holds and does (status and placement read it).
 //! - [`usage`]: how often a member's usage is re-read (metrics cost LXD CPU per instance).
 //! - [`trust`]: redeeming trust tokens.
+//! - [`membership`]: forming a cluster and changing its members.
 //! - `routes` and `pacing`: calls about an instance go to its member's own endpoint, and creates
 //!   take turns per member.
 
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod error;
 pub mod events;
 pub mod instances;
+pub mod membership;
 pub mod metrics;
 pub mod observe;
 pub mod operations;

@@ -23,6 +23,9 @@ use super::error::{LxdError, Result};
 pub enum ServerTrust {
     /// The SHA-256 of the server certificate's DER must be this.
     Pinned([u8; 32]),
+    /// It must be one of these: a server that is joining a cluster serves its own certificate
+    /// before and the cluster's after.
+    PinnedOneOf(Vec<[u8; 32]>),
     /// Any certificate is accepted: development only, and logged as a warning.
     InsecureSkipVerify,
 }
@@ -32,6 +35,10 @@ impl std::fmt::Debug for ServerTrust {
         match self {
             ServerTrust::Pinned(fingerprint) => {
                 write!(f, "Pinned(sha256:{})", hex::encode(fingerprint))
+            }
+            ServerTrust::PinnedOneOf(fingerprints) => {
+                let hex: Vec<String> = fingerprints.iter().map(hex::encode).collect();
+                write!(f, "PinnedOneOf(sha256:{})", hex.join(","))
             }
             ServerTrust::InsecureSkipVerify => f.write_str("InsecureSkipVerify"),
         }
@@ -181,9 +188,14 @@ impl ServerCertVerifier for PinnedVerifier {
             ServerTrust::Pinned(expected) if fingerprint_of(end_entity) == *expected => {
                 Ok(ServerCertVerified::assertion())
             }
-            ServerTrust::Pinned(_) => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
+            ServerTrust::PinnedOneOf(expected)
+                if expected.contains(&fingerprint_of(end_entity)) =>
+            {
+                Ok(ServerCertVerified::assertion())
+            }
+            ServerTrust::Pinned(_) | ServerTrust::PinnedOneOf(_) => Err(
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
+            ),
         }
     }
 

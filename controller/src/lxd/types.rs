@@ -15,6 +15,17 @@ fn null_as_empty<'de, D: Deserializer<'de>, T: Default + Deserialize<'de>>(
     Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
 }
 
+/// An operation's resources, whose lists may be null.
+fn resources_of<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<BTreeMap<String, Vec<String>>, D::Error> {
+    let lists: BTreeMap<String, Option<Vec<String>>> = null_as_empty(deserializer)?;
+    Ok(lists
+        .into_iter()
+        .map(|(kind, paths)| (kind, paths.unwrap_or_default()))
+        .collect())
+}
+
 /// `GET /1.0`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -40,6 +51,8 @@ pub struct ServerEnvironment {
     pub server_version: String,
     /// SHA-256 of the server (cluster) certificate.
     pub certificate_fingerprint: String,
+    /// The server (cluster) certificate, PEM.
+    pub certificate: String,
 }
 
 impl ServerInfo {
@@ -562,8 +575,9 @@ pub struct Operation {
     pub err: String,
     /// The member that runs it.
     pub location: String,
-    /// What it acts on: `{"instances": ["/1.0/instances/x"]}`.
-    #[serde(deserialize_with = "null_as_empty")]
+    /// What it acts on: `{"instances": ["/1.0/instances/x"]}` (a bootstrap's is
+    /// `{"cluster": null}`).
+    #[serde(deserialize_with = "resources_of")]
     pub resources: BTreeMap<String, Vec<String>>,
     /// Operation-specific data (a token's secret, ...).
     pub metadata: Value,

@@ -1,4 +1,5 @@
-//! The LxdCluster reconciler: connect with the spec's endpoints, Secret and pin; observe the
+//! The LxdCluster reconciler: form the cluster from `spec.servers` when it lists them
+//! ([`formation`]); connect with the spec's endpoints (or the formed members), Secret and pin; observe the
 //! members ([`crate::lxd::observe`], as placement does) into status: capacity, what every
 //! instance and what our containers hold, live load; report `Ready`; publish an
 //! Event when a member goes offline or comes back.
@@ -18,6 +19,8 @@ use lxd_operator_crds::cluster::{
 use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_EVENT_STREAM, CONDITION_READY};
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus, LxdContainer};
 
+mod formation;
+
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
 use super::status::{condition, set_condition, write_status};
@@ -33,6 +36,12 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     // Our own status write wakes this reconciler again: skip LXD until the interval is up,
     // unless the spec changed, an LXD event asked for a refresh, or there is no connection yet
     // (after a restart).
+    // While servers are still to join, look at them more often.
+    let interval = if forming(&cluster) {
+        interval.min(FORMING_INTERVAL)
+    } else {
+        interval
+    };
     if let Some(wait) = time_until_next_sync(&cluster, interval)
         && ctx.connections.get(&name).is_some()
         && !ctx.take_cluster_refresh(&name)
@@ -43,6 +52,35 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     let mut status = previous.clone();
     status.observed_generation = generation;
     status.last_sync_time = Some(Time(jiff::Timestamp::now()));
+    let mut requeue = interval;
+    if !cluster.spec.servers.is_empty() {
+        match formation::form(&cluster, &mut status, &ctx).await {
+            Ok(formed) => {
+                if formed.step_taken {
+                    // The next step at once, whatever wakes this reconciler first.
+                    ctx.request_cluster_refresh(&name);
+                }
+                requeue = formed.requeue.map_or(requeue, |r| r.min(requeue));
+            }
+            Err(error) => {
+                tracing::warn!(cluster = %name, %error, "cannot form the cluster");
+                set_condition(
+                    &mut status.conditions,
+                    condition(
+                        &previous.conditions,
+                        CONDITION_READY,
+                        false,
+                        "InvalidSpec",
+                        error.to_string(),
+                        generation,
+                    ),
+                );
+                let api: Api<LxdCluster> = Api::all(ctx.client.clone());
+                write_status(&api, &cluster, cluster.status.as_ref(), &status).await?;
+                return Ok(Action::requeue(Duration::from_secs(10)));
+            }
+        }
+    }
     match observe(&cluster, &ctx).await {
         Ok(members) => {
             let online = members.iter().filter(|m| m.status == "Online").count();
@@ -121,7 +159,23 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         // just written (containers read their cluster there).
         wake_containers_when_seen(ctx.clone(), name.clone(), status.last_sync_time.clone());
     }
-    Ok(Action::requeue(interval))
+    Ok(Action::requeue(requeue))
+}
+
+/// How often a cluster whose servers are not all members yet is looked at.
+const FORMING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Whether some server of `spec.servers` is not yet an online member.
+fn forming(cluster: &LxdCluster) -> bool {
+    use lxd_operator_crds::cluster::ServerPhase;
+    let status = cluster.status.as_ref();
+    cluster.spec.servers.iter().any(|server| {
+        !status.is_some_and(|s| {
+            s.servers
+                .iter()
+                .any(|seen| seen.name == server.name && seen.phase == ServerPhase::Online)
+        })
+    })
 }
 
 /// Wakes the containers of `cluster` once the cluster store holds the status of `synced`
@@ -172,6 +226,7 @@ impl NotReady {
     fn reason(&self) -> &'static str {
         match self {
             NotReady::Connection(ConnectionError::InvalidSpec { .. }) => "InvalidSpec",
+            NotReady::Connection(ConnectionError::Forming) => "Forming",
             NotReady::Connection(ConnectionError::Secret { .. } | ConnectionError::Kube(_)) => {
                 "SecretUnavailable"
             }

@@ -8,6 +8,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use lxd_operator_crds::LxdCluster;
+use lxd_operator_crds::cluster::{ServerCertificatePin, ServerPhase};
+use lxd_operator_crds::shared::SecretReference;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -35,6 +37,9 @@ pub enum ConnectionError {
     /// The LXD client could not be set up.
     #[error(transparent)]
     Lxd(#[from] LxdError),
+    /// The cluster is still being formed from `spec.servers`: no member to reach yet.
+    #[error("the cluster is being formed from spec.servers; no server is a member yet")]
+    Forming,
 }
 
 /// What the event stream of a cluster reports to the controllers.
@@ -186,12 +191,14 @@ fn is_our_own_doing(event: &LxdEvent, own_fingerprint: Option<&str>) -> bool {
 
 fn connection_key(cluster: &LxdCluster, secret_version: &str) -> String {
     let spec = serde_json::to_string(&cluster.spec).unwrap_or_default();
+    // A formed cluster's members and pin live in status.
+    let formed = serde_json::to_string(&formed_cluster(cluster)).unwrap_or_default();
     hex::encode(Sha256::digest(
-        format!("{spec}\n{secret_version}").as_bytes(),
+        format!("{spec}\n{formed}\n{secret_version}").as_bytes(),
     ))
 }
 
-fn invalid(field: &str, rule: impl Into<String>) -> ConnectionError {
+pub(super) fn invalid(field: &str, rule: impl Into<String>) -> ConnectionError {
     ConnectionError::InvalidSpec {
         field: field.to_owned(),
         rule: rule.into(),
@@ -199,13 +206,14 @@ fn invalid(field: &str, rule: impl Into<String>) -> ConnectionError {
 }
 
 /// The LXD client configuration an LxdCluster describes, and the resourceVersion of the Secret
-/// it read.
+/// it read. A cluster formed from `spec.servers` is reached through the servers that are its
+/// members, pinned to the cluster certificate learned when it was bootstrapped.
 async fn client_config(
     kube: &kube::Client,
     cluster: &LxdCluster,
 ) -> Result<(ClientConfig, String), ConnectionError> {
     let spec = &cluster.spec;
-    let endpoints = spec
+    let mut endpoints = spec
         .endpoints
         .iter()
         .enumerate()
@@ -214,63 +222,45 @@ async fn client_config(
                 .map_err(|e| invalid(&format!("spec.endpoints[{index}]"), e.to_string()))
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let formed = formed_cluster(cluster);
     if endpoints.is_empty() {
-        return Err(invalid("spec.endpoints", "list at least one endpoint"));
+        endpoints = formed
+            .iter()
+            .flat_map(|(addresses, _)| addresses)
+            .filter_map(|address| Endpoint::parse(address).ok())
+            .collect();
+    }
+    if endpoints.is_empty() {
+        if !spec.servers.is_empty() {
+            return Err(ConnectionError::Forming);
+        }
+        return Err(invalid(
+            "spec.endpoints",
+            "list at least one endpoint, or servers to form a cluster from",
+        ));
     }
     let needs_tls = endpoints
         .iter()
         .any(|e| matches!(e, Endpoint::Https { .. }));
     let trust = match (&spec.server_certificate, spec.insecure_skip_tls_verify) {
         (_, true) => ServerTrust::InsecureSkipVerify,
-        (Some(pin), false) => match (&pin.pem, &pin.fingerprint) {
-            (Some(pem), None) => ServerTrust::from_certificate_pem(pem.as_bytes())
-                .map_err(|e| invalid("spec.serverCertificate.pem", e.to_string()))?,
-            (None, Some(fingerprint)) => ServerTrust::from_fingerprint(fingerprint)
-                .map_err(|e| invalid("spec.serverCertificate.fingerprint", e.to_string()))?,
-            _ => {
+        (Some(pin), false) => pinned_certificate(pin)?,
+        (None, false) => match formed.and_then(|(_, fingerprint)| fingerprint) {
+            Some(fingerprint) => ServerTrust::from_fingerprint(&fingerprint)
+                .map_err(|e| invalid("status.clusterCertificateFingerprint", e.to_string()))?,
+            None if needs_tls => {
                 return Err(invalid(
                     "spec.serverCertificate",
-                    "set exactly one of pem and fingerprint",
+                    "https endpoints need the server certificate to pin (or insecureSkipTlsVerify)",
                 ));
             }
+            None => ServerTrust::InsecureSkipVerify,
         },
-        (None, false) if needs_tls => {
-            return Err(invalid(
-                "spec.serverCertificate",
-                "https endpoints need the server certificate to pin (or insecureSkipTlsVerify)",
-            ));
-        }
-        (None, false) => ServerTrust::InsecureSkipVerify,
     };
     let (identity, secret_version) = match &spec.client_cert_secret_ref {
         Some(reference) => {
-            let secrets: Api<Secret> = Api::namespaced(kube.clone(), &reference.namespace);
-            let secret = secrets.get(&reference.name).await.map_err(|e| match &e {
-                kube::Error::Api(status) if status.code == 404 => ConnectionError::Secret {
-                    namespace: reference.namespace.clone(),
-                    name: reference.name.clone(),
-                    reason: "not found".to_owned(),
-                },
-                _ => ConnectionError::Kube(e),
-            })?;
-            let bad = |reason: String| ConnectionError::Secret {
-                namespace: reference.namespace.clone(),
-                name: reference.name.clone(),
-                reason,
-            };
-            let data = secret.data.clone().unwrap_or_default();
-            let cert = data
-                .get("tls.crt")
-                .ok_or_else(|| bad("has no key tls.crt".to_owned()))?;
-            let key = data
-                .get("tls.key")
-                .ok_or_else(|| bad("has no key tls.key".to_owned()))?;
-            let identity =
-                ClientIdentity::from_pem(&cert.0, &key.0).map_err(|e| bad(e.to_string()))?;
-            (
-                Some(identity),
-                secret.resource_version().unwrap_or_default(),
-            )
+            let (identity, version) = read_identity(kube, reference).await?;
+            (Some(identity), version)
         }
         None if needs_tls => {
             return Err(invalid(
@@ -284,6 +274,76 @@ async fn client_config(
     config.project.clone_from(&spec.project);
     config.creates_per_member = usize::try_from(spec.creates_per_member).unwrap_or(usize::MAX);
     Ok((config, secret_version))
+}
+
+/// For a cluster formed from `spec.servers`: the addresses of the servers that are its members,
+/// and the cluster certificate learned at bootstrap.
+fn formed_cluster(cluster: &LxdCluster) -> Option<(Vec<String>, Option<String>)> {
+    if cluster.spec.servers.is_empty() {
+        return None;
+    }
+    let status = cluster.status.as_ref()?;
+    let addresses = status
+        .servers
+        .iter()
+        .filter(|s| {
+            matches!(
+                s.phase,
+                ServerPhase::Online
+                    | ServerPhase::Offline
+                    | ServerPhase::Draining
+                    | ServerPhase::Removing
+            )
+        })
+        .map(|s| s.address.clone())
+        .collect();
+    Some((addresses, status.cluster_certificate_fingerprint.clone()))
+}
+
+/// The pin `spec.serverCertificate` describes.
+pub(super) fn pinned_certificate(
+    pin: &ServerCertificatePin,
+) -> Result<ServerTrust, ConnectionError> {
+    match (&pin.pem, &pin.fingerprint) {
+        (Some(pem), None) => ServerTrust::from_certificate_pem(pem.as_bytes())
+            .map_err(|e| invalid("spec.serverCertificate.pem", e.to_string())),
+        (None, Some(fingerprint)) => ServerTrust::from_fingerprint(fingerprint)
+            .map_err(|e| invalid("spec.serverCertificate.fingerprint", e.to_string())),
+        _ => Err(invalid(
+            "spec.serverCertificate",
+            "set exactly one of pem and fingerprint",
+        )),
+    }
+}
+
+/// The client certificate and key of a `kubernetes.io/tls` Secret, and its resourceVersion.
+pub(super) async fn read_identity(
+    kube: &kube::Client,
+    reference: &SecretReference,
+) -> Result<(ClientIdentity, String), ConnectionError> {
+    let secrets: Api<Secret> = Api::namespaced(kube.clone(), &reference.namespace);
+    let secret = secrets.get(&reference.name).await.map_err(|e| match &e {
+        kube::Error::Api(status) if status.code == 404 => ConnectionError::Secret {
+            namespace: reference.namespace.clone(),
+            name: reference.name.clone(),
+            reason: "not found".to_owned(),
+        },
+        _ => ConnectionError::Kube(e),
+    })?;
+    let bad = |reason: String| ConnectionError::Secret {
+        namespace: reference.namespace.clone(),
+        name: reference.name.clone(),
+        reason,
+    };
+    let data = secret.data.clone().unwrap_or_default();
+    let cert = data
+        .get("tls.crt")
+        .ok_or_else(|| bad("has no key tls.crt".to_owned()))?;
+    let key = data
+        .get("tls.key")
+        .ok_or_else(|| bad("has no key tls.key".to_owned()))?;
+    let identity = ClientIdentity::from_pem(&cert.0, &key.0).map_err(|e| bad(e.to_string()))?;
+    Ok((identity, secret.resource_version().unwrap_or_default()))
 }
 
 #[cfg(test)]

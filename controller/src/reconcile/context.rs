@@ -222,7 +222,7 @@ impl Context {
             .unwrap_or_default()
     }
 
-    pub(super) fn request_cluster_refresh(&self, cluster: &str) {
+    pub(crate) fn request_cluster_refresh(&self, cluster: &str) {
         if let Ok(mut refresh) = self.refresh.lock() {
             refresh.insert(cluster.to_owned());
         }

@@ -4,7 +4,8 @@
 //!
 //! Covered: type, nullable, required, properties, additionalProperties, items, enum, pattern,
 //! minimum/maximum (with boolean exclusive flags), minLength/maxLength, minItems/maxItems,
-//! minProperties/maxProperties, uniqueItems, multipleOf, allOf/anyOf/oneOf/not,
+//! minProperties/maxProperties, uniqueItems, `x-kubernetes-list-type: map` (no key twice),
+//! multipleOf, allOf/anyOf/oneOf/not,
 //! `x-kubernetes-int-or-string` and `x-kubernetes-preserve-unknown-fields`. Formats are not
 //! checked (the API server checks only a few, and none our CRDs use). Unknown fields are not an
 //! error here: pruning and strict field validation are separate steps.
@@ -307,6 +308,27 @@ impl SchemaValidator {
                     errors.push(path.index(index).error(
                         FieldErrorKind::Duplicate,
                         format!("Duplicate value: {}", quote(item)),
+                    ));
+                }
+            }
+        }
+        if schema.x_kubernetes_list_type.as_deref() == Some("map") {
+            // A list of objects keyed by `x-kubernetes-list-map-keys`: no key twice.
+            let keys = schema
+                .x_kubernetes_list_map_keys
+                .clone()
+                .unwrap_or_default();
+            let key_of = |item: &Value| -> serde_json::Map<String, Value> {
+                keys.iter()
+                    .map(|key| (key.clone(), item.get(key).cloned().unwrap_or(Value::Null)))
+                    .collect()
+            };
+            for (index, item) in items.iter().enumerate() {
+                let key = key_of(item);
+                if items[..index].iter().any(|earlier| key_of(earlier) == key) {
+                    errors.push(path.index(index).error(
+                        FieldErrorKind::Duplicate,
+                        format!("Duplicate value: {}", Value::Object(key)),
                     ));
                 }
             }

@@ -1,0 +1,844 @@
+//! Forming the cluster from `spec.servers`, and keeping each member as written there, as the
+//! LxdCluster reconciler's first step: look at every server ([`look`]), decide the next step
+//! ([`decide`], pure), take it (trust, bootstrap, join), set each member's failure domain,
+//! groups and labels ([`wanted_settings`], pure), and report each server in `status.servers`.
+//!
+//! One step a reconcile: a bootstrap or a join is followed at once by another reconcile, which
+//! finds out from LXD what was done. A SIGKILL at any moment therefore costs nothing but the
+//! step in flight, which the next look sees as done or not done.
+//!
+//! LXD makes a new certificate for a cluster when it bootstraps one. The operator learns it
+//! over the connection it opened, pinned to the server's own certificate, before the bootstrap:
+//! LXD keeps open connections when it changes its certificate. The learned fingerprint is the
+//! pin from then on (`status.clusterCertificateFingerprint`).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::{Resource, ResourceExt};
+use lxd_operator_crds::LxdCluster;
+use lxd_operator_crds::cluster::{ClusterServer, LxdClusterStatus, ServerPhase, ServerStatus};
+
+use super::super::connections::{ConnectionError, read_identity};
+use super::super::context::Context;
+use crate::lxd::membership::{JoinRequest, MemberConfigEntry, MemberSettings};
+use crate::lxd::trust::{TrustToken, redeem};
+use crate::lxd::types::ClusterMember;
+use crate::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, LxdError, ServerTrust};
+
+/// How soon to look again after a step (the next server joins at once).
+const AFTER_A_STEP: Duration = Duration::from_millis(200);
+/// How soon to look again while a server cannot go on (unreachable, no token).
+const WHILE_WAITING: Duration = Duration::from_secs(10);
+/// The LXD group every member is in.
+const DEFAULT_GROUP: &str = "default";
+/// Member config keys that carry labels.
+const LABEL_PREFIX: &str = "user.";
+
+/// What one server looks like from the operator.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Seen {
+    /// It does not answer, or not with a certificate the operator may trust.
+    Unreachable(String),
+    /// It does not trust the operator, and its token could not make it.
+    Untrusted {
+        /// One word: NoToken, TokenSecret, TokenRejected.
+        reason: &'static str,
+        /// What went wrong, with LXD's own message.
+        message: String,
+    },
+    /// It trusts the operator.
+    Trusted(ServerFacts),
+}
+
+/// What a server that trusts the operator says of itself.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct ServerFacts {
+    /// Whether it is a cluster member.
+    pub(crate) clustered: bool,
+    /// SHA-256 of the certificate it serves (the cluster's, once it is a member).
+    pub(crate) fingerprint: String,
+    /// Its LXD version.
+    pub(crate) version: String,
+}
+
+/// The next step of forming the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Make this server (by name) the cluster: none is clustered yet.
+    Bootstrap(String),
+    /// Have this server join the cluster.
+    Join(String),
+    /// Nothing to form now.
+    Rest,
+}
+
+/// Decides the next step (pure). `servers` in spec order; `cluster` is the fingerprint of the
+/// formed cluster when known; `bootstrapping` a server a bootstrap was begun on, whose new
+/// certificate the operator may never have learned.
+pub(crate) fn decide(
+    servers: &[(&str, &Seen)],
+    cluster: Option<&str>,
+    bootstrapping: Option<&str>,
+) -> Step {
+    let trusted = |seen: &&Seen| match seen {
+        Seen::Trusted(facts) => Some(facts.clone()),
+        _ => None,
+    };
+    match cluster {
+        // A bootstrap was begun on one server: only that one may be the cluster, whatever
+        // became of it (tried again while it is not clustered; see `report` otherwise).
+        None => match bootstrapping {
+            Some(begun) => servers
+                .iter()
+                .find(|(name, seen)| *name == begun && trusted(seen).is_some_and(|f| !f.clustered))
+                .map_or(Step::Rest, |(name, _)| Step::Bootstrap((*name).to_owned())),
+            None => servers
+                .iter()
+                .find(|(_, seen)| trusted(seen).is_some_and(|f| !f.clustered))
+                .map_or(Step::Rest, |(name, _)| Step::Bootstrap((*name).to_owned())),
+        },
+        Some(cluster) => {
+            let any_member = servers.iter().any(|(_, seen)| {
+                trusted(seen).is_some_and(|f| f.clustered && f.fingerprint == cluster)
+            });
+            if !any_member {
+                return Step::Rest;
+            }
+            servers
+                .iter()
+                .find(|(_, seen)| trusted(seen).is_some_and(|f| !f.clustered))
+                .map_or(Step::Rest, |(name, _)| Step::Join((*name).to_owned()))
+        }
+    }
+}
+
+/// The settings a member must get so that it is as `server` asks, or `None` when it is so
+/// already (pure). Labels are its `user.*` keys, exactly; other keys are left as they are.
+/// The failure domain is set only when the spec names one.
+pub(crate) fn wanted_settings(
+    server: &ClusterServer,
+    member: &ClusterMember,
+) -> Option<MemberSettings> {
+    let current = MemberSettings::of(member);
+    let mut wanted = current.clone();
+    if let Some(domain) = &server.failure_domain {
+        wanted.failure_domain.clone_from(domain);
+    }
+    wanted
+        .config
+        .retain(|key, _| !key.starts_with(LABEL_PREFIX));
+    for (key, value) in &server.labels {
+        wanted
+            .config
+            .insert(format!("{LABEL_PREFIX}{key}"), value.clone());
+    }
+    let mut groups: Vec<String> = std::iter::once(DEFAULT_GROUP.to_owned())
+        .chain(server.groups.iter().cloned())
+        .collect();
+    groups.sort();
+    groups.dedup();
+    wanted.groups = groups;
+    let mut sorted_current = current.groups.clone();
+    sorted_current.sort();
+    let same = wanted.failure_domain == current.failure_domain
+        && wanted.config == current.config
+        && wanted.groups == sorted_current;
+    (!same).then_some(wanted)
+}
+
+/// What forming came to in this reconcile.
+#[derive(Debug, Default)]
+pub(crate) struct Formation {
+    /// How soon to look again, when sooner than the sync interval.
+    pub(crate) requeue: Option<Duration>,
+    /// A bootstrap or a join was made: the next step should follow at once.
+    pub(crate) step_taken: bool,
+}
+
+/// Why forming could not even begin.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum FormationError {
+    /// The client certificate cannot be read, or the spec cannot be used.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
+}
+
+/// One server, the operator's client of it, and what it looks like.
+struct Server<'a> {
+    spec: &'a ClusterServer,
+    client: Option<LxdClient>,
+    seen: Seen,
+}
+
+/// Forms and keeps the cluster; writes `status.servers` and the learned cluster certificate
+/// into `status` (the caller writes status).
+pub(crate) async fn form(
+    cluster: &LxdCluster,
+    status: &mut LxdClusterStatus,
+    ctx: &Context,
+) -> Result<Formation, FormationError> {
+    let spec = &cluster.spec;
+    let Some(reference) = &spec.client_cert_secret_ref else {
+        return Err(ConnectionError::InvalidSpec {
+            field: "spec.clientCertSecretRef".to_owned(),
+            rule: "forming a cluster from servers needs the operator's client certificate Secret"
+                .to_owned(),
+        }
+        .into());
+    };
+    let (identity, _) = read_identity(&ctx.client, reference).await?;
+    let pinned_cluster = match &spec.server_certificate {
+        Some(pin) => pin.fingerprint.clone().map(|f| normalise(&f)),
+        None => status.cluster_certificate_fingerprint.clone(),
+    };
+    let previous: BTreeMap<String, ServerStatus> = status
+        .servers
+        .iter()
+        .map(|s| (s.name.clone(), s.clone()))
+        .collect();
+
+    let mut servers = Vec::new();
+    for (index, server) in spec.servers.iter().enumerate() {
+        servers.push(look(index, server, &identity, pinned_cluster.as_deref(), ctx).await);
+    }
+    let bootstrapping = previous
+        .values()
+        .find(|s| {
+            matches!(
+                s.reason.as_str(),
+                "Bootstrapping" | "BootstrapFailed" | "CertificateUnknown"
+            )
+        })
+        .map(|s| s.name.clone())
+        .filter(|_| pinned_cluster.is_none());
+    let views: Vec<(&str, &Seen)> = servers
+        .iter()
+        .map(|s| (s.spec.name.as_str(), &s.seen))
+        .collect();
+    let step = decide(&views, pinned_cluster.as_deref(), bootstrapping.as_deref());
+
+    let mut outcome = Formation::default();
+    let mut notes: BTreeMap<String, (ServerPhase, &'static str, String)> = BTreeMap::new();
+    match &step {
+        Step::Bootstrap(name) => {
+            if let Some(server) = servers.iter().find(|s| &s.spec.name == name)
+                && let Some(client) = &server.client
+            {
+                // Recorded before it is done: should the process die before the new
+                // certificate is learned, the next one must not bootstrap a second cluster.
+                set_server(
+                    status,
+                    server.spec,
+                    ServerPhase::Joining,
+                    "Bootstrapping",
+                    "bootstrapping the cluster on this server".to_owned(),
+                );
+                write_now(cluster, status, ctx).await;
+                match bootstrap(server.spec, client).await {
+                    Ok(fingerprint) => {
+                        status.cluster_certificate_fingerprint = Some(fingerprint.clone());
+                        let prepared = match cluster_client(&[server.spec], &identity, &fingerprint)
+                        {
+                            Ok(new_cluster) => prepare_storage(&new_cluster, cluster).await,
+                            Err(error) => Err(error),
+                        };
+                        let message = match prepared {
+                            Ok(()) => format!(
+                                "the cluster was bootstrapped on this server; its certificate is sha256:{fingerprint}"
+                            ),
+                            Err(error) => format!(
+                                "the cluster was bootstrapped on this server (certificate sha256:{fingerprint}), but its storage pools could not be made: {error}"
+                            ),
+                        };
+                        notes.insert(name.clone(), (ServerPhase::Online, "Bootstrapped", message));
+                        announce(ctx, cluster, EventType::Normal, "Bootstrapped", format!("server {name} bootstrapped the cluster (certificate sha256:{fingerprint})")).await;
+                    }
+                    Err(error) => {
+                        notes.insert(
+                            name.clone(),
+                            (
+                                ServerPhase::Failed,
+                                "BootstrapFailed",
+                                format!("bootstrapping failed: {error}"),
+                            ),
+                        );
+                        announce(
+                            ctx,
+                            cluster,
+                            EventType::Warning,
+                            "BootstrapFailed",
+                            format!("server {name}: {error}"),
+                        )
+                        .await;
+                    }
+                }
+                outcome.requeue = Some(AFTER_A_STEP);
+                outcome.step_taken = true;
+            }
+        }
+        Step::Join(name) => {
+            if let (Some(server), Some(fingerprint)) = (
+                servers.iter().find(|s| &s.spec.name == name),
+                pinned_cluster.as_deref(),
+            ) && let Some(joiner) = &server.client
+            {
+                let members: Vec<&ClusterServer> = servers
+                    .iter()
+                    .filter(|s| is_member(&s.seen, fingerprint))
+                    .map(|s| s.spec)
+                    .collect();
+                set_server(
+                    status,
+                    server.spec,
+                    ServerPhase::Joining,
+                    "Joining",
+                    "joining the cluster".to_owned(),
+                );
+                write_now(cluster, status, ctx).await;
+                let result = match cluster_client(&members, &identity, fingerprint) {
+                    Ok(client) => join(server.spec, joiner, &client, &members).await,
+                    Err(error) => Err(error),
+                };
+                match result {
+                    Ok(()) => {
+                        notes.insert(
+                            name.clone(),
+                            (
+                                ServerPhase::Online,
+                                "Joined",
+                                "joined the cluster".to_owned(),
+                            ),
+                        );
+                        announce(
+                            ctx,
+                            cluster,
+                            EventType::Normal,
+                            "Joined",
+                            format!("server {name} joined the cluster"),
+                        )
+                        .await;
+                    }
+                    Err(error) => {
+                        notes.insert(
+                            name.clone(),
+                            (
+                                ServerPhase::Failed,
+                                "JoinFailed",
+                                format!("joining failed: {error}"),
+                            ),
+                        );
+                        announce(
+                            ctx,
+                            cluster,
+                            EventType::Warning,
+                            "JoinFailed",
+                            format!("server {name}: {error}"),
+                        )
+                        .await;
+                    }
+                }
+                outcome.requeue = Some(AFTER_A_STEP);
+                outcome.step_taken = true;
+            }
+        }
+        Step::Rest => {}
+    }
+
+    // Members as the cluster lists them, and each one's settings.
+    let mut listed: BTreeMap<String, ClusterMember> = BTreeMap::new();
+    if let Some(fingerprint) = status
+        .cluster_certificate_fingerprint
+        .clone()
+        .or(pinned_cluster.clone())
+    {
+        let members: Vec<&ClusterServer> = servers
+            .iter()
+            .filter(|s| {
+                is_member(&s.seen, &fingerprint)
+                    || notes
+                        .get(&s.spec.name)
+                        .is_some_and(|n| n.0 == ServerPhase::Online)
+            })
+            .map(|s| s.spec)
+            .collect();
+        if let Ok(client) = cluster_client(&members, &identity, &fingerprint)
+            && let Ok(found) = client.members().await
+        {
+            for member in found {
+                if let Some(server) = spec.servers.iter().find(|s| s.name == member.server_name)
+                    && member.status == "Online"
+                    && let Some(settings) = wanted_settings(server, &member)
+                {
+                    let applied = apply_settings(&client, server, &settings).await;
+                    match applied {
+                        Ok(()) => {
+                            announce(ctx, cluster, EventType::Normal, "MemberSettings", format!("member {}: failure domain {:?}, groups {:?} and labels set as spec.servers says", member.server_name, settings.failure_domain, settings.groups)).await;
+                        }
+                        Err(error) => {
+                            notes.insert(member.server_name.clone(), (ServerPhase::Failed, "SettingsFailed", format!("setting its failure domain, groups and labels failed: {error}")));
+                        }
+                    }
+                }
+                listed.insert(member.server_name.clone(), member);
+            }
+        }
+    }
+
+    // Report each server.
+    let mut reported = Vec::new();
+    for server in &servers {
+        let before = previous.get(&server.spec.name);
+        let mut entry = report(
+            server.spec,
+            &server.seen,
+            listed.get(&server.spec.name),
+            status
+                .cluster_certificate_fingerprint
+                .as_deref()
+                .or(pinned_cluster.as_deref()),
+            bootstrapping.as_deref(),
+        );
+        if let Some((phase, reason, message)) = notes.remove(&server.spec.name) {
+            if phase == ServerPhase::Failed || entry.phase != ServerPhase::Online {
+                entry.phase = phase;
+            }
+            entry.reason = reason.to_owned();
+            entry.message = message;
+        }
+        entry.joined_by_operator = before.is_some_and(|b| b.joined_by_operator)
+            || matches!(entry.reason.as_str(), "Bootstrapped" | "Joined");
+        if entry.phase != ServerPhase::Online && outcome.requeue.is_none() {
+            outcome.requeue = Some(WHILE_WAITING);
+        }
+        reported.push(entry);
+    }
+    status.servers = reported;
+    Ok(outcome)
+}
+
+/// A server's entry in status, from what it looks like and the cluster's list (pure).
+fn report(
+    server: &ClusterServer,
+    seen: &Seen,
+    member: Option<&ClusterMember>,
+    cluster: Option<&str>,
+    bootstrapping: Option<&str>,
+) -> ServerStatus {
+    let mut entry = ServerStatus {
+        name: server.name.clone(),
+        address: server.address.clone(),
+        ..ServerStatus::default()
+    };
+    let (phase, reason, message) = match seen {
+        Seen::Unreachable(message)
+            if bootstrapping == Some(server.name.as_str()) && cluster.is_none() =>
+        {
+            (
+                ServerPhase::Failed,
+                "CertificateUnknown",
+                format!(
+                    "the cluster was being bootstrapped on this server when the operator stopped, and the new cluster certificate it serves was never learned over a pinned connection ({message}); set spec.serverCertificate.fingerprint to the fingerprint `lxc info` shows there"
+                ),
+            )
+        }
+        Seen::Unreachable(message) => match member {
+            Some(member) => (
+                ServerPhase::Offline,
+                "Unreachable",
+                format!("the cluster lists it {}: {message}", member.status),
+            ),
+            None => (ServerPhase::Pending, "Unreachable", message.clone()),
+        },
+        Seen::Untrusted { reason, message } => (ServerPhase::Failed, *reason, message.clone()),
+        Seen::Trusted(facts) => {
+            entry.lxd_version.clone_from(&facts.version);
+            if facts.clustered && Some(facts.fingerprint.as_str()) != cluster {
+                (
+                    ServerPhase::Failed,
+                    "OtherCluster",
+                    format!(
+                        "the server is a member of another cluster (certificate sha256:{}); remove it from that cluster first",
+                        facts.fingerprint
+                    ),
+                )
+            } else if facts.clustered {
+                match member {
+                    Some(member) => {
+                        entry.roles.clone_from(&member.roles);
+                        let phase = if member.status == "Online" {
+                            ServerPhase::Online
+                        } else {
+                            ServerPhase::Offline
+                        };
+                        (
+                            phase,
+                            "Member",
+                            format!("a member of the cluster ({})", member.status),
+                        )
+                    }
+                    None => (
+                        ServerPhase::Online,
+                        "Member",
+                        "a member of the cluster".to_owned(),
+                    ),
+                }
+            } else if cluster.is_some() {
+                (
+                    ServerPhase::Pending,
+                    "WaitingToJoin",
+                    "trusted; waits for its turn to join".to_owned(),
+                )
+            } else {
+                (
+                    ServerPhase::Pending,
+                    "WaitingForCluster",
+                    "trusted; waits for a server to bootstrap the cluster".to_owned(),
+                )
+            }
+        }
+    };
+    entry.phase = phase;
+    entry.reason = reason.to_owned();
+    entry.message = message;
+    entry
+}
+
+/// Connects to one server (pinned to its token's certificate and to the cluster's), has its
+/// token redeemed when it does not trust the operator yet, and says what it looks like.
+async fn look<'a>(
+    index: usize,
+    server: &'a ClusterServer,
+    identity: &ClientIdentity,
+    cluster: Option<&str>,
+    ctx: &Context,
+) -> Server<'a> {
+    let unusable = |seen: Seen| Server {
+        spec: server,
+        client: None,
+        seen,
+    };
+    let endpoint = match Endpoint::parse(&server.address) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            return unusable(Seen::Untrusted {
+                reason: "InvalidSpec",
+                message: format!("spec.servers[{index}].address: {error}"),
+            });
+        }
+    };
+    let token = match &server.trust_token_secret_ref {
+        Some(reference) => Some(read_token(ctx, reference, index).await),
+        None => None,
+    };
+    let mut pins = Vec::new();
+    if let Some(Ok(token)) = &token
+        && let Ok(ServerTrust::Pinned(pin)) = ServerTrust::from_fingerprint(&token.fingerprint)
+    {
+        pins.push(pin);
+    }
+    if let Some(cluster) = cluster
+        && let Ok(ServerTrust::Pinned(pin)) = ServerTrust::from_fingerprint(cluster)
+    {
+        pins.push(pin);
+    }
+    if pins.is_empty() {
+        let message = match token {
+            Some(Err(message)) => message,
+            _ => format!(
+                "spec.servers[{index}].trustTokenSecretRef: a trust token is needed to trust this server (none is given, and the cluster's certificate is not known yet)"
+            ),
+        };
+        return unusable(Seen::Untrusted {
+            reason: "NoToken",
+            message,
+        });
+    }
+    let config = ClientConfig::new(
+        vec![endpoint],
+        Some(identity.clone()),
+        ServerTrust::PinnedOneOf(pins),
+    );
+    let client = match LxdClient::new(config) {
+        Ok(client) => client,
+        Err(error) => return unusable(Seen::Unreachable(error.to_string())),
+    };
+    let mut info = match client.server_info().await {
+        Ok(info) => info,
+        Err(error) => {
+            return Server {
+                spec: server,
+                client: Some(client),
+                seen: Seen::Unreachable(error.to_string()),
+            };
+        }
+    };
+    if !info.is_trusted() {
+        let seen = match token {
+            Some(Ok(token)) => match redeem(&token, identity.clone(), None).await {
+                Ok(_) => match client.server_info().await {
+                    Ok(again) if again.is_trusted() => {
+                        info = again;
+                        None
+                    }
+                    Ok(_) => Some(Seen::Untrusted { reason: "TokenRejected", message: "the token was accepted, but the server still does not trust the operator's certificate".to_owned() }),
+                    Err(error) => Some(Seen::Unreachable(error.to_string())),
+                },
+                Err(error) => Some(Seen::Untrusted { reason: "TokenRejected", message: format!("the server refused the trust token: {error}") }),
+            },
+            Some(Err(message)) => Some(Seen::Untrusted { reason: "TokenSecret", message }),
+            None => Some(Seen::Untrusted { reason: "NoToken", message: format!("the server does not trust the operator's certificate, and spec.servers[{index}].trustTokenSecretRef names no token") }),
+        };
+        if let Some(seen) = seen {
+            return Server {
+                spec: server,
+                client: Some(client),
+                seen,
+            };
+        }
+    }
+    let facts = ServerFacts {
+        clustered: info.environment.server_clustered,
+        fingerprint: normalise(&info.environment.certificate_fingerprint),
+        version: info.environment.server_version.clone(),
+    };
+    Server {
+        spec: server,
+        client: Some(client),
+        seen: Seen::Trusted(facts),
+    }
+}
+
+/// The trust token in a server's Secret.
+async fn read_token(
+    ctx: &Context,
+    reference: &lxd_operator_crds::cluster::SecretKeyReference,
+    index: usize,
+) -> Result<TrustToken, String> {
+    let field = format!("spec.servers[{index}].trustTokenSecretRef");
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
+    let secret = secrets.get(&reference.name).await.map_err(|error| {
+        format!(
+            "{field}: Secret {}/{}: {error}",
+            reference.namespace, reference.name
+        )
+    })?;
+    let text = secret
+        .data
+        .as_ref()
+        .and_then(|data| data.get(&reference.key))
+        .map(|bytes| String::from_utf8_lossy(&bytes.0).into_owned())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()
+                .and_then(|data| data.get(&reference.key).cloned())
+        })
+        .ok_or_else(|| {
+            format!(
+                "{field}: Secret {}/{} has no key {}",
+                reference.namespace, reference.name, reference.key
+            )
+        })?;
+    TrustToken::decode(&text).map_err(|error| format!("{field}: {error}"))
+}
+
+/// Bootstraps the cluster on `server`, and learns its new certificate over the same (pinned)
+/// connection. Returns the cluster certificate's fingerprint.
+async fn bootstrap(server: &ClusterServer, client: &LxdClient) -> Result<String, LxdError> {
+    let begun = client.bootstrap_cluster(&server.name).await;
+    // Whatever the answer, the server says whether it is the cluster now.
+    let info = client.server_info().await?;
+    if let Err(error) = begun
+        && !info.environment.server_clustered
+    {
+        return Err(error);
+    }
+    let fingerprint = normalise(&info.environment.certificate_fingerprint);
+    if !info.environment.server_clustered || fingerprint.is_empty() {
+        return Err(LxdError::UnexpectedResponse {
+            endpoint: server.address.clone(),
+            status: 200,
+            detail: "the server does not say it is clustered after the bootstrap".to_owned(),
+            body: String::new(),
+        });
+    }
+    Ok(fingerprint)
+}
+
+/// Makes the cluster's storage pools and puts the default profile's root disk on the first,
+/// as `lxd init` does, on a cluster of one just bootstrapped.
+async fn prepare_storage(client: &LxdClient, cluster: &LxdCluster) -> Result<(), LxdError> {
+    let existing = client.storage_pool_names().await?;
+    for pool in &cluster.spec.storage_pools {
+        if !existing.contains(&pool.name) {
+            client
+                .create_storage_pool(&pool.name, &pool.driver, &pool.config)
+                .await?;
+        }
+    }
+    if let Some(first) = cluster.spec.storage_pools.first() {
+        client.ensure_default_root_disk(&first.name).await?;
+    }
+    Ok(())
+}
+
+/// Has `server` join: trusts its server certificate on the cluster (which `lxd init` does on
+/// the joiner with its own key), issues a join token for its name, and has it redeem the
+/// token with the member config the cluster's storage pools need.
+async fn join(
+    server: &ClusterServer,
+    joiner: &LxdClient,
+    cluster: &LxdClient,
+    members: &[&ClusterServer],
+) -> Result<(), LxdError> {
+    let own = joiner.server_info().await?;
+    cluster
+        .trust_server_certificate(&server.name, &own.environment.certificate)
+        .await?;
+    let token = cluster.join_token(&server.name).await?;
+    let cluster_info = cluster.server_info().await?;
+    let member_config = cluster
+        .storage_pool_names()
+        .await?
+        .into_iter()
+        .map(|pool| MemberConfigEntry {
+            entity: "storage-pool".to_owned(),
+            value: server
+                .storage_pools
+                .iter()
+                .find(|p| p.name == pool)
+                .map(|p| p.source.clone())
+                .unwrap_or_default(),
+            name: pool,
+            key: "source".to_owned(),
+        })
+        .collect();
+    let cluster_address = members
+        .first()
+        .map(|m| host_port(&m.address))
+        .unwrap_or_default();
+    let request = JoinRequest {
+        server_name: server.name.clone(),
+        server_address: host_port(&server.address),
+        enabled: true,
+        cluster_address,
+        cluster_certificate: cluster_info.environment.certificate,
+        cluster_token: token,
+        member_config,
+    };
+    if let Err(error) = joiner.join_cluster(&request).await {
+        // A failed join burns the token; a pending one would block the next.
+        let _ = cluster.revoke_join_tokens(&server.name).await;
+        return Err(error);
+    }
+    Ok(())
+}
+
+async fn apply_settings(
+    client: &LxdClient,
+    server: &ClusterServer,
+    settings: &MemberSettings,
+) -> Result<(), LxdError> {
+    for group in &settings.groups {
+        if group != DEFAULT_GROUP {
+            client.ensure_cluster_group(group).await?;
+        }
+    }
+    client.update_cluster_member(&server.name, settings).await
+}
+
+/// A client of the formed cluster, through the servers that are its members.
+fn cluster_client(
+    members: &[&ClusterServer],
+    identity: &ClientIdentity,
+    fingerprint: &str,
+) -> Result<LxdClient, LxdError> {
+    let endpoints = members
+        .iter()
+        .map(|m| Endpoint::parse(&m.address))
+        .collect::<Result<Vec<_>, _>>()?;
+    LxdClient::new(ClientConfig::new(
+        endpoints,
+        Some(identity.clone()),
+        ServerTrust::from_fingerprint(fingerprint)?,
+    ))
+}
+
+fn is_member(seen: &Seen, cluster: &str) -> bool {
+    matches!(seen, Seen::Trusted(facts) if facts.clustered && facts.fingerprint == cluster)
+}
+
+/// `host:port` of `https://host:port/`.
+fn host_port(address: &str) -> String {
+    address
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+fn normalise(fingerprint: &str) -> String {
+    fingerprint
+        .trim()
+        .trim_start_matches("sha256:")
+        .trim_start_matches("SHA256:")
+        .replace(':', "")
+        .to_lowercase()
+}
+
+fn set_server(
+    status: &mut LxdClusterStatus,
+    server: &ClusterServer,
+    phase: ServerPhase,
+    reason: &str,
+    message: String,
+) {
+    let entry = match status.servers.iter_mut().find(|s| s.name == server.name) {
+        Some(entry) => entry,
+        None => {
+            status.servers.push(ServerStatus {
+                name: server.name.clone(),
+                address: server.address.clone(),
+                ..ServerStatus::default()
+            });
+            let last = status.servers.len() - 1;
+            &mut status.servers[last]
+        }
+    };
+    entry.phase = phase;
+    entry.reason = reason.to_owned();
+    entry.message = message;
+}
+
+/// Writes the status as it is now, before a step whose outcome a crash could hide.
+async fn write_now(cluster: &LxdCluster, status: &LxdClusterStatus, ctx: &Context) {
+    let api: Api<LxdCluster> = Api::all(ctx.client.clone());
+    if let Err(error) =
+        super::super::status::write_status(&api, cluster, cluster.status.as_ref(), status).await
+    {
+        tracing::warn!(%error, "cannot record a forming step in status");
+    }
+}
+
+async fn announce(
+    ctx: &Context,
+    cluster: &LxdCluster,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    tracing::info!(cluster = %cluster.name_any(), reason, %note, "forming the cluster");
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: "FormCluster".to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::warn!(%error, "cannot publish an Event");
+    }
+}
