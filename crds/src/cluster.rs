@@ -257,6 +257,30 @@ pub struct SecretKeyReference {
     pub key: String,
 }
 
+impl LxdCluster {
+    /// The members our containers must leave and that take no new ones: those the spec
+    /// drains, and servers that left `spec.servers` and are being removed.
+    pub fn members_to_empty(&self) -> Vec<String> {
+        let leaving = self.status.iter().flat_map(|status| {
+            status
+                .servers
+                .iter()
+                .filter(|s| matches!(s.phase, ServerPhase::Draining | ServerPhase::Removing))
+                .map(|s| s.name.clone())
+        });
+        let mut members: Vec<String> = self
+            .spec
+            .drained_members
+            .iter()
+            .cloned()
+            .chain(leaving)
+            .collect();
+        members.sort();
+        members.dedup();
+        members
+    }
+}
+
 fn default_token_key() -> String {
     "token".to_owned()
 }

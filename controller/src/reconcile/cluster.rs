@@ -165,17 +165,20 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
 /// How often a cluster whose servers are not all members yet is looked at.
 const FORMING_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Whether some server of `spec.servers` is not yet an online member.
+/// Whether some server of `spec.servers` is not yet an online member, or one is leaving.
 fn forming(cluster: &LxdCluster) -> bool {
     use lxd_operator_crds::cluster::ServerPhase;
     let status = cluster.status.as_ref();
-    cluster.spec.servers.iter().any(|server| {
-        !status.is_some_and(|s| {
+    let missing = cluster.spec.servers.iter().any(|server| {
+        !status.is_some_and(|s| s.servers.iter().any(|seen| seen.name == server.name))
+    });
+    // Servers still to join, and those leaving the cluster.
+    missing
+        || status.is_some_and(|s| {
             s.servers
                 .iter()
-                .any(|seen| seen.name == server.name && seen.phase == ServerPhase::Online)
+                .any(|seen| seen.phase != ServerPhase::Online)
         })
-    })
 }
 
 /// Wakes the containers of `cluster` once the cluster store holds the status of `synced`
@@ -384,10 +387,9 @@ fn report_drains(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Cont
     let containers = ctx
         .containers
         .state_filter(|c| c.spec.cluster_ref.name == name);
+    let emptied = cluster.members_to_empty();
     for member in &mut status.members {
-        member.drain = cluster
-            .spec
-            .drained_members
+        member.drain = emptied
             .contains(&member.name)
             .then(|| drain_progress(&member.name, &containers));
     }

@@ -350,6 +350,7 @@ pub(crate) async fn form(
 
     // Members as the cluster lists them, and each one's settings.
     let mut listed: BTreeMap<String, ClusterMember> = BTreeMap::new();
+    let mut cluster_access: Option<LxdClient> = None;
     if let Some(fingerprint) = status
         .cluster_certificate_fingerprint
         .clone()
@@ -385,7 +386,79 @@ pub(crate) async fn form(
                 }
                 listed.insert(member.server_name.clone(), member);
             }
+            cluster_access = Some(client);
         }
+    }
+
+    // Servers the operator joined that left spec.servers: emptied of our containers, then
+    // removed from the cluster.
+    let mut leaving = Vec::new();
+    for before in previous
+        .values()
+        .filter(|b| b.joined_by_operator && !spec.servers.iter().any(|s| s.name == b.name))
+    {
+        let Some(client) = &cluster_access else {
+            // The cluster cannot be asked now: nothing is concluded.
+            leaving.push(before.clone());
+            continue;
+        };
+        let Some(member) = listed.get(&before.name) else {
+            announce(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "Removed",
+                format!(
+                    "server {} is no member of the cluster any more",
+                    before.name
+                ),
+            )
+            .await;
+            continue;
+        };
+        let mut entry = before.clone();
+        entry.roles.clone_from(&member.roles);
+        let ours = containers_on(ctx, cluster, &before.name);
+        let members: Vec<ClusterMember> = listed.values().cloned().collect();
+        if ours > 0 {
+            entry.phase = ServerPhase::Draining;
+            entry.reason = "Draining".to_owned();
+            entry.message = format!(
+                "left spec.servers: {ours} of our containers are moved off it before it is removed from the cluster"
+            );
+        } else if let Err(why) = removal_keeps_quorum(&members, &before.name) {
+            entry.phase = ServerPhase::Draining;
+            entry.reason = "QuorumAtRisk".to_owned();
+            entry.message = format!("left spec.servers, but it stays a member: {why}");
+        } else {
+            match client.remove_cluster_member(&before.name).await {
+                Ok(()) => {
+                    announce(
+                        ctx,
+                        cluster,
+                        EventType::Normal,
+                        "Removed",
+                        format!(
+                            "server {} left spec.servers and was removed from the cluster",
+                            before.name
+                        ),
+                    )
+                    .await;
+                    outcome.step_taken = true;
+                    outcome.requeue = Some(AFTER_A_STEP);
+                    continue;
+                }
+                Err(error) => {
+                    entry.phase = ServerPhase::Removing;
+                    entry.reason = "RemoveFailed".to_owned();
+                    entry.message = format!("removing it from the cluster failed: {error}");
+                }
+            }
+        }
+        if outcome.requeue.is_none() {
+            outcome.requeue = Some(WHILE_WAITING);
+        }
+        leaving.push(entry);
     }
 
     // Report each server.
@@ -416,8 +489,65 @@ pub(crate) async fn form(
         }
         reported.push(entry);
     }
+    reported.extend(leaving);
     status.servers = reported;
     Ok(outcome)
+}
+
+/// Whether removing `removed` leaves the cluster's database a majority of its voters online
+/// (pure): LXD's database (dqlite) stops when fewer than half of its voters answer.
+pub(crate) fn removal_keeps_quorum(members: &[ClusterMember], removed: &str) -> Result<(), String> {
+    if members.iter().all(|m| m.server_name == removed) {
+        return Err("it is the cluster's last member".to_owned());
+    }
+    let is_voter = |m: &&ClusterMember| m.roles.iter().any(|r| r == "database");
+    if !members
+        .iter()
+        .filter(is_voter)
+        .any(|m| m.server_name == removed)
+    {
+        return Ok(());
+    }
+    let remaining: Vec<&ClusterMember> = members
+        .iter()
+        .filter(is_voter)
+        .filter(|m| m.server_name != removed)
+        .collect();
+    let online = remaining.iter().filter(|m| m.status == "Online").count();
+    if remaining.is_empty() {
+        // LXD promotes another member to the database when the only voter leaves.
+        return if members
+            .iter()
+            .any(|m| m.server_name != removed && m.status == "Online")
+        {
+            Ok(())
+        } else {
+            Err("no other member is online to take over the database".to_owned())
+        };
+    }
+    if online * 2 > remaining.len() {
+        Ok(())
+    } else {
+        Err(format!(
+            "removing it would leave {online} of the {} other database members online, less than a majority; bring the offline ones back first",
+            remaining.len()
+        ))
+    }
+}
+
+/// How many of our containers are on `member` of `cluster` (or moving off it).
+fn containers_on(ctx: &Context, cluster: &LxdCluster, member: &str) -> usize {
+    let name = cluster.name_any();
+    ctx.containers
+        .state_filter(|c| c.spec.cluster_ref.name == name)
+        .iter()
+        .filter(|c| {
+            c.status.as_ref().is_some_and(|s| {
+                s.member.as_deref() == Some(member)
+                    || s.moving.as_ref().is_some_and(|m| m.from == member)
+            })
+        })
+        .count()
 }
 
 /// A server's entry in status, from what it looks like and the cluster's list (pure).

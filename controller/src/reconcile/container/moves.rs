@@ -166,9 +166,9 @@ pub(super) struct DrainOutcome {
     pub(super) recheck: Option<Duration>,
 }
 
-/// Whether `member` is drained on `cluster`.
+/// Whether our containers must leave `member` of `cluster` (drained, or leaving the cluster).
 pub(super) fn is_drained(cluster: &LxdCluster, member: &str) -> bool {
-    cluster.spec.drained_members.iter().any(|d| d == member)
+    cluster.members_to_empty().iter().any(|d| d == member)
 }
 
 /// Moves the container off a drained member, or finishes a move begun before. Converging

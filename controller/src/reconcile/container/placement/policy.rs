@@ -75,21 +75,20 @@ pub async fn choose(
     choice: &PolicyChoice,
     cluster: &str,
 ) -> Result<(ChosenPolicy, Vec<String>), kube::Error> {
-    let spec = Api::<LxdCluster>::all(kube.clone())
+    let found = Api::<LxdCluster>::all(kube.clone())
         .get_opt(cluster)
-        .await?
-        .map(|c| c.spec);
+        .await?;
     let cluster_default = match choice {
-        PolicyChoice::ClusterDefault => spec
+        PolicyChoice::ClusterDefault => found
             .as_ref()
-            .and_then(|s| s.default_placement_policy.clone()),
+            .and_then(|c| c.spec.default_placement_policy.clone()),
         _ => None,
     };
-    // A drained member takes no new containers either.
-    let cordoned = spec
-        .map(|s| {
-            let mut members = s.cordoned_members;
-            members.extend(s.drained_members);
+    // A member being emptied (drained, or leaving the cluster) takes no new containers either.
+    let cordoned = found
+        .map(|c| {
+            let mut members = c.members_to_empty();
+            members.extend(c.spec.cordoned_members);
             members
         })
         .unwrap_or_default();
