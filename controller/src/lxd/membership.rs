@@ -16,8 +16,9 @@ use super::cluster::path_segment;
 use super::error::{LxdError, Result};
 use super::types::ClusterMember;
 
-/// How long forming steps may take (a join copies the cluster database).
-const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long forming steps may take (a join takes about 2 s here; it copies the cluster
+/// database). A step that takes longer is looked at again by the next reconcile.
+const MEMBERSHIP_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// `GET /1.0/cluster`: whether the server is clustered, and what a joiner must set per member.
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -59,6 +59,9 @@ pub(crate) enum Seen {
 pub(crate) struct ServerFacts {
     /// Whether it is a cluster member.
     pub(crate) clustered: bool,
+    /// Whether it is bootstrapping or joining now (an operation begun, perhaps by a process
+    /// that was killed since).
+    pub(crate) busy: bool,
     /// SHA-256 of the certificate it serves (the cluster's, once it is a member).
     pub(crate) fingerprint: String,
     /// Its LXD version.
@@ -88,6 +91,13 @@ pub(crate) fn decide(
         Seen::Trusted(facts) => Some(facts.clone()),
         _ => None,
     };
+    // A bootstrap or a join under way is waited for: one at a time, never begun twice.
+    if servers
+        .iter()
+        .any(|(_, seen)| trusted(seen).is_some_and(|f| f.busy))
+    {
+        return Step::Rest;
+    }
     match cluster {
         // A bootstrap was begun on one server: only that one may be the cluster, whatever
         // became of it (tried again while it is not clustered; see `report` otherwise).
@@ -616,6 +626,12 @@ fn report(
                         "a member of the cluster".to_owned(),
                     ),
                 }
+            } else if facts.busy {
+                (
+                    ServerPhase::Joining,
+                    "Joining",
+                    "joining the cluster (LXD's operation is under way)".to_owned(),
+                )
             } else if cluster.is_some() {
                 (
                     ServerPhase::Pending,
@@ -730,8 +746,19 @@ async fn look<'a>(
             };
         }
     }
+    let busy = !info.environment.server_clustered
+        && client.operations().await.is_ok_and(|operations| {
+            operations.iter().any(|operation| {
+                !operation.is_done()
+                    && matches!(
+                        operation.description.as_str(),
+                        "Joining cluster" | "Creating bootstrap node"
+                    )
+            })
+        });
     let facts = ServerFacts {
         clustered: info.environment.server_clustered,
+        busy,
         fingerprint: normalise(&info.environment.certificate_fingerprint),
         version: info.environment.server_version.clone(),
     };

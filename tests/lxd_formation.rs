@@ -1,0 +1,241 @@
+//! Forming a cluster declaratively: bare LXD servers (`hack/lxd-cluster.sh bare`, on
+//! 127.0.0.4-8) listed in an LxdCluster become one cluster with the failure domains, groups and
+//! labels asked, without `lxd init` on any of them; a server added later joins, one removed
+//! leaves once our containers are off it, settings changed in LXD are put back, a wrong token
+//! fails its server alone, and SIGKILLs of the operator during joins still end in one cluster.
+//! The tests share the servers' addresses, so they run one at a time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use lxd_operator_crds::LxdContainer;
+use lxd_operator_crds::container::PlacementStrategy;
+use lxd_operator_tests::bare::BareServers;
+use lxd_operator_tests::numbered_containers;
+use lxd_operator_tests::operator::{Mode, Operator, wait_for};
+use serde_json::Value;
+
+static ONE_FORMATION_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Each server's `(phase, reason, message)` in the LxdCluster's status.
+fn servers(operator: &Operator, cluster: &str) -> BTreeMap<String, (String, String, String)> {
+    let text = operator.kubectl_ok(&["get", "lxdcl", cluster, "-o", "json"]);
+    let object: Value = serde_json::from_str(&text).unwrap();
+    object["status"]["servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            let text = |key: &str| s[key].as_str().unwrap_or_default().to_owned();
+            (
+                text("name"),
+                (text("phase"), text("reason"), text("message")),
+            )
+        })
+        .collect()
+}
+
+fn online(operator: &Operator, cluster: &str, names: &[&str]) -> bool {
+    let servers = servers(operator, cluster);
+    names
+        .iter()
+        .all(|name| servers.get(*name).is_some_and(|s| s.0 == "Online"))
+}
+
+/// Server `number`'s token with its secret changed: LXD refuses it.
+fn spoiled(token: &str) -> String {
+    let engine = base64::engine::general_purpose::STANDARD;
+    let mut decoded: Value = serde_json::from_slice(&engine.decode(token).unwrap()).unwrap();
+    decoded["secret"] = Value::String("0".repeat(64));
+    engine.encode(decoded.to_string())
+}
+
+/// The manifest with `extra` YAML lines added to server `name`'s entry.
+fn with_settings(manifest: &str, name: &str, extra: &str) -> String {
+    manifest.replace(
+        &format!("  - name: {name}\n"),
+        &format!("  - name: {name}\n{extra}"),
+    )
+}
+
+fn patch_servers(operator: &Operator, cluster: &str, keep: impl Fn(&Value) -> bool) {
+    let text = operator.kubectl_ok(&["get", "lxdcl", cluster, "-o", "json"]);
+    let object: Value = serde_json::from_str(&text).unwrap();
+    let kept: Vec<Value> = object["spec"]["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| keep(s))
+        .cloned()
+        .collect();
+    let patch = serde_json::json!({"spec": {"servers": kept}}).to_string();
+    operator.kubectl_ok(&["patch", "lxdcl", cluster, "--type", "merge", "-p", &patch]);
+}
+
+fn containers_on(namespace: &str, count: usize) -> Vec<LxdContainer> {
+    numbered_containers(namespace, "f", count, |c| {
+        c.cluster("formed").strategy(PlacementStrategy::Spread)
+    })
+}
+
+#[test]
+fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spec() {
+    let _one = ONE_FORMATION_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let bare = BareServers::up(4, 4);
+    let operator = Operator::start(Mode::Standalone);
+    let namespace = operator.namespace("formation");
+
+    // node5 asks for a failure domain, a group and a label; node7's token is spoiled.
+    let manifest = bare.manifest(&namespace, "formed");
+    let manifest = with_settings(
+        &manifest,
+        "node5",
+        "    failureDomain: rack-b\n    groups: [fast]\n    labels: {disk: ssd}\n",
+    );
+    let manifest = manifest.replace(&bare.token(7), &spoiled(&bare.token(7)));
+    let started = Instant::now();
+    operator.apply(&manifest);
+    wait_for(Duration::from_secs(90), "node4-6 Online", || {
+        online(&operator, "formed", &["node4", "node5", "node6"]).then_some(())
+    });
+    println!(
+        "three bare servers formed one cluster in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    let failed = wait_for(Duration::from_secs(30), "node7 Failed", || {
+        servers(&operator, "formed")
+            .get("node7")
+            .filter(|s| s.0 == "Failed")
+            .cloned()
+    });
+    assert_eq!(failed.1, "TokenRejected", "{failed:?}");
+    assert!(
+        failed
+            .2
+            .contains("No matching certificate add operation found"),
+        "LXD's own message: {failed:?}"
+    );
+    let members = bare.members(4);
+    assert_eq!(
+        members.keys().collect::<Vec<_>>(),
+        ["node4", "node5", "node6"]
+    );
+    assert_eq!(members["node5"]["failure_domain"], "rack-b");
+    assert!(
+        members["node5"]["groups"]
+            .as_array()
+            .unwrap()
+            .contains(&"fast".into())
+    );
+    assert_eq!(members["node5"]["config"]["user.disk"], "ssd");
+
+    // The cluster takes containers (the image came with the first server).
+    operator.apply_containers(&containers_on(&namespace, 3));
+    wait_for(Duration::from_secs(60), "3 containers Running", || {
+        let statuses = operator.statuses(&namespace);
+        (statuses.len() == 3 && statuses.values().all(|s| s["phase"] == "Running")).then_some(())
+    });
+
+    // node7 gets its real token: it joins, as a fourth member.
+    operator.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: lxd-formed-node7-token, namespace: {namespace}}}\nstringData: {{token: {}}}\n",
+        bare.token(7)
+    ));
+    wait_for(Duration::from_secs(60), "node7 Online", || {
+        online(&operator, "formed", &["node7"]).then_some(())
+    });
+    assert_eq!(bare.members(4).len(), 4);
+
+    // node5's failure domain changed in LXD is put back.
+    let edited = bare
+        .lxc(4, &["cluster", "show", "node5"])
+        .replace("failure_domain: rack-b", "failure_domain: rack-x");
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "printf '%s' \"$EDITED\" | LXD_DIR={}/target/lxd-bare/node4 lxc cluster edit node5",
+            lxd_operator_tests::repo_root().display()
+        ))
+        .env("EDITED", &edited)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    assert_eq!(bare.members(4)["node5"]["failure_domain"], "rack-x");
+    wait_for(Duration::from_secs(45), "rack-b put back", || {
+        (bare.members(4)["node5"]["failure_domain"] == "rack-b").then_some(())
+    });
+
+    // The member holding most of our containers leaves the spec: they move, then it goes.
+    let statuses = operator.statuses(&namespace);
+    let mut by_member: BTreeMap<String, usize> = BTreeMap::new();
+    for status in statuses.values() {
+        *by_member
+            .entry(status["member"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    let leaving = by_member
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(m, _)| m.clone())
+        .unwrap();
+    patch_servers(&operator, "formed", |s| s["name"] != leaving.as_str());
+    let asked = if leaving == "node4" { 5 } else { 4 };
+    wait_for(Duration::from_secs(120), "the member removed", || {
+        (!bare.members(asked).contains_key(&leaving)
+            && !servers(&operator, "formed").contains_key(&leaving))
+        .then_some(())
+    });
+    let statuses = operator.statuses(&namespace);
+    assert!(
+        statuses
+            .values()
+            .all(|s| s["phase"] == "Running" && s["member"] != leaving.as_str()),
+        "{statuses:?}"
+    );
+    operator.delete_containers(&namespace, Duration::from_secs(60));
+}
+
+#[test]
+fn a_formation_survives_the_operator_killed_during_joins_three_times() {
+    let _one = ONE_FORMATION_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let bare = BareServers::up(5, 4);
+    let mut operator = Operator::start(Mode::Standalone);
+    let namespace = operator.namespace("formcrash");
+    operator.apply(&bare.manifest(&namespace, "formed"));
+    for kill in 1..=3 {
+        // Killed while the kill-th server joins (node4 bootstrapped, so `kill` are members),
+        // or after a while.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline && {
+            let seen = servers(&operator, "formed");
+            let members = seen.values().filter(|s| s.0 == "Online").count();
+            !(members >= kill && seen.values().any(|s| s.1 == "Joining"))
+        } {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        println!("SIGKILL {kill}: {:?}", servers(&operator, "formed"));
+        operator = operator.crash_and_restart();
+    }
+    let all = ["node4", "node5", "node6", "node7", "node8"];
+    wait_for(Duration::from_secs(120), "all five Online", || {
+        online(&operator, "formed", &all).then_some(())
+    });
+    // One cluster of five, as every server sees it.
+    for number in 4..=8 {
+        let members = bare.members(number);
+        assert_eq!(
+            members.keys().collect::<Vec<_>>(),
+            all,
+            "as node{number} sees it"
+        );
+        assert!(members.values().all(|m| m["status"] == "Online"));
+    }
+}
