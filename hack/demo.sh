@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The demo: a real 3-member LXD cluster on this machine, lxd-operator standalone (its embedded
-# Kubernetes-compatible API server and the controller in one process), the examples applied with
-# kubectl, and where every container landed. Run as root on a fresh machine; it installs what it
+# The demo: three bare LXD servers on this machine, lxd-operator standalone (its embedded
+# Kubernetes-compatible API server and the controller in one process), one LxdCluster applied with
+# kubectl that has the operator form them into a cluster, the examples applied, and where every
+# container landed. Run as root on a fresh machine; it installs what it
 # needs. Everything keeps running afterwards; the last lines say how to use and stop it.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -18,13 +19,17 @@ echo "== Building lxd-operator (debug)"
 cargo build --locked -p lxd-operator
 operator=$PWD/target/debug/lxd-operator
 
-echo "== Bringing up a 3-member LXD cluster on 127.0.0.1-3:8443"
-hack/lxd-cluster.sh up 3
-
-echo "== Starting lxd-operator standalone (API on $LISTEN, state in $DATA_DIR)"
+echo "== Starting three bare LXD servers on 127.0.0.1-3:8443 (not clustered; no lxd init)"
+# A fresh start: the test cluster and an earlier demo's servers use the same addresses.
+hack/lxd-cluster.sh down
+hack/lxd-cluster.sh bare down
 if [ -f "$DATA_DIR/operator.pid" ] && kill -0 "$(cat "$DATA_DIR/operator.pid")" 2>/dev/null; then
   kill "$(cat "$DATA_DIR/operator.pid")" && sleep 1
 fi
+rm -rf "$DATA_DIR"
+hack/lxd-cluster.sh bare up 3 1
+
+echo "== Starting lxd-operator standalone (API on $LISTEN, state in $DATA_DIR)"
 mkdir -p "$DATA_DIR"
 setsid "$operator" standalone --data-dir "$DATA_DIR" --listen "$LISTEN" --metrics-addr "$METRICS" \
   </dev/null >"$DATA_DIR/operator.log" 2>&1 &
@@ -35,8 +40,13 @@ for _ in $(seq 1 50); do
 done
 kubectl version >/dev/null || { tail -20 "$DATA_DIR/operator.log"; exit 1; }
 
-echo "== Applying the LxdCluster for this cluster, and examples/"
-hack/lxd-cluster.sh manifest | kubectl apply -f -
+echo "== Applying one LxdCluster that lists the three servers: the operator forms the cluster"
+hack/lxd-cluster.sh bare manifest default local | kubectl apply -f -
+kubectl wait lxdcl local --for=condition=Formed --timeout=120s
+kubectl get lxdcl local -o custom-columns='SERVER:.status.servers[*].name,PHASE:.status.servers[*].phase,VERSION:.status.servers[*].lxdVersion'
+LXD_DIR=$PWD/target/lxd-bare/node1 lxc cluster list
+
+echo "== Applying examples/"
 kubectl apply -f examples/
 
 echo "== Waiting until every container is Ready"
@@ -47,7 +57,7 @@ echo "== kubectl get lxdc -o wide"
 kubectl get lxdc -o wide
 echo
 echo "== lxc list (the same containers, as LXD sees them)"
-LXD_DIR=$PWD/target/lxd-cluster/node1 lxc list -c nsL
+LXD_DIR=$PWD/target/lxd-bare/node1 lxc list -c nsL
 
 cat <<EOF
 
@@ -56,7 +66,7 @@ lxd-operator runs in the background (pid $(cat "$DATA_DIR/operator.pid"), log $D
   kubectl get lxd                       # clusters, containers, policies
   kubectl describe lxdc web-1           # status and events
   kubectl patch lxdc batch-1 --type merge -p '{"spec":{"state":"Running"}}'
-  eval "\$(hack/lxd-cluster.sh env)"; lxc list
+  LXD_DIR=$PWD/target/lxd-bare/node1 lxc list
 Metrics: curl http://$METRICS/metrics
-Stop everything:  kill \$(cat $DATA_DIR/operator.pid); hack/lxd-cluster.sh down
+Stop everything:  kill \$(cat $DATA_DIR/operator.pid); hack/lxd-cluster.sh bare down
 EOF

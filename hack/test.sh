@@ -25,6 +25,8 @@ step "LXD test cluster"
 if [ "${KEEP_CLUSTER:-}" != 1 ]; then
   trap 'step "LXD test cluster down"; hack/lxd-cluster.sh down' EXIT
 fi
+# The demo's formed cluster uses the same addresses.
+hack/lxd-cluster.sh bare down
 hack/lxd-cluster.sh up 3
 eval "$(hack/lxd-cluster.sh env)"
 

@@ -151,6 +151,12 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
         online(&operator, "formed", &["node7"]).then_some(())
     });
     assert_eq!(bare.members(4).len(), 4);
+    let formed = wait_for(Duration::from_secs(30), "Formed", || {
+        let text = operator.kubectl_ok(&["get", "lxdcl", "formed", "-o", "json"]);
+        let object: Value = serde_json::from_str(&text).unwrap();
+        lxd_operator_tests::condition(&object["status"], "Formed").filter(|c| c["status"] == "True")
+    });
+    assert_eq!(formed["message"], "all 4 servers are online members");
 
     // node5's failure domain changed in LXD is put back.
     let edited = bare

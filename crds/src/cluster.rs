@@ -340,7 +340,10 @@ pub struct LxdClusterStatus {
     /// reason says why: Unreachable, Untrusted, CertificateMismatch, InvalidSpec, ...
     /// `EventStream` is True while the operator follows the cluster's events (its message names
     /// the member); False (reason Reconnecting, with the error) while it reconnects, when
-    /// drift in LXD is seen only at the next periodic check.
+    /// drift in LXD is seen only at the next periodic check. For a cluster formed from
+    /// `spec.servers`: `Formed` is True once every server listed is an online member (False
+    /// counts the others by phase), and `VersionSkew` is True while they run different LXD
+    /// versions.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// When members, capacity and load were last read from LXD.

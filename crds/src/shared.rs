@@ -24,6 +24,12 @@ pub const QUANTITY_PATTERN: &str =
 pub const CONDITION_READY: &str = "Ready";
 /// The condition type of an LxdCluster whose event stream is connected.
 pub const CONDITION_EVENT_STREAM: &str = "EventStream";
+/// The condition type of an LxdCluster formed from `spec.servers`: True when every server listed
+/// is an online member, as asked.
+pub const CONDITION_FORMED: &str = "Formed";
+/// The condition type of an LxdCluster formed from `spec.servers` whose servers run different
+/// LXD versions (True names them): LXD members must all run the same version to work together.
+pub const CONDITION_VERSION_SKEW: &str = "VersionSkew";
 /// The condition type of an LxdContainer that has a member chosen for it.
 pub const CONDITION_SCHEDULED: &str = "Scheduled";
 /// Condition type of an LxdContainer whose member is drained: present while the container must

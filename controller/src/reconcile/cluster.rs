@@ -56,6 +56,12 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     if !cluster.spec.servers.is_empty() {
         match formation::form(&cluster, &mut status, &ctx).await {
             Ok(formed) => {
+                for (kind, ok, reason, message) in formation::conditions(&cluster, &status) {
+                    set_condition(
+                        &mut status.conditions,
+                        condition(&previous.conditions, kind, ok, reason, message, generation),
+                    );
+                }
                 if formed.step_taken {
                     // The next step at once, whatever wakes this reconciler first.
                     ctx.request_cluster_refresh(&name);

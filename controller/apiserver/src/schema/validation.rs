@@ -681,6 +681,24 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_server_listed_twice_by_name_is_refused_as_a_duplicate_naming_the_entry() {
+        let cluster = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
+            "metadata": {"name": "formed"}, "spec": {"servers": [
+                {"name": "node4", "address": "https://127.0.0.4:8443"},
+                {"name": "node5", "address": "https://127.0.0.5:8443"},
+                {"name": "node4", "address": "https://127.0.0.6:8443"}]}});
+        let errors: Vec<String> = validator_for("LxdCluster")
+            .validate(&cluster)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [r#"spec.servers[2]: Duplicate value: {"name":"node4"}"#]
+        );
+    }
+
+    #[test]
     fn a_complete_container_is_valid() {
         let spec = json!({"clusterRef": {"name": "local"}, "image": {"alias": "busybox"},
             "instanceName": "web-1", "resources": {"cpu": 0.5, "memory": "256Mi"}, "state": "Frozen",

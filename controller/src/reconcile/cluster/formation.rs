@@ -21,6 +21,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use lxd_operator_crds::LxdCluster;
 use lxd_operator_crds::cluster::{ClusterServer, LxdClusterStatus, ServerPhase, ServerStatus};
+use lxd_operator_crds::shared::{CONDITION_FORMED, CONDITION_VERSION_SKEW};
 
 use super::super::connections::{ConnectionError, read_identity};
 use super::super::context::Context;
@@ -200,6 +201,7 @@ pub(crate) async fn form(
         }
         .into());
     };
+    check_servers(&spec.servers)?;
     let (identity, _) = read_identity(&ctx.client, reference).await?;
     let pinned_cluster = match &spec.server_certificate {
         Some(pin) => pin.fingerprint.clone().map(|f| normalise(&f)),
@@ -502,6 +504,106 @@ pub(crate) async fn form(
     reported.extend(leaving);
     status.servers = reported;
     Ok(outcome)
+}
+
+/// The `Formed` and `VersionSkew` conditions of the servers as reported (pure).
+pub(crate) fn conditions(
+    cluster: &LxdCluster,
+    status: &LxdClusterStatus,
+) -> Vec<(&'static str, bool, &'static str, String)> {
+    let listed: Vec<&ServerStatus> = status
+        .servers
+        .iter()
+        .filter(|s| cluster.spec.servers.iter().any(|w| w.name == s.name))
+        .collect();
+    let online = listed
+        .iter()
+        .filter(|s| s.phase == ServerPhase::Online)
+        .count();
+    let wanted = cluster.spec.servers.len();
+    let formed = if online == wanted {
+        (
+            CONDITION_FORMED,
+            true,
+            "Formed",
+            format!("all {wanted} servers are online members"),
+        )
+    } else {
+        let mut phases: BTreeMap<String, usize> = BTreeMap::new();
+        for server in &listed {
+            if server.phase != ServerPhase::Online {
+                *phases.entry(format!("{:?}", server.phase)).or_default() += 1;
+            }
+        }
+        let counted: Vec<String> = phases.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        (
+            CONDITION_FORMED,
+            false,
+            "Forming",
+            format!(
+                "{online} of {wanted} servers are online members; {}",
+                counted.join(", ")
+            ),
+        )
+    };
+    let mut versions: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for server in &listed {
+        if !server.lxd_version.is_empty() {
+            versions
+                .entry(server.lxd_version.as_str())
+                .or_default()
+                .push(server.name.as_str());
+        }
+    }
+    let skew = if versions.len() > 1 {
+        let named: Vec<String> = versions
+            .iter()
+            .map(|(version, names)| format!("{version} on {}", names.join(", ")))
+            .collect();
+        (
+            CONDITION_VERSION_SKEW,
+            true,
+            "MixedVersions",
+            format!(
+                "the servers run different LXD versions: {}",
+                named.join("; ")
+            ),
+        )
+    } else {
+        (
+            CONDITION_VERSION_SKEW,
+            false,
+            "SameVersion",
+            "every server runs the same LXD version".to_owned(),
+        )
+    };
+    vec![formed, skew]
+}
+
+/// Names and addresses must each be unique in `spec.servers` (the API refuses a name twice;
+/// an address twice is refused here, before anything is done).
+fn check_servers(servers: &[ClusterServer]) -> Result<(), ConnectionError> {
+    for (index, server) in servers.iter().enumerate() {
+        let same =
+            |other: &ClusterServer, key: fn(&ClusterServer) -> String| key(other) == key(server);
+        for (field, key) in [
+            (
+                "name",
+                (|s: &ClusterServer| s.name.clone()) as fn(&ClusterServer) -> String,
+            ),
+            ("address", |s: &ClusterServer| {
+                host_port(&s.address).to_lowercase()
+            }),
+        ] {
+            if let Some(first) = servers[..index].iter().position(|other| same(other, key)) {
+                return Err(ConnectionError::InvalidSpec {
+                    field: format!("spec.servers[{index}].{field}"),
+                    rule: format!("must be unique: spec.servers[{first}].{field} is the same"),
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether removing `removed` leaves the cluster's database a majority of its voters online
@@ -997,5 +1099,182 @@ async fn announce(
     };
     if let Err(error) = ctx.recorder.publish(&event, &cluster.object_ref(&())).await {
         tracing::warn!(%error, "cannot publish an Event");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn trusted(clustered: bool, fingerprint: &str) -> Seen {
+        Seen::Trusted(ServerFacts {
+            clustered,
+            busy: false,
+            fingerprint: fingerprint.to_owned(),
+            version: "5.0.2".to_owned(),
+        })
+    }
+
+    fn server(name: &str) -> ClusterServer {
+        ClusterServer {
+            name: name.to_owned(),
+            address: format!("https://{name}:8443"),
+            trust_token_secret_ref: None,
+            failure_domain: None,
+            groups: Vec::new(),
+            labels: BTreeMap::new(),
+            storage_pools: Vec::new(),
+        }
+    }
+
+    fn member(name: &str, status: &str, roles: &[&str]) -> ClusterMember {
+        ClusterMember {
+            server_name: name.to_owned(),
+            status: status.to_owned(),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+            failure_domain: "default".to_owned(),
+            groups: vec!["default".to_owned()],
+            ..ClusterMember::default()
+        }
+    }
+
+    #[test]
+    fn the_first_trusted_server_bootstraps_and_the_others_join_one_at_a_time() {
+        let unreachable = Seen::Unreachable("refused".to_owned());
+        let bare = trusted(false, "aa");
+        assert_eq!(
+            decide(
+                &[("a", &unreachable), ("b", &bare), ("c", &bare)],
+                None,
+                None
+            ),
+            Step::Bootstrap("b".to_owned())
+        );
+        let member = trusted(true, "cc");
+        assert_eq!(
+            decide(
+                &[("a", &member), ("b", &bare), ("c", &bare)],
+                Some("cc"),
+                None
+            ),
+            Step::Join("b".to_owned())
+        );
+        // A member of another cluster is nobody to join with.
+        let stranger = trusted(true, "ff");
+        assert_eq!(
+            decide(&[("a", &stranger), ("b", &bare)], Some("cc"), None),
+            Step::Rest
+        );
+        // A join under way is waited for.
+        let joining = Seen::Trusted(ServerFacts {
+            busy: true,
+            ..ServerFacts::default()
+        });
+        assert_eq!(
+            decide(
+                &[("a", &member), ("b", &joining), ("c", &bare)],
+                Some("cc"),
+                None
+            ),
+            Step::Rest
+        );
+    }
+
+    #[test]
+    fn a_bootstrap_begun_is_only_ever_tried_again_on_the_same_server() {
+        let bare = trusted(false, "aa");
+        let unknown = Seen::Unreachable("certificate mismatch".to_owned());
+        assert_eq!(
+            decide(&[("a", &bare), ("b", &bare)], None, Some("b")),
+            Step::Bootstrap("b".to_owned())
+        );
+        assert_eq!(
+            decide(&[("a", &bare), ("b", &unknown)], None, Some("b")),
+            Step::Rest
+        );
+        let reported = report(&server("b"), &unknown, None, None, Some("b"));
+        assert_eq!(reported.phase, ServerPhase::Failed);
+        assert_eq!(reported.reason, "CertificateUnknown");
+        assert!(
+            reported
+                .message
+                .contains("spec.serverCertificate.fingerprint")
+        );
+    }
+
+    #[test]
+    fn settings_are_changed_only_where_they_differ_from_the_spec() {
+        let mut wanted = server("b");
+        wanted.failure_domain = Some("rack-b".to_owned());
+        wanted.groups = vec!["fast".to_owned()];
+        wanted.labels = BTreeMap::from([("disk".to_owned(), "ssd".to_owned())]);
+        let mut current = member("b", "Online", &["database"]);
+        current
+            .config
+            .insert("scheduler.instance".to_owned(), "all".to_owned());
+        current
+            .config
+            .insert("user.stale".to_owned(), "x".to_owned());
+        let settings = wanted_settings(&wanted, &current).unwrap();
+        assert_eq!(settings.failure_domain, "rack-b");
+        assert_eq!(settings.groups, ["default", "fast"]);
+        assert_eq!(
+            settings.config,
+            BTreeMap::from([
+                ("scheduler.instance".to_owned(), "all".to_owned()),
+                ("user.disk".to_owned(), "ssd".to_owned()),
+            ])
+        );
+        assert_eq!(settings.roles, ["database"]);
+        // Once set, nothing more to do; a failure domain the spec leaves out is left alone.
+        let mut done = current.clone();
+        done.failure_domain = "rack-b".to_owned();
+        done.groups = vec!["fast".to_owned(), "default".to_owned()];
+        done.config = settings.config.clone();
+        assert_eq!(wanted_settings(&wanted, &done), None);
+        wanted.failure_domain = None;
+        done.failure_domain = "rack-z".to_owned();
+        assert_eq!(wanted_settings(&wanted, &done), None);
+    }
+
+    #[test]
+    fn a_server_address_listed_twice_is_refused_naming_both_entries() {
+        let mut servers = vec![server("a"), server("b")];
+        assert!(check_servers(&servers).is_ok());
+        servers[1].address = "https://A:8443/".to_owned();
+        let error = check_servers(&servers).unwrap_err().to_string();
+        assert_eq!(
+            error,
+            "spec.servers[1].address: must be unique: spec.servers[0].address is the same"
+        );
+    }
+
+    #[test]
+    fn a_removal_that_would_cost_the_database_its_majority_is_refused() {
+        let voters = |statuses: [&str; 3]| -> Vec<ClusterMember> {
+            ["a", "b", "c"]
+                .iter()
+                .zip(statuses)
+                .map(|(name, status)| member(name, status, &["database"]))
+                .collect()
+        };
+        assert_eq!(removal_keeps_quorum(&voters(["Online"; 3]), "c"), Ok(()));
+        let refused = removal_keeps_quorum(&voters(["Online", "Offline", "Online"]), "c");
+        assert!(
+            refused
+                .unwrap_err()
+                .contains("1 of the 2 other database members")
+        );
+        // A member without the database role goes whatever the others do.
+        let mut members = voters(["Online", "Offline", "Online"]);
+        members.push(member("d", "Online", &[]));
+        assert_eq!(removal_keeps_quorum(&members, "d"), Ok(()));
+        // The only voter may go while another member is online to take over.
+        let pair = vec![
+            member("a", "Online", &["database"]),
+            member("b", "Online", &[]),
+        ];
+        assert_eq!(removal_keeps_quorum(&pair, "a"), Ok(()));
+        assert!(removal_keeps_quorum(&pair[..1], "a").is_err());
     }
 }
