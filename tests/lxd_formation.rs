@@ -215,20 +215,40 @@ fn a_formation_survives_the_operator_killed_during_joins_three_times() {
     let bare = BareServers::up(5, 4);
     let mut operator = Operator::start(Mode::Standalone);
     let namespace = operator.namespace("formcrash");
-    operator.apply(&bare.manifest(&namespace, "formed"));
+    let manifest = bare.manifest(&namespace, "formed");
+    let mut killed_during: Vec<String> = Vec::new();
     for kill in 1..=3 {
-        // Killed while the kill-th server joins (node4 bootstrapped, so `kill` are members),
-        // or after a while.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline && {
-            let seen = servers(&operator, "formed");
-            let members = seen.values().filter(|s| s.0 == "Online").count();
-            !(members >= kill && seen.values().any(|s| s.1 == "Joining"))
-        } {
-            std::thread::sleep(Duration::from_millis(50));
+        // A watch of the LxdCluster: the operator records `Joining` before each join.
+        let mut watch = std::process::Command::new("kubectl")
+            .args(["get", "lxdcl", "--watch", "-o", "json"])
+            .env("KUBECONFIG", operator.kubeconfig())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stream = watch.stdout.take().unwrap();
+        if kill == 1 {
+            operator.apply(&manifest);
         }
-        println!("SIGKILL {kill}: {:?}", servers(&operator, "formed"));
+        let joining = serde_json::Deserializer::from_reader(stream)
+            .into_iter::<Value>()
+            .map_while(Result::ok)
+            .find_map(|object| {
+                object["status"]["servers"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| {
+                        s["reason"] == "Joining"
+                            && !killed_during.iter().any(|k| s["name"] == k.as_str())
+                    })
+                    .and_then(|s| s["name"].as_str().map(str::to_owned))
+            })
+            .expect("a join seen in the watch");
         operator = operator.crash_and_restart();
+        let _ = watch.kill();
+        let _ = watch.wait();
+        println!("SIGKILL {kill} while {joining} joins");
+        killed_during.push(joining);
     }
     let all = ["node4", "node5", "node6", "node7", "node8"];
     wait_for(Duration::from_secs(120), "all five Online", || {

@@ -213,11 +213,15 @@ pub(crate) async fn form(
         .map(|s| (s.name.clone(), s.clone()))
         .collect();
 
-    let mut servers = Vec::new();
-    for (index, server) in spec.servers.iter().enumerate() {
-        servers.push(look(index, server, &identity, pinned_cluster.as_deref(), ctx).await);
-    }
-    let bootstrapping = previous
+    // Every server at once: each look is a TLS handshake or two, and a token to redeem.
+    let mut servers: Vec<Server<'_>> = futures::future::join_all(
+        spec.servers
+            .iter()
+            .enumerate()
+            .map(|(index, server)| look(index, server, &identity, pinned_cluster.as_deref(), ctx)),
+    )
+    .await;
+    let mut bootstrapping = previous
         .values()
         .find(|s| {
             matches!(
@@ -227,34 +231,47 @@ pub(crate) async fn form(
         })
         .map(|s| s.name.clone())
         .filter(|_| pinned_cluster.is_none());
-    let views: Vec<(&str, &Seen)> = servers
-        .iter()
-        .map(|s| (s.spec.name.as_str(), &s.seen))
-        .collect();
-    let step = decide(&views, pinned_cluster.as_deref(), bootstrapping.as_deref());
+    let mut known_cluster = pinned_cluster.clone();
 
     let mut outcome = Formation::default();
     let mut notes: BTreeMap<String, (ServerPhase, &'static str, String)> = BTreeMap::new();
-    match &step {
-        Step::Bootstrap(name) => {
-            if let Some(server) = servers.iter().find(|s| &s.spec.name == name)
-                && let Some(client) = &server.client
-            {
+    // Step after step (bootstrap, then each join in turn) while each succeeds; every step is
+    // recorded in status before it is taken.
+    loop {
+        let views: Vec<(&str, &Seen)> = servers
+            .iter()
+            .map(|s| (s.spec.name.as_str(), &s.seen))
+            .collect();
+        let step = decide(&views, known_cluster.as_deref(), bootstrapping.as_deref());
+        let (name, taken) = match &step {
+            Step::Rest => break,
+            Step::Bootstrap(name) | Step::Join(name) => (name.clone(), step.clone()),
+        };
+        let Some(index) = servers.iter().position(|s| s.spec.name == name) else {
+            break;
+        };
+        let Some(client) = servers[index].client.clone() else {
+            break;
+        };
+        let spec_of = servers[index].spec;
+        outcome.requeue = Some(AFTER_A_STEP);
+        outcome.step_taken = true;
+        let fingerprint = match taken {
+            Step::Bootstrap(_) => {
                 // Recorded before it is done: should the process die before the new
                 // certificate is learned, the next one must not bootstrap a second cluster.
                 set_server(
                     status,
-                    server.spec,
+                    spec_of,
                     ServerPhase::Joining,
                     "Bootstrapping",
                     "bootstrapping the cluster on this server".to_owned(),
                 );
                 write_now(cluster, status, ctx).await;
-                match bootstrap(server.spec, client).await {
+                match bootstrap(spec_of, &client).await {
                     Ok(fingerprint) => {
                         status.cluster_certificate_fingerprint = Some(fingerprint.clone());
-                        let prepared = match cluster_client(&[server.spec], &identity, &fingerprint)
-                        {
+                        let prepared = match cluster_client(&[spec_of], &identity, &fingerprint) {
                             Ok(new_cluster) => prepare_storage(&new_cluster, cluster).await,
                             Err(error) => Err(error),
                         };
@@ -268,6 +285,9 @@ pub(crate) async fn form(
                         };
                         notes.insert(name.clone(), (ServerPhase::Online, "Bootstrapped", message));
                         announce(ctx, cluster, EventType::Normal, "Bootstrapped", format!("server {name} bootstrapped the cluster (certificate sha256:{fingerprint})")).await;
+                        bootstrapping = None;
+                        known_cluster = Some(fingerprint.clone());
+                        fingerprint
                     }
                     Err(error) => {
                         notes.insert(
@@ -286,33 +306,29 @@ pub(crate) async fn form(
                             format!("server {name}: {error}"),
                         )
                         .await;
+                        break;
                     }
                 }
-                outcome.requeue = Some(AFTER_A_STEP);
-                outcome.step_taken = true;
             }
-        }
-        Step::Join(name) => {
-            if let (Some(server), Some(fingerprint)) = (
-                servers.iter().find(|s| &s.spec.name == name),
-                pinned_cluster.as_deref(),
-            ) && let Some(joiner) = &server.client
-            {
+            _ => {
+                let Some(fingerprint) = known_cluster.clone() else {
+                    break;
+                };
                 let members: Vec<&ClusterServer> = servers
                     .iter()
-                    .filter(|s| is_member(&s.seen, fingerprint))
+                    .filter(|s| is_member(&s.seen, &fingerprint))
                     .map(|s| s.spec)
                     .collect();
                 set_server(
                     status,
-                    server.spec,
+                    spec_of,
                     ServerPhase::Joining,
                     "Joining",
                     "joining the cluster".to_owned(),
                 );
                 write_now(cluster, status, ctx).await;
-                let result = match cluster_client(&members, &identity, fingerprint) {
-                    Ok(client) => join(server.spec, joiner, &client, &members).await,
+                let result = match cluster_client(&members, &identity, &fingerprint) {
+                    Ok(cluster_access) => join(spec_of, &client, &cluster_access, &members).await,
                     Err(error) => Err(error),
                 };
                 match result {
@@ -333,6 +349,7 @@ pub(crate) async fn form(
                             format!("server {name} joined the cluster"),
                         )
                         .await;
+                        fingerprint
                     }
                     Err(error) => {
                         notes.insert(
@@ -351,23 +368,23 @@ pub(crate) async fn form(
                             format!("server {name}: {error}"),
                         )
                         .await;
+                        break;
                     }
                 }
-                outcome.requeue = Some(AFTER_A_STEP);
-                outcome.step_taken = true;
             }
+        };
+        // It is a member now: the next step counts it as one.
+        if let Seen::Trusted(facts) = &mut servers[index].seen {
+            facts.clustered = true;
+            facts.busy = false;
+            facts.fingerprint = fingerprint;
         }
-        Step::Rest => {}
     }
 
     // Members as the cluster lists them, and each one's settings.
     let mut listed: BTreeMap<String, ClusterMember> = BTreeMap::new();
     let mut cluster_access: Option<LxdClient> = None;
-    if let Some(fingerprint) = status
-        .cluster_certificate_fingerprint
-        .clone()
-        .or(pinned_cluster.clone())
-    {
+    if let Some(fingerprint) = known_cluster.clone() {
         let members: Vec<&ClusterServer> = servers
             .iter()
             .filter(|s| {
@@ -481,10 +498,7 @@ pub(crate) async fn form(
             server.spec,
             &server.seen,
             listed.get(&server.spec.name),
-            status
-                .cluster_certificate_fingerprint
-                .as_deref()
-                .or(pinned_cluster.as_deref()),
+            known_cluster.as_deref(),
             bootstrapping.as_deref(),
         );
         if let Some((phase, reason, message)) = notes.remove(&server.spec.name) {
