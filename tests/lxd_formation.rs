@@ -87,7 +87,7 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
     let _one = ONE_FORMATION_AT_A_TIME
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let bare = BareServers::up(4, 4);
+    let bare = BareServers::up(5, 4);
     let operator = Operator::start(Mode::Standalone);
     let namespace = operator.namespace("formation");
 
@@ -99,6 +99,46 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
         "    failureDomain: rack-b\n    groups: [fast]\n    labels: {disk: ssd}\n",
     );
     let manifest = manifest.replace(&bare.token(7), &spoiled(&bare.token(7)));
+    // node8 is left out for now (its token Secret is applied all the same).
+    let node8 = format!(
+        "  - name: node8\n    address: https://127.0.0.8:8443\n    trustTokenSecretRef: {{namespace: {namespace}, name: lxd-formed-node8-token}}\n"
+    );
+    assert!(manifest.contains(&node8), "{manifest}");
+    let manifest = manifest.replace(&node8, "");
+    // A name or an address twice is refused at admission, naming the field; nothing is made.
+    for (duplicate, says) in [
+        (
+            "node5",
+            r#"spec.servers[1]: Duplicate value: {"name":"node4"}"#,
+        ),
+        (
+            "node4",
+            r#"spec.servers: Invalid value: "array": each server's address must be unique"#,
+        ),
+    ] {
+        let twice = format!(
+            "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdCluster\nmetadata: {{name: twice}}\nspec:\n  servers:\n  - {{name: node4, address: 'https://127.0.0.4:8443'}}\n  - {{name: {}, address: 'https://127.0.0.{}:8443'}}\n",
+            if duplicate == "node5" {
+                "node4"
+            } else {
+                "node5"
+            },
+            if duplicate == "node5" { 5 } else { 4 },
+        );
+        let refused = operator.kubectl_with_input(&["apply", "-f", "-"], &twice);
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && stderr.contains(says),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !operator
+            .kubectl(&["get", "lxdcl", "twice"])
+            .status
+            .success()
+    );
+
     let started = Instant::now();
     operator.apply(&manifest);
     wait_for(Duration::from_secs(90), "node4-6 Online", || {
@@ -142,7 +182,7 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
         (statuses.len() == 3 && statuses.values().all(|s| s["phase"] == "Running")).then_some(())
     });
 
-    // node7 gets its real token: it joins, as a fourth member.
+    // node7 gets its real token: it joins. node8 is added to the spec: it joins too.
     operator.apply(&format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: lxd-formed-node7-token, namespace: {namespace}}}\nstringData: {{token: {}}}\n",
         bare.token(7)
@@ -150,13 +190,23 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
     wait_for(Duration::from_secs(60), "node7 Online", || {
         online(&operator, "formed", &["node7"]).then_some(())
     });
-    assert_eq!(bare.members(4).len(), 4);
+    let text = operator.kubectl_ok(&["get", "lxdcl", "formed", "-o", "json"]);
+    let mut servers_now = serde_json::from_str::<Value>(&text).unwrap()["spec"]["servers"].clone();
+    servers_now.as_array_mut().unwrap().push(serde_json::json!({
+        "name": "node8", "address": "https://127.0.0.8:8443",
+        "trustTokenSecretRef": {"namespace": namespace, "name": "lxd-formed-node8-token"}}));
+    let patch = serde_json::json!({"spec": {"servers": servers_now}}).to_string();
+    operator.kubectl_ok(&["patch", "lxdcl", "formed", "--type", "merge", "-p", &patch]);
+    wait_for(Duration::from_secs(60), "node8 Online", || {
+        online(&operator, "formed", &["node8"]).then_some(())
+    });
+    assert_eq!(bare.members(4).len(), 5);
     let formed = wait_for(Duration::from_secs(30), "Formed", || {
         let text = operator.kubectl_ok(&["get", "lxdcl", "formed", "-o", "json"]);
         let object: Value = serde_json::from_str(&text).unwrap();
         lxd_operator_tests::condition(&object["status"], "Formed").filter(|c| c["status"] == "True")
     });
-    assert_eq!(formed["message"], "all 4 servers are online members");
+    assert_eq!(formed["message"], "all 5 servers are online members");
 
     // node5's failure domain changed in LXD is put back.
     let edited = bare

@@ -77,7 +77,17 @@ pub struct LxdClusterSpec {
     /// cluster. Each member's failure domain, groups and labels are set as written here, and
     /// put back when changed in LXD.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64), extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    #[schemars(
+        length(max = 64),
+        extend(
+            "x-kubernetes-list-type" = "map",
+            "x-kubernetes-list-map-keys" = ["name"],
+            "x-kubernetes-validations" = [{
+                "rule": "self.all(s, self.exists_one(t, t.address == s.address))",
+                "message": "each server's address must be unique"
+            }]
+        )
+    )]
     pub servers: Vec<ClusterServer>,
 
     /// Storage pools the cluster must have, made when the cluster is formed (and when missing

@@ -4,7 +4,8 @@
 //!
 //! Covered: type, nullable, required, properties, additionalProperties, items, enum, pattern,
 //! minimum/maximum (with boolean exclusive flags), minLength/maxLength, minItems/maxItems,
-//! minProperties/maxProperties, uniqueItems, `x-kubernetes-list-type: map` (no key twice),
+//! minProperties/maxProperties, uniqueItems, `x-kubernetes-list-type: map` (no key twice), the
+//! one CEL rule shape our CRDs use (`x-kubernetes-validations`: a field unique across a list),
 //! multipleOf, allOf/anyOf/oneOf/not,
 //! `x-kubernetes-int-or-string` and `x-kubernetes-preserve-unknown-fields`. Formats are not
 //! checked (the API server checks only a few, and none our CRDs use). Unknown fields are not an
@@ -312,6 +313,26 @@ impl SchemaValidator {
                 }
             }
         }
+        for rule in schema.x_kubernetes_validations.iter().flatten() {
+            if let Some(field) = unique_field_rule(&rule.rule) {
+                let key = |item: &Value| item.get(&field).cloned().unwrap_or(Value::Null);
+                let repeated = items.iter().enumerate().any(|(index, item)| {
+                    items[..index]
+                        .iter()
+                        .any(|earlier| key(earlier) == key(item))
+                });
+                if repeated {
+                    let message = rule
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("failed rule: {}", rule.rule));
+                    errors.push(path.error(
+                        FieldErrorKind::Invalid,
+                        format!("Invalid value: \"array\": {message}"),
+                    ));
+                }
+            }
+        }
         if schema.x_kubernetes_list_type.as_deref() == Some("map") {
             // A list of objects keyed by `x-kubernetes-list-map-keys`: no key twice.
             let keys = schema
@@ -465,6 +486,24 @@ fn check_number(
             ),
         ));
     }
+}
+
+/// The field a CEL rule of the form `self.all(x, self.exists_one(y, y.f == x.f))` says must be
+/// unique across a list: the one rule shape our CRDs use, evaluated here without CEL. Other
+/// rules are left to a real Kubernetes API server.
+fn unique_field_rule(rule: &str) -> Option<String> {
+    static SHAPE: LazyLock<Option<Regex>> = LazyLock::new(|| {
+        Regex::new(
+            r"^self\.all\((\w+),\s*self\.exists_one\((\w+),\s*(\w+)\.(\w+)\s*==\s*(\w+)\.(\w+)\)\)$",
+        )
+        .ok()
+    });
+    let captures = SHAPE.as_ref()?.captures(rule.trim())?;
+    let part = |i: usize| captures.get(i).map_or("", |m| m.as_str());
+    let (outer, inner) = (part(1), part(2));
+    let same_field = part(4) == part(6);
+    let pairs = (part(3) == inner && part(5) == outer) || (part(3) == outer && part(5) == inner);
+    (same_field && pairs && outer != inner).then(|| part(4).to_owned())
 }
 
 fn collect_patterns(
@@ -678,6 +717,32 @@ pub(crate) mod tests {
             .iter()
             .map(ToString::to_string)
             .collect()
+    }
+
+    #[test]
+    fn a_server_address_listed_twice_breaks_the_crds_uniqueness_rule() {
+        let cluster = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
+            "metadata": {"name": "formed"}, "spec": {"servers": [
+                {"name": "node4", "address": "https://127.0.0.4:8443"},
+                {"name": "node5", "address": "https://127.0.0.4:8443"}]}});
+        let errors: Vec<String> = validator_for("LxdCluster")
+            .validate(&cluster)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            errors,
+            [r#"spec.servers: Invalid value: "array": each server's address must be unique"#]
+        );
+        assert_eq!(
+            unique_field_rule("self.all(s, self.exists_one(t, t.address == s.address))"),
+            Some("address".to_owned())
+        );
+        assert_eq!(unique_field_rule("self.all(s, s.address != '')"), None);
+        assert_eq!(
+            unique_field_rule("self.all(s, self.exists_one(t, t.name == s.address))"),
+            None
+        );
     }
 
     #[test]

@@ -543,20 +543,26 @@ pub(crate) fn conditions(
             format!("all {wanted} servers are online members"),
         )
     } else {
-        let mut phases: BTreeMap<String, usize> = BTreeMap::new();
-        for server in &listed {
-            if server.phase != ServerPhase::Online {
-                *phases.entry(format!("{:?}", server.phase)).or_default() += 1;
-            }
-        }
-        let counted: Vec<String> = phases.iter().map(|(p, n)| format!("{n} {p}")).collect();
+        // Each server that is not there yet, by name, with its phase and why.
+        let waiting: Vec<String> = cluster
+            .spec
+            .servers
+            .iter()
+            .filter_map(
+                |wanted| match listed.iter().find(|s| s.name == wanted.name) {
+                    Some(seen) if seen.phase == ServerPhase::Online => None,
+                    Some(seen) => Some(format!("{} {:?} ({})", seen.name, seen.phase, seen.reason)),
+                    None => Some(format!("{} Pending", wanted.name)),
+                },
+            )
+            .collect();
         (
             CONDITION_FORMED,
             false,
             "Forming",
             format!(
-                "{online} of {wanted} servers are online members; {}",
-                counted.join(", ")
+                "{online} of {wanted} servers are online members; not yet: {}",
+                waiting.join(", ")
             ),
         )
     };
@@ -1249,6 +1255,53 @@ mod tests {
         wanted.failure_domain = None;
         done.failure_domain = "rack-z".to_owned();
         assert_eq!(wanted_settings(&wanted, &done), None);
+    }
+
+    #[test]
+    fn the_formed_condition_names_each_server_not_there_yet_and_why() {
+        let mut cluster = LxdCluster::new(
+            "formed",
+            serde_json::from_value(serde_json::json!({})).unwrap(),
+        );
+        cluster.spec.servers = vec![server("a"), server("b"), server("c")];
+        let status = LxdClusterStatus {
+            servers: vec![
+                ServerStatus {
+                    name: "a".to_owned(),
+                    phase: ServerPhase::Online,
+                    lxd_version: "5.0.2".to_owned(),
+                    ..ServerStatus::default()
+                },
+                ServerStatus {
+                    name: "b".to_owned(),
+                    phase: ServerPhase::Failed,
+                    reason: "TokenRejected".to_owned(),
+                    lxd_version: "5.21".to_owned(),
+                    ..ServerStatus::default()
+                },
+            ],
+            ..LxdClusterStatus::default()
+        };
+        let conditions = conditions(&cluster, &status);
+        assert_eq!(
+            conditions[0],
+            (
+                CONDITION_FORMED,
+                false,
+                "Forming",
+                "1 of 3 servers are online members; not yet: b Failed (TokenRejected), c Pending"
+                    .to_owned()
+            )
+        );
+        assert_eq!(
+            conditions[1],
+            (
+                CONDITION_VERSION_SKEW,
+                true,
+                "MixedVersions",
+                "the servers run different LXD versions: 5.0.2 on a; 5.21 on b".to_owned()
+            )
+        );
     }
 
     #[test]
