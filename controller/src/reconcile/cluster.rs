@@ -53,6 +53,7 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     status.observed_generation = generation;
     status.last_sync_time = Some(Time(jiff::Timestamp::now()));
     let mut requeue = interval;
+    let mut formation_failed = None;
     if !cluster.spec.servers.is_empty() {
         match formation::form(&cluster, &mut status, &ctx).await {
             Ok(formed) => {
@@ -68,26 +69,14 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
                 }
                 requeue = formed.requeue.map_or(requeue, |r| r.min(requeue));
             }
-            Err(error) => {
-                tracing::warn!(cluster = %name, %error, "cannot form the cluster");
-                set_condition(
-                    &mut status.conditions,
-                    condition(
-                        &previous.conditions,
-                        CONDITION_READY,
-                        false,
-                        "InvalidSpec",
-                        error.to_string(),
-                        generation,
-                    ),
-                );
-                let api: Api<LxdCluster> = Api::all(ctx.client.clone());
-                write_status(&api, &cluster, cluster.status.as_ref(), &status).await?;
-                return Ok(Action::requeue(Duration::from_secs(10)));
-            }
+            Err(error) => formation_failed = Some(NotReady::Connection(error)),
         }
     }
-    match observe(&cluster, &ctx).await {
+    let observed = match formation_failed {
+        Some(failed) => Err(failed),
+        None => observe(&cluster, &ctx).await,
+    };
+    match observed {
         Ok(members) => {
             let online = members.iter().filter(|m| m.status == "Online").count();
             let labels = crate::telemetry::metrics::ClusterLabels {

@@ -719,17 +719,22 @@ pub(crate) mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_server_address_listed_twice_breaks_the_crds_uniqueness_rule() {
+    /// The errors of an LxdCluster whose spec lists these servers.
+    fn cluster_errors(servers: Value) -> Vec<String> {
         let cluster = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
-            "metadata": {"name": "formed"}, "spec": {"servers": [
-                {"name": "node4", "address": "https://127.0.0.4:8443"},
-                {"name": "node5", "address": "https://127.0.0.4:8443"}]}});
-        let errors: Vec<String> = validator_for("LxdCluster")
+            "metadata": {"name": "formed"}, "spec": {"servers": servers}});
+        validator_for("LxdCluster")
             .validate(&cluster)
             .iter()
             .map(ToString::to_string)
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn a_server_address_listed_twice_breaks_the_crds_uniqueness_rule() {
+        let errors = cluster_errors(json!([
+            {"name": "node4", "address": "https://127.0.0.4:8443"},
+            {"name": "node5", "address": "https://127.0.0.4:8443"}]));
         assert_eq!(
             errors,
             [r#"spec.servers: Invalid value: "array": each server's address must be unique"#]
@@ -747,16 +752,10 @@ pub(crate) mod tests {
 
     #[test]
     fn a_server_listed_twice_by_name_is_refused_as_a_duplicate_naming_the_entry() {
-        let cluster = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
-            "metadata": {"name": "formed"}, "spec": {"servers": [
-                {"name": "node4", "address": "https://127.0.0.4:8443"},
-                {"name": "node5", "address": "https://127.0.0.5:8443"},
-                {"name": "node4", "address": "https://127.0.0.6:8443"}]}});
-        let errors: Vec<String> = validator_for("LxdCluster")
-            .validate(&cluster)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let errors = cluster_errors(json!([
+            {"name": "node4", "address": "https://127.0.0.4:8443"},
+            {"name": "node5", "address": "https://127.0.0.5:8443"},
+            {"name": "node4", "address": "https://127.0.0.6:8443"}]));
         assert_eq!(
             errors,
             [r#"spec.servers[2]: Duplicate value: {"name":"node4"}"#]

@@ -170,14 +170,6 @@ pub(crate) struct Formation {
     pub(crate) step_taken: bool,
 }
 
-/// Why forming could not even begin.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum FormationError {
-    /// The client certificate cannot be read, or the spec cannot be used.
-    #[error(transparent)]
-    Connection(#[from] ConnectionError),
-}
-
 /// One server, the operator's client of it, and what it looks like.
 struct Server<'a> {
     spec: &'a ClusterServer,
@@ -191,15 +183,14 @@ pub(crate) async fn form(
     cluster: &LxdCluster,
     status: &mut LxdClusterStatus,
     ctx: &Context,
-) -> Result<Formation, FormationError> {
+) -> Result<Formation, ConnectionError> {
     let spec = &cluster.spec;
     let Some(reference) = &spec.client_cert_secret_ref else {
         return Err(ConnectionError::InvalidSpec {
             field: "spec.clientCertSecretRef".to_owned(),
             rule: "forming a cluster from servers needs the operator's client certificate Secret"
                 .to_owned(),
-        }
-        .into());
+        });
     };
     check_servers(&spec.servers)?;
     let (identity, _) = read_identity(&ctx.client, reference).await?;
