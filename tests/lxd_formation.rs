@@ -221,8 +221,8 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
         .env("EDITED", &edited)
         .output()
         .unwrap();
+    // LXD took it (the operator may put it back before anyone could look).
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(bare.members(4)["node5"]["failure_domain"], "rack-x");
     wait_for(Duration::from_secs(45), "rack-b put back", || {
         (bare.members(4)["node5"]["failure_domain"] == "rack-b").then_some(())
     });
