@@ -423,15 +423,11 @@ pub(crate) async fn form(
             continue;
         };
         let Some(member) = listed.get(&before.name) else {
-            announce(
+            announce_removed(
                 ctx,
                 cluster,
-                EventType::Normal,
-                "Removed",
-                format!(
-                    "server {} is no member of the cluster any more",
-                    before.name
-                ),
+                &before.name,
+                "is no member of the cluster any more",
             )
             .await;
             continue;
@@ -453,15 +449,11 @@ pub(crate) async fn form(
         } else {
             match client.remove_cluster_member(&before.name).await {
                 Ok(()) => {
-                    announce(
+                    announce_removed(
                         ctx,
                         cluster,
-                        EventType::Normal,
-                        "Removed",
-                        format!(
-                            "server {} left spec.servers and was removed from the cluster",
-                            before.name
-                        ),
+                        &before.name,
+                        "left spec.servers and was removed from the cluster",
                     )
                     .await;
                     outcome.step_taken = true;
@@ -1091,6 +1083,17 @@ async fn write_now(cluster: &LxdCluster, status: &LxdClusterStatus, ctx: &Contex
     {
         tracing::warn!(%error, "cannot record a forming step in status");
     }
+}
+
+async fn announce_removed(ctx: &Context, cluster: &LxdCluster, server: &str, how: &str) {
+    announce(
+        ctx,
+        cluster,
+        EventType::Normal,
+        "Removed",
+        format!("server {server} {how}"),
+    )
+    .await;
 }
 
 async fn announce(
