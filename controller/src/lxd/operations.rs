@@ -225,16 +225,10 @@ impl LxdClient {
 
     /// A running operation that acts on the instance `name`, if any.
     pub async fn running_operation_on(&self, name: &str) -> Result<Option<Operation>> {
-        let suffix = format!("/instances/{name}");
         let operations = self.operations().await?;
-        Ok(operations.into_iter().find(|operation| {
-            !operation.is_done()
-                && operation.resources.get("instances").is_some_and(|paths| {
-                    paths
-                        .iter()
-                        .any(|path| path.split('?').next().is_some_and(|p| p.ends_with(&suffix)))
-                })
-        }))
+        Ok(operations
+            .into_iter()
+            .find(|operation| operation.runs_on_instance(name)))
     }
 
     /// Creates the instance for the custom resource `uid` on `target` and waits for it, or

@@ -589,6 +589,17 @@ impl Operation {
         self.status_code >= 200
             || matches!(self.status.as_str(), "Success" | "Failure" | "Cancelled")
     }
+
+    /// Whether it is still running and acts on the instance `name`.
+    pub fn runs_on_instance(&self, name: &str) -> bool {
+        let suffix = format!("/instances/{name}");
+        !self.is_done()
+            && self.resources.get("instances").is_some_and(|paths| {
+                paths
+                    .iter()
+                    .any(|path| path.split('?').next().is_some_and(|p| p.ends_with(&suffix)))
+            })
+    }
 }
 
 /// An image in the image store.
@@ -641,4 +652,29 @@ pub struct Profile {
     /// Devices.
     #[serde(deserialize_with = "null_as_empty")]
     pub devices: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_operation_with_null_resource_lists_reads_and_matches_instances_by_whole_name() {
+        let bootstrap: Operation = serde_json::from_str(
+            r#"{"id":"1","status":"Running","status_code":103,"resources":{"cluster":null}}"#,
+        )
+        .unwrap();
+        assert!(!bootstrap.runs_on_instance("web"));
+        let moving: Operation = serde_json::from_str(
+            r#"{"id":"2","status":"Running","status_code":103,"resources":{"instances":["/1.0/instances/web?project=default"]}}"#,
+        )
+        .unwrap();
+        assert!(moving.runs_on_instance("web"));
+        assert!(!moving.runs_on_instance("eb"));
+        let done = Operation {
+            status_code: 200,
+            ..moving
+        };
+        assert!(!done.runs_on_instance("web"));
+    }
 }

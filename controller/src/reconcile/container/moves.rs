@@ -28,7 +28,7 @@ use super::failure::Failure;
 use super::placement::{PlacementError, place};
 use super::report::{StatusWriter, publish};
 use super::{OPERATION_TIMEOUT, STOP_TIMEOUT};
-use crate::lxd::types::{Instance, StateAction};
+use crate::lxd::types::{Instance, Operation, StateAction};
 use crate::lxd::{LxdClient, LxdError};
 
 /// A cold migration copies the whole root filesystem: allow it much longer than other calls.
@@ -408,11 +408,15 @@ async fn carry_out(
     // LXD's move is one operation that copies the instance to the new member under a name of
     // its own, deletes the original and renames the copy: while it runs the name may be
     // missing, so nothing is concluded from the name until it has ended.
-    if client.running_operation_on(name).await?.is_some() {
+    let operations = client.operations().await?;
+    if operations
+        .iter()
+        .any(|operation| operation.runs_on_instance(name))
+    {
         return Ok(Progress::Busy);
     }
     let copies = if resumed || found.is_none() {
-        stranded_copies(desired, client).await?
+        stranded_copies(desired, client, &operations).await?
     } else {
         Vec::new()
     };
@@ -461,18 +465,17 @@ async fn carry_out(
     })
 }
 
-/// LXD's move copies of this container that no operation is working on.
+/// LXD's move copies of this container that none of `operations` is working on.
 async fn stranded_copies(
     desired: &DesiredInstance,
     client: &LxdClient,
+    operations: &[Operation],
 ) -> Result<Vec<Instance>, LxdError> {
-    let mut stranded = Vec::new();
-    for copy in client.instances_by_uid(desired.uid()).await? {
-        if copy.is_move_copy() && client.running_operation_on(&copy.name).await?.is_none() {
-            stranded.push(copy);
-        }
-    }
-    Ok(stranded)
+    let mut copies = client.instances_by_uid(desired.uid()).await?;
+    copies.retain(|copy| {
+        copy.is_move_copy() && !operations.iter().any(|op| op.runs_on_instance(&copy.name))
+    });
+    Ok(copies)
 }
 
 async fn delete_copy(client: &LxdClient, copy: &Instance) -> Result<(), LxdError> {
