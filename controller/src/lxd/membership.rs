@@ -207,15 +207,12 @@ impl LxdClient {
 
     /// Names of the storage pools.
     pub async fn storage_pool_names(&self) -> Result<Vec<String>> {
-        let urls: Vec<String> = self.fetch(Call::get("/1.0/storage-pools")).await?;
-        Ok(urls
+        let pools: Vec<serde_json::Value> = self
+            .fetch(Call::get("/1.0/storage-pools").query("recursion", "1"))
+            .await?;
+        Ok(pools
             .iter()
-            .filter_map(|url| url.rsplit('/').next())
-            .map(|name| {
-                url::form_urlencoded::parse(format!("n={name}").as_bytes())
-                    .next()
-                    .map_or_else(|| name.to_owned(), |(_, v)| v.into_owned())
-            })
+            .filter_map(|pool| pool["name"].as_str().map(str::to_owned))
             .collect())
     }
 

@@ -233,11 +233,12 @@ pub(crate) async fn form(
             .iter()
             .map(|s| (s.spec.name.as_str(), &s.seen))
             .collect();
-        let step = decide(&views, known_cluster.as_deref(), bootstrapping.as_deref());
-        let (name, taken) = match &step {
-            Step::Rest => break,
-            Step::Bootstrap(name) | Step::Join(name) => (name.clone(), step.clone()),
-        };
+        let (name, bootstraps) =
+            match decide(&views, known_cluster.as_deref(), bootstrapping.as_deref()) {
+                Step::Rest => break,
+                Step::Bootstrap(name) => (name, true),
+                Step::Join(name) => (name, false),
+            };
         let Some(index) = servers.iter().position(|s| s.spec.name == name) else {
             break;
         };
@@ -247,8 +248,8 @@ pub(crate) async fn form(
         let spec_of = servers[index].spec;
         outcome.requeue = Some(AFTER_A_STEP);
         outcome.step_taken = true;
-        let fingerprint = match taken {
-            Step::Bootstrap(_) => {
+        let fingerprint = match bootstraps {
+            true => {
                 // Recorded before it is done: should the process die before the new
                 // certificate is learned, the next one must not bootstrap a second cluster.
                 set_server(
@@ -301,7 +302,7 @@ pub(crate) async fn form(
                     }
                 }
             }
-            _ => {
+            false => {
                 let Some(fingerprint) = known_cluster.clone() else {
                     break;
                 };
@@ -378,12 +379,7 @@ pub(crate) async fn form(
     if let Some(fingerprint) = known_cluster.clone() {
         let members: Vec<&ClusterServer> = servers
             .iter()
-            .filter(|s| {
-                is_member(&s.seen, &fingerprint)
-                    || notes
-                        .get(&s.spec.name)
-                        .is_some_and(|n| n.0 == ServerPhase::Online)
-            })
+            .filter(|s| is_member(&s.seen, &fingerprint))
             .map(|s| s.spec)
             .collect();
         if let Ok(client) = cluster_client(&members, &identity, &fingerprint)
@@ -586,24 +582,22 @@ pub(crate) fn conditions(
 /// Names and addresses must each be unique in `spec.servers` (the API refuses a name twice;
 /// an address twice is refused here, before anything is done).
 fn check_servers(servers: &[ClusterServer]) -> Result<(), ConnectionError> {
+    let address = |server: &ClusterServer| host_port(&server.address).to_lowercase();
     for (index, server) in servers.iter().enumerate() {
-        let same =
-            |other: &ClusterServer, key: fn(&ClusterServer) -> String| key(other) == key(server);
-        for (field, key) in [
-            (
-                "name",
-                (|s: &ClusterServer| s.name.clone()) as fn(&ClusterServer) -> String,
-            ),
-            ("address", |s: &ClusterServer| {
-                host_port(&s.address).to_lowercase()
-            }),
-        ] {
-            if let Some(first) = servers[..index].iter().position(|other| same(other, key)) {
-                return Err(ConnectionError::InvalidSpec {
-                    field: format!("spec.servers[{index}].{field}"),
-                    rule: format!("must be unique: spec.servers[{first}].{field} is the same"),
-                });
-            }
+        let earlier = &servers[..index];
+        let repeated = if let Some(first) = earlier.iter().position(|e| e.name == server.name) {
+            Some(("name", first))
+        } else {
+            earlier
+                .iter()
+                .position(|e| address(e) == address(server))
+                .map(|first| ("address", first))
+        };
+        if let Some((field, first)) = repeated {
+            return Err(ConnectionError::InvalidSpec {
+                field: format!("spec.servers[{index}].{field}"),
+                rule: format!("must be unique: spec.servers[{first}].{field} is the same"),
+            });
         }
     }
     Ok(())
