@@ -315,3 +315,21 @@ fn a_formation_survives_the_operator_killed_during_joins_three_times() {
         assert!(members.values().all(|m| m["status"] == "Online"));
     }
 }
+
+#[test]
+fn a_cluster_with_neither_endpoints_nor_servers_says_so_in_its_ready_condition() {
+    let operator = Operator::start(Mode::Standalone);
+    operator.apply(
+        "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdCluster\nmetadata: {name: empty}\nspec: {}\n",
+    );
+    let ready = wait_for(Duration::from_secs(30), "Ready False", || {
+        let text = operator.kubectl_ok(&["get", "lxdcl", "empty", "-o", "json"]);
+        let object: Value = serde_json::from_str(&text).unwrap();
+        lxd_operator_tests::condition(&object["status"], "Ready").filter(|c| c["status"] == "False")
+    });
+    assert_eq!(ready["reason"], "InvalidSpec", "{ready}");
+    assert_eq!(
+        ready["message"],
+        "spec.endpoints: list at least one endpoint, or servers to form a cluster from"
+    );
+}
