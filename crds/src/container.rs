@@ -169,6 +169,13 @@ pub struct Placement {
     /// Place away from other LxdContainers (of this namespace) that match a selector.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub anti_affinity: Vec<AffinityTerm>,
+    /// How containers matching a selector are spread over topology domains: members, failure
+    /// domains, or the values of a member label such as `zone` or `rack`, as Kubernetes'
+    /// `topologySpreadConstraints`. Several constraints make a spread on several levels (zones,
+    /// then racks, then members); all of them must hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 8))]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
     /// What to do when the member the container runs on goes offline: `Wait` for it
     /// (default), or `Reschedule` the container onto another member once the member has been
     /// offline for the grace period. A container pinned with `target` always waits.
@@ -252,6 +259,48 @@ pub enum AffinityMode {
     Required,
     /// A score: kept where possible.
     Preferred,
+}
+
+/// A rule for spreading containers evenly over topology domains.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopologySpreadConstraint {
+    /// How unevenly matching containers may be spread: the number in the domain this container
+    /// goes to, minus the smallest number in any eligible domain, at most this after placing
+    /// it. At least 1.
+    #[schemars(range(min = 1))]
+    pub max_skew: u32,
+    /// What a domain is: `member` (each cluster member), `failureDomain` (the member's LXD
+    /// failure domain), or the name of a member label (a `user.<name>` member config key, e.g.
+    /// `zone` for `user.zone`). Members without the label are in no domain: under
+    /// `DoNotSchedule` they are no candidates, as nodes without the key are in Kubernetes.
+    #[schemars(length(min = 1, max = 63), regex(pattern = TOPOLOGY_KEY_PATTERN))]
+    pub topology_key: String,
+    /// `DoNotSchedule` (default): a member that would break the skew is never chosen, the
+    /// container stays Unschedulable instead. `ScheduleAnyway`: such members score lower.
+    #[serde(default)]
+    pub when_unsatisfiable: WhenUnsatisfiable,
+    /// The containers counted (in this namespace), by label. Without it, containers with the
+    /// same labels as this one are counted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_selector: Option<LabelSelector>,
+}
+
+/// A topology key: `member`, `failureDomain`, or a member label's name.
+pub const TOPOLOGY_KEY_PATTERN: &str = r"^[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$";
+/// The topology key whose domains are single members.
+pub const TOPOLOGY_KEY_MEMBER: &str = "member";
+/// The topology key whose domains are LXD failure domains.
+pub const TOPOLOGY_KEY_FAILURE_DOMAIN: &str = "failureDomain";
+
+/// What a topology spread constraint does when no member keeps it.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum WhenUnsatisfiable {
+    /// Never break the constraint: the container stays Unschedulable.
+    #[default]
+    DoNotSchedule,
+    /// Prefer members that keep it; place anyway.
+    ScheduleAnyway,
 }
 
 /// What to do with a container whose member goes offline.

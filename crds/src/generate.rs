@@ -6,7 +6,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::{LxdCluster, LxdContainer, LxdPlacementPolicy};
+use crate::{LxdCluster, LxdContainer, LxdContainerSet, LxdPlacementPolicy};
 
 /// Where the generated YAML is checked in, relative to the repository root.
 pub const CRD_YAML_PATH: &str = "charts/lxd-operator/crds/lxd-operator.yaml";
@@ -28,6 +28,7 @@ pub fn all_crds() -> Vec<CustomResourceDefinition> {
     let mut crds = vec![
         LxdCluster::crd(),
         LxdContainer::crd(),
+        LxdContainerSet::crd(),
         LxdPlacementPolicy::crd(),
     ];
     for version in crds.iter_mut().flat_map(|crd| crd.spec.versions.iter_mut()) {

@@ -3,6 +3,7 @@
 //!
 //! - [`LxdCluster`] (cluster-scoped): how to reach one LXD cluster, and what it looks like now.
 //! - [`LxdContainer`] (namespaced): one LXD container, where it runs and in which state.
+//! - [`LxdContainerSet`] (namespaced): a fleet of like containers, with rolling updates.
 //! - [`LxdPlacementPolicy`] (cluster-scoped): a named placement strategy.
 //!
 //! With the feature `testing`, the module `testing` adds builders of these objects for tests (the
@@ -17,6 +18,7 @@ pub mod cluster;
 pub mod container;
 pub mod generate;
 pub mod policy;
+pub mod set;
 pub mod shared;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -24,6 +26,7 @@ pub mod testing;
 pub use cluster::{LxdCluster, LxdClusterSpec, LxdClusterStatus};
 pub use container::{LxdContainer, LxdContainerSpec, LxdContainerStatus};
 pub use policy::{LxdPlacementPolicy, LxdPlacementPolicySpec, LxdPlacementPolicyStatus};
+pub use set::{LxdContainerSet, LxdContainerSetSpec, LxdContainerSetStatus};
 
 /// The API group of every kind in this crate.
 pub const GROUP: &str = "lxd-operator.dev";

@@ -50,7 +50,7 @@ fn checked_in_crd_yaml_matches_the_types() {
 fn every_generated_document_parses_as_a_crd() {
     let yaml = crd_yaml().unwrap();
     let documents = yaml_documents(&yaml);
-    assert_eq!(documents.len(), 3);
+    assert_eq!(documents.len(), 4);
     let kinds: Vec<String> = documents
         .iter()
         .map(|doc| {
@@ -58,7 +58,10 @@ fn every_generated_document_parses_as_a_crd() {
             crd.spec.names.kind
         })
         .collect();
-    assert_eq!(kinds, ["LxdCluster", "LxdContainer", "LxdPlacementPolicy"]);
+    assert_eq!(
+        kinds,
+        ["LxdCluster", "LxdContainer", "LxdContainerSet", "LxdPlacementPolicy"]
+    );
 }
 
 #[test]
