@@ -240,6 +240,13 @@ fn rbac_grants_what_the_controller_uses_and_secrets_can_be_narrowed_to_one_names
     assert!(grants("lxdcontainers").contains(&"watch".to_owned()));
     assert!(grants("lxdcontainers/status").contains(&"patch".to_owned()));
     assert_eq!(grants("lxdcontainers/finalizers"), ["update"]);
+    // A set makes and removes its children, and names itself their owner.
+    for verb in ["create", "delete", "update"] {
+        assert!(grants("lxdcontainers").contains(&verb.to_owned()), "{verb}");
+    }
+    assert!(grants("lxdcontainersets").contains(&"watch".to_owned()));
+    assert!(grants("lxdcontainersets/status").contains(&"patch".to_owned()));
+    assert_eq!(grants("lxdcontainersets/finalizers"), ["update"]);
     assert!(grants("events").contains(&"create".to_owned()));
     assert_eq!(grants("secrets"), ["get"]);
     assert!(grants("pods").is_empty() && grants("deployments").is_empty());

@@ -15,8 +15,6 @@ use crate::shared::{Condition, IntOrString, LabelSelector};
 
 /// The label on each child that holds the set's template revision it was made from.
 pub const REVISION_LABEL: &str = "lxd-operator.dev/revision";
-/// The label on each child that holds its ordinal.
-pub const ORDINAL_LABEL: &str = "lxd-operator.dev/ordinal";
 /// The label on each child that names its set.
 pub const SET_LABEL: &str = "lxd-operator.dev/set";
 

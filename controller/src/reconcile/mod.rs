@@ -2,8 +2,9 @@
 //!
 //! - [`context`]: the [`Context`] every reconcile gets, and the [`Error`] of a reconcile.
 //! - [`run`]: the loop that runs them, and the router of LXD events to reconciles.
-//! - [`cluster`], [`container`], [`policy`]: the reconcilers of LxdCluster, LxdContainer and
-//!   LxdPlacementPolicy, each a pipeline (resolve, validate, decide, apply, status).
+//! - [`cluster`], [`container`], [`set`], [`policy`]: the reconcilers of LxdCluster,
+//!   LxdContainer, LxdContainerSet and LxdPlacementPolicy, each a pipeline (resolve, validate,
+//!   decide, apply, status).
 //! - [`connections`]: one LXD client per LxdCluster, made from its spec and Secret.
 //! - [`status`]: conditions and status writes.
 //! - [`backoff`]: retries of failed reconciles, later and later per object, with jitter.
@@ -20,6 +21,7 @@ pub mod container;
 pub mod context;
 pub mod policy;
 pub mod run;
+pub mod set;
 pub mod status;
 
 pub use context::{Context, Error, RESYNC_INTERVAL};

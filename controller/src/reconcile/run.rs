@@ -10,12 +10,12 @@ use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use lxd_operator_crds::{LxdCluster, LxdContainer, LxdPlacementPolicy};
+use lxd_operator_crds::{LxdCluster, LxdContainer, LxdContainerSet, LxdPlacementPolicy};
 use tokio::sync::mpsc;
 
 use super::connections::ClusterSignal;
 use super::context::{Context, Error, EventStreamState};
-use super::{cluster, container, policy};
+use super::{cluster, container, policy, set};
 use crate::leader::Leadership;
 use crate::lxd::events::EventStreamItem;
 use crate::telemetry::Metrics;
@@ -116,6 +116,15 @@ pub async fn run(
     .applied_objects()
     .predicate_filter(reconcile_relevant, Default::default());
     let container_controller = Controller::for_stream(container_changes, container_reader);
+    // A set wakes when one of its children changes (status included: Ready counts).
+    let set_controller = Controller::new(
+        Api::<LxdContainerSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(
+        Api::<LxdContainer>::all(client.clone()),
+        watcher::Config::default().labels(lxd_operator_crds::set::SET_LABEL),
+    );
     let policy_controller = Controller::new(
         Api::<LxdPlacementPolicy>::all(client),
         watcher::Config::default(),
@@ -138,6 +147,13 @@ pub async fn run(
             "LxdContainer",
             container::reconcile,
             container::error_policy,
+            ctx.clone(),
+        ),
+        drive(
+            set_controller,
+            "LxdContainerSet",
+            set::reconcile,
+            set::error_policy,
             ctx.clone(),
         ),
         drive(
