@@ -67,12 +67,8 @@ pub async fn reconcile(set: Arc<LxdContainerSet>, ctx: Arc<Context>) -> Result<A
         revision: &update_revision,
         spec: &spec,
         strategy: set.spec.update_strategy.strategy,
-        max_unavailable: u32::try_from(
-            set.spec
-                .update_strategy
-                .max_unavailable(set.spec.replicas),
-        )
-        .unwrap_or(1),
+        max_unavailable: u32::try_from(set.spec.update_strategy.max_unavailable(set.spec.replicas))
+            .unwrap_or(1),
     };
     let plan = decide(&wanted, &observed);
 
@@ -154,10 +150,19 @@ async fn apply(
     .await;
     let made = count_ok(created)?;
     if made > 0 {
-        publish(set, ctx, "SuccessfulCreate", format!("created {made} children")).await;
+        publish(
+            set,
+            ctx,
+            "SuccessfulCreate",
+            format!("created {made} children"),
+        )
+        .await;
     }
 
-    for (names, reason) in [(&plan.scale_down, "ScaledDown"), (&plan.replace, "Replacing")] {
+    for (names, reason) in [
+        (&plan.scale_down, "ScaledDown"),
+        (&plan.replace, "Replacing"),
+    ] {
         let deleted = futures::future::join_all(names.iter().map(|name| async move {
             match containers.delete(name, &DeleteParams::background()).await {
                 Ok(_) => Ok(true),
@@ -295,7 +300,9 @@ fn status_of(
             } else {
                 "MinimumReplicasUnavailable"
             },
-            format!("{ready} of {wanted} children Ready (at most {max_unavailable} may be unavailable)"),
+            format!(
+                "{ready} of {wanted} children Ready (at most {max_unavailable} may be unavailable)"
+            ),
             generation,
         ),
     );
@@ -312,7 +319,10 @@ fn status_of(
             format!(
                 "{replicas} of {wanted} children, {ready} Ready, {updated} on revision {update_revision}{}",
                 plan.filter(|p| p.waiting > 0)
-                    .map(|p| format!("; {} wait to be replaced (maxUnavailable {max_unavailable})", p.waiting))
+                    .map(|p| format!(
+                        "; {} wait to be replaced (maxUnavailable {max_unavailable})",
+                        p.waiting
+                    ))
                     .unwrap_or_default()
             ),
         ),

@@ -173,7 +173,12 @@ mod tests {
         assert!(controlled_by(&child, &set));
         assert_eq!(child.labels()[REVISION_LABEL], revision);
         assert_eq!(child.labels()["app"], "web");
-        let constraint = &child.spec.placement.as_ref().unwrap().topology_spread_constraints[0];
+        let constraint = &child
+            .spec
+            .placement
+            .as_ref()
+            .unwrap()
+            .topology_spread_constraints[0];
         assert_eq!(constraint.label_selector.as_ref(), Some(&set.spec.selector));
     }
 
@@ -183,7 +188,11 @@ mod tests {
         let before = revision(&set);
         set.spec.replicas = 9;
         assert_eq!(revision(&set), before);
-        set.spec.template.spec.config.insert("user.x".into(), "1".into());
+        set.spec
+            .template
+            .spec
+            .config
+            .insert("user.x".into(), "1".into());
         assert_ne!(revision(&set), before);
     }
 

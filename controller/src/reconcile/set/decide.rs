@@ -163,8 +163,8 @@ pub fn decide(wanted: &Wanted<'_>, children: &[Child]) -> Plan {
             Change::Replace => to_replace.push(child),
         }
     }
-    let unavailable = wanted.replicas as usize
-        - kept.iter().filter(|c| c.ready && !c.deleting).count();
+    let unavailable =
+        wanted.replicas as usize - kept.iter().filter(|c| c.ready && !c.deleting).count();
     let mut budget = (wanted.max_unavailable as usize).saturating_sub(unavailable);
     // Unavailable ones first (free), then from the highest ordinal down.
     to_replace.sort_by(|a, b| a.ready.cmp(&b.ready).then(b.ordinal.cmp(&a.ordinal)));
