@@ -6,8 +6,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -17,6 +17,9 @@ use lxd_operator_crds::LxdContainer;
 use lxd_operator_tests::operator::{Operator, wait_for};
 use lxd_operator_tests::{TestCluster, managed_instances};
 use serde_json::Value;
+
+/// The tests of this file change members (labels, a drain): one at a time.
+static ALONE: Mutex<()> = Mutex::new(());
 
 /// Zone labels on the members for the length of a test (removed again when dropped).
 struct Zones<'a> {
@@ -120,6 +123,7 @@ fn skew(counts: &BTreeMap<&'static str, usize>) -> usize {
 
 #[test]
 fn a_set_spreads_over_zones_and_members_scales_both_ways_and_goes_with_its_children() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = TestCluster::get();
     let _zones = Zones::label(cluster);
     let operator = Operator::standalone_with_cluster();
@@ -245,9 +249,10 @@ impl Drop for Unavailability {
 fn is_ready(container: &LxdContainer) -> bool {
     container.metadata.deletion_timestamp.is_none()
         && container.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == "Ready" && c.status == "True")
+            s.moving.is_none()
+                && s.conditions
+                    .iter()
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
         })
 }
 
@@ -311,6 +316,7 @@ fn busybox_fingerprint(cluster: &TestCluster) -> String {
 
 #[test]
 fn a_rolling_update_changes_live_keys_in_place_and_replaces_for_an_image_within_max_unavailable() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = TestCluster::get();
     let operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("set-update");
@@ -376,6 +382,7 @@ fn a_rolling_update_changes_live_keys_in_place_and_replaces_for_an_image_within_
 
 #[test]
 fn an_operator_killed_three_times_during_a_rolling_update_finishes_it() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
     let cluster = TestCluster::get();
     let mut operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("set-crash");
@@ -410,4 +417,62 @@ fn an_operator_killed_three_times_during_a_rolling_update_finishes_it() {
             .all(|uuid| !before.values().any(|old| old == uuid)),
         "every child replaced"
     );
+}
+
+/// Undrains node2 when dropped, whatever the test did.
+struct Drained<'a>(&'a Operator);
+
+impl Drop for Drained<'_> {
+    fn drop(&mut self) {
+        let _ = self.0.kubectl(&[
+            "patch",
+            "lxdcluster",
+            "local",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"drainedMembers":[]}}"#,
+        ]);
+    }
+}
+
+#[test]
+fn a_drain_respects_the_set_s_max_unavailable_as_its_disruption_budget() {
+    let _alone = ALONE.lock().unwrap_or_else(|e| e.into_inner());
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("set-drain");
+    // Four children on node2 (pinned, then unpinned in place: they stay where they are).
+    operator.apply(&web_set(
+        &namespace,
+        4,
+        &format!(r#"{BUSYBOX}, "placement": {{"target": "node2"}}"#),
+        "",
+    ));
+    let members = settled(&operator, &namespace, 4);
+    assert!(members.values().all(|m| m == "node2"), "{members:?}");
+    operator.apply(&web_set(&namespace, 4, BUSYBOX, ""));
+    rolled_out(&operator, &namespace, 4);
+
+    // Four moves may run at once on the cluster; the set allows one child down.
+    let watch = Unavailability::watch(&operator, &namespace, 4);
+    let _undrain = Drained(&operator);
+    operator.patch_cluster(r#"{"drainedMembers":["node2"],"maxConcurrentMoves":4}"#);
+    wait_for(
+        Duration::from_secs(240),
+        "every child moved off node2",
+        || {
+            let statuses = operator.statuses(&namespace);
+            let moved = statuses.len() == 4
+                && statuses.values().all(|s| {
+                    s["phase"] == "Running" && s["member"] != "node2" && s["move"].is_null()
+                });
+            let instances = managed_instances(cluster, &namespace);
+            (moved && instances.len() == 4 && instances.iter().all(|i| i.location != "node2"))
+                .then_some(())
+        },
+    );
+    let most = watch.most();
+    println!("at most {most} of 4 children not Ready at once during the drain");
+    assert!(most <= 1, "{most} children down at once (maxUnavailable 1)");
 }

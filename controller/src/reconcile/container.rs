@@ -5,12 +5,13 @@
 //!
 //! Before converging, the container's member is looked at: [`member_failure`] (wait for an
 //! offline member, or reschedule; delete instances left behind once their member is back) and
-//! [`moves`] (move off a drained member).
+//! [`moves`] (move off a drained member, within its set's disruption [`budget`]).
 //!
 //! The steps, one job each: [`place`] (with the [`placement`] step's wiring of the engine),
 //! [`create`], [`update`], [`state`], [`husk`] (a create cut off, made again); [`failure`] says
 //! what a step's failure means; [`rollout`] times a new container's stages.
 
+pub mod budget;
 pub mod cleanup;
 pub mod converge;
 pub mod create;
@@ -248,6 +249,7 @@ async fn reconcile_instance(
     let instance = converge(desired, client, ctx, status).await?;
     // The move's slot is free once the moved instance is as desired again.
     drop(drain.permit);
+    drop(drain.disruption);
     // An instance left behind is deleted soon after its member returns, even should the
     // wake-up of its return be missed.
     let recheck = if status.status.left_behind.is_empty() {

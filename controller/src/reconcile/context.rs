@@ -123,6 +123,8 @@ pub struct Context {
     wake: UnboundedSender<ObjectRef<LxdContainer>>,
     /// Moves under way, per cluster, against `maxConcurrentMoves`.
     pub moves: super::container::moves::MoveSlots,
+    /// Disruptions of sets' children granted against their sets' `maxUnavailable`.
+    pub budgets: super::container::budget::Budgets,
 }
 
 impl std::fmt::Debug for Context {
@@ -167,6 +169,7 @@ impl Context {
             clusters,
             wake,
             moves: Default::default(),
+            budgets: Default::default(),
         }
     }
 

@@ -23,6 +23,7 @@ use lxd_operator_crds::{LxdCluster, LxdContainer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::super::context::Context;
+use super::budget::{Disruption, OverBudget};
 use super::desired::DesiredInstance;
 use super::failure::Failure;
 use super::placement::{PlacementError, place};
@@ -164,6 +165,8 @@ pub(super) struct DrainOutcome {
     pub(super) permit: Option<MovePermit>,
     /// Look again this soon (a slot, a failed move, no member fits).
     pub(super) recheck: Option<Duration>,
+    /// The set's disruption budget unit the move took, held as long as the slot.
+    pub(super) disruption: Option<Disruption>,
 }
 
 /// Whether our containers must leave `member` of `cluster` (drained, or leaving the cluster).
@@ -183,6 +186,7 @@ pub(super) async fn drain(
     let cluster_name = &desired.placement.cluster;
     let limit = usize::try_from(cluster.spec.max_concurrent_moves.max(1)).unwrap_or(1);
     let resumed = status.status.moving.is_some();
+    let mut disruption = None;
     let permit = match status.status.moving.clone() {
         Some(_) => ctx.moves.resume(cluster_name, limit),
         None => {
@@ -198,6 +202,18 @@ pub(super) async fn drain(
             }
             if ctx.moves.failed_recently(desired.uid()) {
                 return Ok(recheck(RETRY_AFTER_FAILURE));
+            }
+            match ctx.budgets.disrupt(status.container, ctx).await? {
+                Ok(granted) => disruption = granted,
+                Err(OverBudget(why)) => {
+                    status.condition(
+                        CONDITION_DRAINING,
+                        true,
+                        "DisruptionBudget",
+                        format!("member {member} is drained; waiting: {why}"),
+                    );
+                    return Ok(recheck(SLOT_RECHECK));
+                }
             }
             // Moves recorded in status count too: a restarted operator's slots start empty
             // while the moves its predecessor began are still under way.
@@ -266,6 +282,7 @@ pub(super) async fn drain(
             Ok(DrainOutcome {
                 permit: Some(permit),
                 recheck: None,
+                disruption,
             })
         }
         // Converging must not touch the instance while LXD moves it.
@@ -315,6 +332,7 @@ fn recheck(after: Duration) -> DrainOutcome {
     DrainOutcome {
         permit: None,
         recheck: Some(after),
+        disruption: None,
     }
 }
 

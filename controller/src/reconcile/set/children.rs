@@ -100,16 +100,23 @@ pub fn controlled_by(container: &LxdContainer, set: &LxdContainerSet) -> bool {
         .any(|o| o.controller == Some(true) && Some(o.uid.as_str()) == uid)
 }
 
+/// Whether a container is Ready for the spec it has now (not being deleted or moved).
+pub fn is_ready(container: &LxdContainer) -> bool {
+    container.metadata.deletion_timestamp.is_none()
+        && container.status.as_ref().is_some_and(|status| {
+            status.moving.is_none()
+                && status.conditions.iter().any(|c| {
+                    c.type_ == CONDITION_READY
+                        && c.status == "True"
+                        && c.observed_generation == container.metadata.generation
+                })
+        })
+}
+
 /// What the set reads of a child.
 pub fn observe(set_name: &str, container: &LxdContainer) -> Child {
     let name = container.name_any();
-    let ready = container.status.as_ref().is_some_and(|status| {
-        status.conditions.iter().any(|c| {
-            c.type_ == CONDITION_READY
-                && c.status == "True"
-                && c.observed_generation == container.metadata.generation
-        })
-    });
+    let ready = is_ready(container);
     Child {
         ordinal: ordinal_of(set_name, &name),
         revision: container.labels().get(REVISION_LABEL).cloned(),
