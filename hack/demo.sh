@@ -49,9 +49,13 @@ LXD_DIR=$PWD/target/lxd-bare/node1 lxc cluster list
 echo "== Applying examples/"
 kubectl apply -f examples/
 
-echo "== Waiting until every container is Ready"
+echo "== Waiting until every set has all its children and every container is Ready"
+kubectl wait lxdcs --all --for=condition=Progressing=false --timeout=120s
 kubectl wait lxdc --all --for=condition=Ready --timeout=120s
 
+echo
+echo "== kubectl get lxdcs"
+kubectl get lxdcs
 echo
 echo "== kubectl get lxdc -o wide"
 kubectl get lxdc -o wide
@@ -66,6 +70,7 @@ lxd-operator runs in the background (pid $(cat "$DATA_DIR/operator.pid"), log $D
   kubectl get lxd                       # clusters, containers, policies
   kubectl describe lxdc web-1           # status and events
   kubectl patch lxdc batch-1 --type merge -p '{"spec":{"state":"Running"}}'
+  kubectl scale lxdcs/runners --replicas=6
   LXD_DIR=$PWD/target/lxd-bare/node1 lxc list
 Metrics: curl http://$METRICS/metrics
 Stop everything:  kill \$(cat $DATA_DIR/operator.pid); hack/lxd-cluster.sh bare down

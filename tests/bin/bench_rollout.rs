@@ -2,6 +2,8 @@
 //! - `operator N`: N LxdContainers applied at once with kubectl, through the operator; prints
 //!   where the time went (each container's stages, placement's waits, LXD calls per container
 //!   and their latency, API writes, reconciles, CPU of the operator beside LXD's);
+//! - `set N`: an LxdContainerSet of 0 replicas scaled to N with `kubectl scale`, the same
+//!   breakdown;
 //! - `direct N`: N concurrent REST creates and starts without the operator, every call to the
 //!   first member, as a naive client does (the baseline);
 //! - `paced N K`: the same, each member's calls to its own endpoint, at most K creates at once
@@ -63,7 +65,16 @@ struct Seen {
     writes: usize,
 }
 
-fn through_operator(cluster: &TestCluster, n: usize) -> Outcome {
+/// How the containers are asked for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Through {
+    /// N LxdContainers applied at once.
+    Containers,
+    /// One LxdContainerSet scaled from 0 to N.
+    Set,
+}
+
+fn through_operator(cluster: &TestCluster, n: usize, through: Through) -> Outcome {
     let operator = Operator::standalone_with_cluster();
     let namespace = operator.namespace("bench");
     let containers: Vec<LxdContainer> = (0..n)
@@ -73,14 +84,30 @@ fn through_operator(cluster: &TestCluster, n: usize) -> Outcome {
                 .build()
         })
         .collect();
+    if through == Through::Set {
+        operator.apply(&format!(
+            "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainerSet\nmetadata: {{name: b, namespace: {namespace}}}\nspec:\n  replicas: 0\n  selector: {{matchLabels: {{app: b}}}}\n  template:\n    metadata: {{labels: {{app: b}}}}\n    spec: {{clusterRef: {{name: local}}, image: {{alias: busybox}}}}\n"
+        ));
+    }
     let metrics_before = scrape(&operator);
     let operator_cpu_before = process_cpu_seconds(operator.pid(), false);
     let lxd_cpu_before = cluster.daemons_cpu_seconds();
     let started = Instant::now();
     // Watched from before the apply, through the API (polling LXD's full instance list would
     // load LXD in this way only).
-    let seen = watch_until_ready(&operator, &namespace, n, || {
-        operator.apply_containers(&containers);
+    let seen = watch_until_ready(&operator, &namespace, n, || match through {
+        Through::Containers => {
+            operator.apply_containers(&containers);
+        }
+        Through::Set => {
+            operator.kubectl_ok(&[
+                "scale",
+                "lxdcs/b",
+                "-n",
+                &namespace,
+                &format!("--replicas={n}"),
+            ]);
+        }
     });
     let elapsed = started.elapsed();
     let lxd_cpu = cluster.daemons_cpu_seconds() - lxd_cpu_before;
@@ -479,8 +506,9 @@ fn main() {
         Some("direct") => measured(cluster, || concurrent_rest(cluster, n, false, 0)),
         Some("paced") => measured(cluster, || concurrent_rest(cluster, n, true, number(2, 0))),
         Some("sequential") => measured(cluster, || sequential_lxc(cluster, n)),
-        Some("operator") => through_operator(cluster, n),
-        _ => panic!("usage: bench-rollout <operator|direct|paced|sequential> N [K]"),
+        Some("operator") => through_operator(cluster, n, Through::Containers),
+        Some("set") => through_operator(cluster, n, Through::Set),
+        _ => panic!("usage: bench-rollout <operator|set|direct|paced|sequential> N [K]"),
     };
     println!(
         "result {:.2} {:.2}",
