@@ -422,3 +422,144 @@ fn selector_string(selector: &LabelSelector) -> String {
     }
     parts.join(",")
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+    use lxd_operator_crds::set::{ContainerTemplate, LxdContainerSetSpec, TemplateMetadata};
+    use lxd_operator_crds::testing::container_spec;
+
+    use super::*;
+
+    fn set(replicas: i32) -> LxdContainerSet {
+        let labels: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+        let mut set = LxdContainerSet::new(
+            "web",
+            LxdContainerSetSpec {
+                replicas,
+                selector: LabelSelector {
+                    match_labels: Some(labels.clone()),
+                    match_expressions: None,
+                },
+                template: ContainerTemplate {
+                    metadata: TemplateMetadata {
+                        labels,
+                        annotations: BTreeMap::new(),
+                    },
+                    spec: container_spec(),
+                },
+                update_strategy: Default::default(),
+            },
+        );
+        set.metadata.generation = Some(3);
+        set
+    }
+
+    fn child(ordinal: u32, revision: &str, ready: bool) -> Child {
+        Child {
+            name: format!("web-{ordinal}"),
+            ordinal: Some(ordinal),
+            revision: Some(revision.to_owned()),
+            spec: container_spec(),
+            ready,
+            deleting: false,
+        }
+    }
+
+    fn condition_of<'a>(status: &'a LxdContainerSetStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_set_with_every_child_ready_on_the_new_revision_is_complete_and_available() {
+        let children: Vec<Child> = (0..3).map(|o| child(o, "new", true)).collect();
+        let status = status_of(&set(3), &children, "new", Some(&Plan::default()), None);
+        assert_eq!(
+            (
+                status.replicas,
+                status.ready_replicas,
+                status.updated_replicas
+            ),
+            (3, 3, 3)
+        );
+        assert_eq!(status.current_revision.as_deref(), Some("new"));
+        assert_eq!(status.selector.as_deref(), Some("app=web"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(condition_of(&status, CONDITION_AVAILABLE).status, "True");
+        let progressing = condition_of(&status, CONDITION_PROGRESSING);
+        assert_eq!(
+            (progressing.status.as_str(), progressing.reason.as_str()),
+            ("False", "Complete")
+        );
+    }
+
+    #[test]
+    fn an_update_under_way_keeps_the_old_revision_current_and_says_who_waits() {
+        let children = vec![
+            child(0, "old", true),
+            child(1, "old", true),
+            child(2, "new", false),
+        ];
+        let plan = Plan {
+            waiting: 2,
+            ..Plan::default()
+        };
+        let status = status_of(&set(3), &children, "new", Some(&plan), None);
+        assert_eq!(status.current_revision.as_deref(), Some("old"));
+        assert_eq!(status.updated_replicas, 1);
+        assert_eq!(condition_of(&status, CONDITION_AVAILABLE).status, "True");
+        let progressing = condition_of(&status, CONDITION_PROGRESSING);
+        assert_eq!(progressing.status, "True");
+        assert!(
+            progressing
+                .message
+                .contains("2 wait to be replaced (maxUnavailable 1)"),
+            "{}",
+            progressing.message
+        );
+    }
+
+    #[test]
+    fn children_that_cannot_be_placed_are_counted_with_placement_s_reason() {
+        let set = set(4);
+        let status = status_of(&set, &[], "new", Some(&Plan::default()), None);
+        let reason = "0/3 members: 3 topology spread zone".to_owned();
+        let status = with_unschedulable(
+            status,
+            &set,
+            &[("web-2".into(), reason.clone()), ("web-3".into(), reason)],
+        );
+        let progressing = condition_of(&status, CONDITION_PROGRESSING);
+        assert_eq!(progressing.reason, "Unschedulable");
+        assert_eq!(
+            progressing.message,
+            "2 of 4 children cannot be placed: web-2, web-3 (0/3 members: 3 topology spread zone)"
+        );
+    }
+
+    #[test]
+    fn a_template_the_operator_cannot_carry_out_is_refused_naming_the_field() {
+        let mut named = set(1);
+        named.spec.template.spec.instance_name = Some("fixed".into());
+        let error = validate(&named, "r").unwrap_err();
+        assert!(
+            error.starts_with("spec.template.spec.instanceName"),
+            "{error}"
+        );
+
+        let mut unmatched = set(1);
+        unmatched.spec.template.metadata.labels.clear();
+        let error = validate(&unmatched, "r").unwrap_err();
+        assert!(error.starts_with("spec.selector"), "{error}");
+
+        let mut reserved = set(1);
+        reserved
+            .spec
+            .template
+            .spec
+            .config
+            .insert("volatile.x".into(), "1".into());
+        let error = validate(&reserved, "r").unwrap_err();
+        assert!(error.starts_with("spec.template.spec.config"), "{error}");
+    }
+}
