@@ -68,25 +68,52 @@ pub fn scale_of(paths: &ScalePaths, object: &Value) -> Value {
     })
 }
 
-/// The replicas a Scale sent by a client asks for, as Go decodes it into `autoscaling/v1`:
-/// absent is 0, anything but an int32 a 400.
+/// The replicas a Scale sent by a client (or made by its patch) asks for. The Kubernetes API
+/// server decodes it into `autoscaling/v1` `Scale`, refusing a body of another shape with a
+/// 400; here it stays JSON, so the shape is checked: string `apiVersion` and `kind`, ObjectMeta
+/// `metadata`, int32 replicas (absent is 0, as Go decodes it) and a string selector.
 fn replicas_asked(scale: &Value) -> Result<i64, ApiError> {
-    if !scale.is_object() || !(scale["spec"].is_object() || scale["spec"].is_null()) {
-        return Err(ApiError::bad_request(
-            "the body must be an autoscaling/v1 Scale object",
-        ));
+    let refused = |what: &str| {
+        ApiError::bad_request(format!("the body is not an autoscaling/v1 Scale: {what}"))
+    };
+    let Some(map) = scale.as_object() else {
+        return Err(refused("not a JSON object"));
+    };
+    for field in ["apiVersion", "kind"] {
+        if map
+            .get(field)
+            .is_some_and(|v| !(v.is_string() || v.is_null()))
+        {
+            return Err(refused(&format!("{field} must be a string")));
+        }
     }
-    match scale["spec"].get("replicas") {
-        None | Some(Value::Null) => Ok(0),
-        Some(value) => value
-            .as_i64()
-            .filter(|n| i32::try_from(*n).is_ok())
-            .ok_or_else(|| {
-                ApiError::bad_request(format!(
-                    "Scale spec.replicas: Invalid value: {value}: must be a 32-bit integer"
-                ))
-            }),
+    crate::schema::object_meta::check(scale)?;
+    let int32 = |part: &str| -> Result<i64, ApiError> {
+        match scale[part].get("replicas") {
+            None | Some(Value::Null) => Ok(0),
+            Some(value) => value
+                .as_i64()
+                .filter(|n| i32::try_from(*n).is_ok())
+                .ok_or_else(|| {
+                    refused(&format!(
+                        "{part}.replicas must be a 32-bit integer, not {value}"
+                    ))
+                }),
+        }
+    };
+    for part in ["spec", "status"] {
+        if !(scale[part].is_object() || scale[part].is_null()) {
+            return Err(refused(&format!("{part} must be an object")));
+        }
     }
+    int32("status")?;
+    if scale["status"]
+        .get("selector")
+        .is_some_and(|v| !(v.is_string() || v.is_null()))
+    {
+        return Err(refused("status.selector must be a string"));
+    }
+    int32("spec")
 }
 
 /// How a scale write arrives.
@@ -240,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn a_scale_asks_for_int32_replicas_only() {
+    fn a_scale_asks_for_int32_replicas_and_has_the_shape_of_a_scale() {
         assert_eq!(
             replicas_asked(&json!({"spec": {"replicas": 5}})).map_err(|e| e.code),
             Ok(5)
@@ -252,6 +279,11 @@ mod tests {
             json!({"spec": {"replicas": 4_294_967_296_i64}}),
             json!({"spec": []}),
             json!([]),
+            json!({"kind": 5, "spec": {"replicas": 1}}),
+            json!({"metadata": {"labels": 5}, "spec": {"replicas": 1}}),
+            json!({"spec": {"replicas": 1}, "status": {"replicas": "2"}}),
+            json!({"spec": {"replicas": 1}, "status": {"selector": 2}}),
+            json!({"spec": {"replicas": 1}, "status": 2}),
         ] {
             assert_eq!(replicas_asked(&bad).map_err(|e| e.code), Err(400), "{bad}");
         }

@@ -321,7 +321,8 @@ fn list_schema(item: &str, group: &str, version: &str, kind: &str) -> Value {
     })
 }
 
-/// `autoscaling/v1` `Scale`, as Kubernetes describes it.
+/// `autoscaling/v1` `Scale`, as Kubernetes describes it, except that `status.replicas` is not
+/// required: a write's status is ignored, so a body need not carry one (answers always do).
 fn scale_schema() -> Value {
     json!({
         "description": "Scale represents a scaling request for a resource.",
@@ -338,7 +339,6 @@ fn scale_schema() -> Value {
             "status": {
                 "description": "The current status of the scale.",
                 "type": "object",
-                "required": ["replicas"],
                 "properties": {
                     "replicas": {"type": "integer", "format": "int32", "description": "The actual number of observed instances of the scaled object."},
                     "selector": {"type": "string", "description": "The label query over the objects counted, as a string."},
