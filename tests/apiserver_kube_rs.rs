@@ -489,3 +489,67 @@ async fn concurrent_writers_lose_nothing_and_one_create_of_a_name_wins() {
         "{labels:?}"
     );
 }
+
+#[tokio::test]
+async fn get_patch_and_replace_scale_through_kube_rs() {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    use lxd_operator_crds::set::{
+        ContainerTemplate, LxdContainerSet, LxdContainerSetSpec, TemplateMetadata,
+    };
+
+    let operator = Operator::start(Mode::Apiserver);
+    let api: Api<LxdContainerSet> = Api::namespaced(client(&operator).await, "default");
+    let labels: std::collections::BTreeMap<String, String> =
+        [("app".to_owned(), "web".to_owned())].into();
+    let spec = LxdContainerSetSpec {
+        replicas: 2,
+        selector: LabelSelector {
+            match_labels: Some(labels.clone()),
+            match_expressions: None,
+        },
+        template: ContainerTemplate {
+            metadata: TemplateMetadata {
+                labels,
+                annotations: Default::default(),
+            },
+            spec: container("web").spec,
+        },
+        update_strategy: Default::default(),
+    };
+    api.create(&PostParams::default(), &LxdContainerSet::new("web", spec))
+        .await
+        .unwrap();
+    let scale = api.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.and_then(|s| s.replicas), Some(2));
+    assert_eq!(scale.status.map(|s| s.replicas), Some(0));
+
+    let patched = api
+        .patch_scale(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"replicas": 4}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(patched.spec.as_ref().and_then(|s| s.replicas), Some(4));
+    assert_eq!(api.get("web").await.unwrap().spec.replicas, 4);
+
+    let mut replacing = patched.clone();
+    replacing.spec = Some(kube::api::ScaleSpec { replicas: Some(6) });
+    let replaced = api
+        .replace_scale("web", &PostParams::default(), &replacing)
+        .await
+        .unwrap();
+    assert_eq!(replaced.spec.and_then(|s| s.replicas), Some(6));
+    // `replacing` carries the resourceVersion it was read at: now stale.
+    let stale = api
+        .replace_scale("web", &PostParams::default(), &replacing)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(stale, kube::Error::Api(ref s) if s.code == 409),
+        "{stale:?}"
+    );
+    let set = api.get("web").await.unwrap();
+    assert_eq!((set.spec.replicas, set.metadata.generation), (6, Some(3)));
+}

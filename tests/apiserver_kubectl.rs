@@ -600,3 +600,101 @@ fn moving_from_client_side_to_server_side_apply_needs_no_force() {
     );
     assert!(!other.status.success(), "{}", text(&other.stdout));
 }
+
+const SET: &str = "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdContainerSet\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec:\n      clusterRef: {name: local}\n      image: {alias: busybox}\n";
+
+#[test]
+fn kubectl_scale_changes_a_sets_replicas_and_get_shows_its_columns() {
+    let operator = server();
+    assert!(operator.apply(SET).contains("created"));
+    // kubectl 1.32 sends a merge patch `{"spec":{"replicas":5}}` to …/web/scale, found as an
+    // autoscaling/v1 Scale in discovery.
+    let scaled = operator.kubectl_ok(&["scale", "lxdcs/web", "--replicas=5"]);
+    assert!(scaled.contains("scaled"), "{scaled}");
+    let set = json(&operator, &["get", "lxdcs", "web", "-o", "json"]);
+    assert_eq!(set["spec"]["replicas"], 5);
+    assert_eq!(set["metadata"]["generation"], 2);
+    // With a precondition it reads the Scale and replaces it.
+    operator.kubectl_ok(&["scale", "lxdcs/web", "--current-replicas=5", "--replicas=3"]);
+    let scale = json(
+        &operator,
+        &["get", "lxdcs", "web", "--subresource=scale", "-o", "json"],
+    );
+    assert_eq!(
+        (&scale["kind"], &scale["spec"]["replicas"]),
+        (&Value::from("Scale"), &Value::from(3))
+    );
+    let refused = operator.kubectl(&[
+        "patch",
+        "lxdcs",
+        "web",
+        "--subresource=scale",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"replicas":-1}}"#,
+    ]);
+    assert!(
+        text(&refused.stderr)
+            .contains("The LxdContainerSet \"web\" is invalid: spec.replicas: Invalid value: -1"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let table = operator.kubectl_ok(&["get", "lxdcs"]);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["NAME", "DESIRED", "READY", "UP-TO-DATE", "AGE"],
+        "{table}"
+    );
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(row[..2], ["web", "3"], "{table}");
+}
+
+#[test]
+fn an_invalid_set_is_refused_naming_the_field_and_nothing_is_stored() {
+    let operator = server();
+    let placement = |constraint: &str| {
+        SET.replace(
+            "      image: {alias: busybox}\n",
+            &format!(
+                "      image: {{alias: busybox}}\n      placement:\n        topologySpreadConstraints: [{constraint}]\n"
+            ),
+        )
+    };
+    let cases = [
+        (
+            SET.replace("matchLabels: {app: web}", "matchLabels: {app: db}"),
+            r#"spec.selector: Invalid value: "object": selector does not match the template's labels"#,
+        ),
+        (
+            SET.replace("replicas: 2", "replicas: -1"),
+            "spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0",
+        ),
+        (
+            placement("{maxSkew: 0, topologyKey: zone}"),
+            "spec.template.spec.placement.topologySpreadConstraints[0].maxSkew: Invalid value: 0",
+        ),
+        (
+            placement("{maxSkew: 1, topologyKey: zone, whenUnsatisfiable: Sometimes}"),
+            r#"spec.template.spec.placement.topologySpreadConstraints[0].whenUnsatisfiable: Unsupported value: "Sometimes""#,
+        ),
+    ];
+    for (manifest, expected) in cases {
+        let applied = operator.kubectl_with_input(&["apply", "-f", "-"], &manifest);
+        let error = text(&applied.stderr);
+        assert!(
+            !applied.status.success()
+                && error.contains("The LxdContainerSet \"web\" is invalid: ")
+                && error.contains(expected),
+            "{manifest}\n{error}"
+        );
+        let got = operator.kubectl(&["get", "lxdcs", "web"]);
+        assert!(
+            text(&got.stderr).contains("NotFound"),
+            "stored: {}",
+            text(&got.stdout)
+        );
+    }
+}

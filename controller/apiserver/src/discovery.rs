@@ -9,6 +9,11 @@ use super::registry::{Registry, Resource};
 pub const AGGREGATED_CONTENT_TYPE: &str =
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList";
 
+/// The group, version and kind of what a scale subresource answers, as in Kubernetes.
+const SCALE_GROUP: &str = "autoscaling";
+const SCALE_VERSION: &str = "v1";
+const SCALE_KIND: &str = "Scale";
+
 /// Whether the client asked for aggregated discovery.
 pub fn wants_aggregated(accept: &str) -> bool {
     accept.contains("as=APIGroupDiscoveryList") && accept.contains("v=v2")
@@ -73,6 +78,11 @@ pub fn resource_list(registry: &Registry, group: &str, version: &str) -> Option<
         if r.status_subresource {
             entries.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced, "kind": r.kind, "verbs": ["get", "patch", "update"]}));
         }
+        if r.scale.is_some() {
+            // `kubectl scale` finds the Scale's group and version here.
+            entries.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
+                "group": SCALE_GROUP, "version": SCALE_VERSION, "kind": SCALE_KIND, "verbs": ["get", "patch", "update"]}));
+        }
     }
     let group_version = if group.is_empty() {
         version.to_owned()
@@ -101,11 +111,14 @@ pub fn aggregated(registry: &Registry, core: bool) -> Value {
                     .filter(|r| r.group == group && &r.version == version)
                     .map(|r| {
                         let kind = json!({"group": r.group, "version": r.version, "kind": r.kind});
-                        let subresources: Vec<Value> = if r.status_subresource {
-                            vec![json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]})]
-                        } else {
-                            vec![]
-                        };
+                        let mut subresources = Vec::new();
+                        if r.status_subresource {
+                            subresources.push(json!({"subresource": "status", "responseKind": kind, "verbs": ["get", "patch", "update"]}));
+                        }
+                        if r.scale.is_some() {
+                            let scale = json!({"group": SCALE_GROUP, "version": SCALE_VERSION, "kind": SCALE_KIND});
+                            subresources.push(json!({"subresource": "scale", "responseKind": scale, "verbs": ["get", "patch", "update"]}));
+                        }
                         json!({
                             "resource": r.plural, "responseKind": kind,
                             "scope": if r.namespaced { "Namespaced" } else { "Cluster" },

@@ -34,6 +34,17 @@ pub enum Role {
     EventsApiEvent,
 }
 
+/// The paths a CRD's `subresources.scale` names, in its notation (`.spec.replicas`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScalePaths {
+    /// Where the object holds the replicas asked for; `/scale` writes only this field.
+    pub spec_replicas: String,
+    /// Where the object's status holds the replicas there are.
+    pub status_replicas: String,
+    /// Where the object's status holds its selector as a label query string, if anywhere.
+    pub label_selector: Option<String>,
+}
+
 /// One resource type.
 #[derive(Debug, Clone)]
 pub struct Resource {
@@ -55,6 +66,8 @@ pub struct Resource {
     pub categories: Vec<String>,
     /// Whether writes to the main resource ignore `status` and `/status` exists.
     pub status_subresource: bool,
+    /// Where `/scale` reads and writes the replicas, when the kind has that subresource.
+    pub scale: Option<ScalePaths>,
     /// Whether this is a custom resource (strategic merge patch refused, schema validated).
     pub custom: bool,
     /// Printer columns of a custom resource.
@@ -163,6 +176,7 @@ fn builtin(
         short_names: short_names.iter().map(|s| (*s).to_owned()).collect(),
         categories: Vec::new(),
         status_subresource: false,
+        scale: None,
         custom: false,
         columns: Vec::new(),
         schema: None,
@@ -308,6 +322,15 @@ impl Registry {
                     .as_ref()
                     .and_then(|s| s.status.as_ref())
                     .is_some(),
+                scale: version
+                    .subresources
+                    .as_ref()
+                    .and_then(|s| s.scale.as_ref())
+                    .map(|scale| ScalePaths {
+                        spec_replicas: scale.spec_replicas_path.clone(),
+                        status_replicas: scale.status_replicas_path.clone(),
+                        label_selector: scale.label_selector_path.clone(),
+                    }),
                 custom: true,
                 columns: version
                     .additional_printer_columns

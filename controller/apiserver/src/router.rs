@@ -13,7 +13,7 @@ use axum::routing::get;
 use serde_json::{Value, json};
 
 use super::listing::ListOptions;
-use super::objects::{ApiState, FieldValidation, PatchKind, WriteOptions, Written};
+use super::objects::{ApiState, FieldValidation, PatchKind, ScaleWrite, WriteOptions, Written};
 use super::registry::Resource;
 use super::schema::openapi;
 use super::selectors::{FieldSelector, LabelSelector};
@@ -184,10 +184,15 @@ fn parse_target(state: &ApiState, path: &str) -> Result<Option<Target>, ApiError
             }
         }
     };
-    if let Some(sub) = &target.subresource
-        && !(sub == "status" && target.resource.status_subresource)
-    {
-        return Err(ApiError::no_route(path));
+    if let Some(sub) = &target.subresource {
+        let served = match sub.as_str() {
+            "status" => target.resource.status_subresource,
+            "scale" => target.resource.scale.is_some(),
+            _ => false,
+        };
+        if !served {
+            return Err(ApiError::no_route(path));
+        }
     }
     Ok(Some(target))
 }
@@ -394,6 +399,20 @@ fn dispatch(
     let options = write_options(&query, headers)?;
     let dry_run = options.dry_run;
     let status_only = target.subresource.as_deref() == Some("status");
+    if let (Some(subresource), Some(name)) = (target.subresource.as_deref(), target.name.as_deref())
+    {
+        // A subresource is read, replaced and patched, nothing more: a DELETE of `/status`
+        // must not delete the object.
+        if !matches!(*method, Method::GET | Method::PUT | Method::PATCH) {
+            return Err(ApiError::method_not_allowed(
+                format!("{method} is not supported on {path}"),
+                "GET, PUT, PATCH",
+            ));
+        }
+        if subresource == "scale" {
+            return scale(state, method, &target, name, headers, body, &options);
+        }
+    }
     let as_table = table::wants_table(accept);
     match (method.clone(), target.name.as_deref()) {
         (Method::GET, None) => {
@@ -466,25 +485,7 @@ fn dispatch(
             Ok(written_response(200, &updated))
         }
         (Method::PATCH, Some(name)) => {
-            let content_type = header_text(headers, header::CONTENT_TYPE);
-            let kind = match content_type.split(';').next().unwrap_or_default().trim() {
-                "application/json-patch+json" => PatchKind::Json,
-                "application/merge-patch+json" | "application/json" | "" => PatchKind::Merge,
-                "application/strategic-merge-patch+json" => PatchKind::Strategic,
-                "application/apply-patch+yaml" => PatchKind::Apply,
-                other => return Err(ApiError::unsupported_media_type(other)),
-            };
-            let patch = if kind == PatchKind::Apply {
-                read_apply_body(body)?
-            } else {
-                read_body(body)?
-            };
-            // The Python client labels every patch merge-patch, JSON patches too.
-            let kind = if kind == PatchKind::Merge && patch.is_array() {
-                PatchKind::Json
-            } else {
-                kind
-            };
+            let (kind, patch) = read_patch(headers, body)?;
             let written = state.patch(
                 resource,
                 namespace,
@@ -532,6 +533,67 @@ fn dispatch(
             },
         )),
     }
+}
+
+/// A PATCH's format (from its Content-Type) and body.
+fn read_patch(headers: &HeaderMap, body: &Bytes) -> Result<(PatchKind, Value), ApiError> {
+    let content_type = header_text(headers, header::CONTENT_TYPE);
+    let kind = match content_type.split(';').next().unwrap_or_default().trim() {
+        "application/json-patch+json" => PatchKind::Json,
+        "application/merge-patch+json" | "application/json" | "" => PatchKind::Merge,
+        "application/strategic-merge-patch+json" => PatchKind::Strategic,
+        "application/apply-patch+yaml" => PatchKind::Apply,
+        other => return Err(ApiError::unsupported_media_type(other)),
+    };
+    let patch = if kind == PatchKind::Apply {
+        read_apply_body(body)?
+    } else {
+        read_body(body)?
+    };
+    // The Python client labels every patch merge-patch, JSON patches too.
+    let kind = if kind == PatchKind::Merge && patch.is_array() {
+        PatchKind::Json
+    } else {
+        kind
+    };
+    Ok((kind, patch))
+}
+
+/// `GET`, `PUT` and `PATCH` of `…/{name}/scale`, answered with the object's Scale.
+fn scale(
+    state: &ApiState,
+    method: &Method,
+    target: &Target,
+    name: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+    options: &WriteOptions,
+) -> Result<Response, ApiError> {
+    let resource = &target.resource;
+    let namespace = target.namespace.as_deref();
+    let (kind, sent) = match *method {
+        Method::GET => {
+            return Ok(json_response(&state.get_scale(resource, namespace, name)?));
+        }
+        Method::PUT => (None, read_body(body)?),
+        _ => {
+            let (kind, patch) = read_patch(headers, body)?;
+            // Server-side apply of a Scale would need field ownership mapped between the
+            // Scale and the object, which this server does not keep.
+            if kind == PatchKind::Apply {
+                return Err(ApiError::unsupported_media_type(
+                    "application/apply-patch+yaml",
+                ));
+            }
+            (Some(kind), patch)
+        }
+    };
+    let write = match kind {
+        None => ScaleWrite::Replace(&sent),
+        Some(kind) => ScaleWrite::Patch(kind, &sent),
+    };
+    let scale = state.write_scale(resource, namespace, name, write, options)?;
+    Ok(json_response(&scale))
 }
 
 fn aggregated(value: &Value) -> Response {

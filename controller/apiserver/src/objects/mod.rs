@@ -1,8 +1,8 @@
 //! What a write means, as a Kubernetes API server does it, one file per verb family:
 //! `create.rs`, `update.rs` (PUT and the patches), `apply.rs` (server-side apply, with kubectl's
 //! takeover of client-side applied fields), `delete.rs` (finalizers, garbage collection of
-//! dependents, the namespace cascade) and `crd.rs` (a CustomResourceDefinition served as it is
-//! written). `write.rs` holds what they share: metadata the server owns (uid, timestamps,
+//! dependents, the namespace cascade), `scale.rs` (the scale subresource) and `crd.rs` (a
+//! CustomResourceDefinition served as it is written). `write.rs` holds what they share: metadata the server owns (uid, timestamps,
 //! generation; the store sets resourceVersion), optimistic concurrency and retries of lost
 //! races, the status subresource, schema pruning, defaults and validation, and writes that
 //! change nothing.
@@ -12,6 +12,7 @@ mod apply;
 mod crd;
 mod create;
 mod delete;
+mod scale;
 mod update;
 mod write;
 
@@ -23,6 +24,7 @@ use crate::registry::Registry;
 use crate::status::ApiError;
 use crate::storage::Storage;
 
+pub use scale::{ScaleWrite, scale_of};
 pub(crate) use write::meta_str;
 pub use write::now;
 

@@ -579,3 +579,299 @@ async fn what_schemathesis_found_is_fixed_405_says_allow_namespaces_stay_and_a_p
     }
     assert_eq!(api.get(&path_of("web")).await, (StatusCode::OK, created));
 }
+
+const SETS: &str = "/apis/lxd-operator.dev/v1alpha1/namespaces/default/lxdcontainersets";
+
+fn set(name: &str, replicas: i64) -> Value {
+    json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainerSet",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}}}}})
+}
+
+/// The events a watch from `resource_version` replays, as (type, spec.replicas).
+async fn replayed(api: &Api, resource_version: &str) -> Vec<(String, Value)> {
+    let path = format!("{SETS}?watch=true&resourceVersion={resource_version}&timeoutSeconds=1");
+    let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(|line| serde_json::from_str::<Value>(line).unwrap())
+        .filter(|event| event["type"] != "BOOKMARK")
+        .map(|event| {
+            (
+                event["type"].as_str().unwrap().to_owned(),
+                event["object"]["spec"]["replicas"].clone(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn scale_reads_and_writes_only_the_replicas_by_put_and_every_patch() {
+    let api = Api::new();
+    let (code, created) = api
+        .send(Method::POST, SETS, "application/json", Some(&set("web", 2)))
+        .await;
+    assert_eq!(code, StatusCode::CREATED, "{created}");
+    let web = format!("{SETS}/web");
+    let scale_path = format!("{web}/scale");
+    let (code, scale) = api.get(&scale_path).await;
+    assert_eq!(code, StatusCode::OK);
+    let metadata = &created["metadata"];
+    assert_eq!(
+        scale,
+        json!({"kind": "Scale", "apiVersion": "autoscaling/v1",
+            "metadata": {"name": "web", "namespace": "default", "uid": metadata["uid"],
+                "resourceVersion": metadata["resourceVersion"], "creationTimestamp": metadata["creationTimestamp"]},
+            "spec": {"replicas": 2}, "status": {"replicas": 0}})
+    );
+
+    let (code, scale) = api
+        .patch(&scale_path, MERGE, &json!({"spec": {"replicas": 5}}))
+        .await;
+    assert_eq!(
+        (code, &scale["spec"]["replicas"]),
+        (StatusCode::OK, &json!(5))
+    );
+    let (_, scaled) = api.get(&web).await;
+    assert_eq!(scaled["spec"]["replicas"], 5);
+    assert_eq!(scaled["metadata"]["generation"], 2);
+    assert_eq!(
+        scale["metadata"]["resourceVersion"],
+        scaled["metadata"]["resourceVersion"]
+    );
+    let mut unchanged = scaled["spec"].clone();
+    unchanged["replicas"] = json!(2);
+    assert_eq!(unchanged, created["spec"], "only the replicas change");
+
+    let replace = json!([{"op": "replace", "path": "/spec/replicas", "value": 3}]);
+    let (code, scale) = api.patch(&scale_path, JSON_PATCH, &replace).await;
+    assert_eq!(
+        (code, &scale["spec"]["replicas"]),
+        (StatusCode::OK, &json!(3))
+    );
+    let strategic = "application/strategic-merge-patch+json";
+    let (code, scale) = api
+        .patch(&scale_path, strategic, &json!({"spec": {"replicas": 4}}))
+        .await;
+    assert_eq!(
+        (code, &scale["spec"]["replicas"]),
+        (StatusCode::OK, &json!(4))
+    );
+
+    let mut put = scale.clone();
+    put["spec"]["replicas"] = json!(6);
+    let (code, scale) = api.put(&scale_path, &put).await;
+    assert_eq!(
+        (code, &scale["spec"]["replicas"]),
+        (StatusCode::OK, &json!(6))
+    );
+    assert_eq!(api.get(&web).await.1["metadata"]["generation"], 5);
+    // The same replicas again change nothing, not even the resourceVersion.
+    let (code, again) = api
+        .patch(&scale_path, MERGE, &json!({"spec": {"replicas": 6}}))
+        .await;
+    assert_eq!((code, &again), (StatusCode::OK, &scale));
+
+    // The status the controller writes is what the Scale's status says.
+    let status = json!({"status": {"replicas": 2, "selector": "app=web"}});
+    assert_eq!(
+        api.patch(&format!("{web}/status"), MERGE, &status).await.0,
+        StatusCode::OK
+    );
+    let (_, scale) = api.get(&scale_path).await;
+    assert_eq!(
+        scale["status"],
+        json!({"replicas": 2, "selector": "app=web"})
+    );
+
+    // Watchers see each change as a MODIFIED of the object.
+    let events = replayed(&api, metadata["resourceVersion"].as_str().unwrap()).await;
+    let modified: Vec<(&str, &Value)> = events.iter().map(|(t, r)| (t.as_str(), r)).collect();
+    assert_eq!(
+        modified,
+        [
+            ("MODIFIED", &json!(5)),
+            ("MODIFIED", &json!(3)),
+            ("MODIFIED", &json!(4)),
+            ("MODIFIED", &json!(6)),
+            ("MODIFIED", &json!(6))
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_scale_write_respects_its_precondition_and_the_schema_and_stores_nothing_when_refused() {
+    let api = Api::new();
+    api.send(Method::POST, SETS, "application/json", Some(&set("web", 2)))
+        .await;
+    let web = format!("{SETS}/web");
+    let scale_path = format!("{web}/scale");
+    let (_, scale) = api.get(&scale_path).await;
+    let (_, before) = api.get(&web).await;
+
+    let mut stale = scale.clone();
+    stale["metadata"]["resourceVersion"] = json!("1");
+    stale["spec"]["replicas"] = json!(7);
+    let conflict = "Operation cannot be fulfilled on lxdcontainersets.lxd-operator.dev \"web\": the object has been modified; please apply your changes to the latest version and try again";
+    let (code, answer) = api.put(&scale_path, &stale).await;
+    assert_eq!(
+        (code, answer["message"].as_str()),
+        (StatusCode::CONFLICT, Some(conflict))
+    );
+    let stale_patch = json!({"metadata": {"resourceVersion": "1"}, "spec": {"replicas": 7}});
+    assert_eq!(
+        api.patch(&scale_path, MERGE, &stale_patch).await.0,
+        StatusCode::CONFLICT
+    );
+
+    let mut negative = scale.clone();
+    negative["spec"]["replicas"] = json!(-1);
+    let (code, answer) = api.put(&scale_path, &negative).await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        answer["message"],
+        "LxdContainerSet.lxd-operator.dev \"web\" is invalid: spec.replicas: Invalid value: -1: spec.replicas in body should be greater than or equal to 0"
+    );
+    assert_eq!(answer["details"]["causes"][0]["field"], "spec.replicas");
+    let negative_patch = json!({"spec": {"replicas": -1}});
+    assert_eq!(
+        api.patch(&scale_path, MERGE, &negative_patch).await.0,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // A Scale naming another object, replicas that are no int32, a patch taking them away.
+    let mut other = scale.clone();
+    other["metadata"]["name"] = json!("db");
+    assert_eq!(
+        api.put(&scale_path, &other).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let text = json!({"spec": {"replicas": "five"}});
+    assert_eq!(
+        api.patch(&scale_path, MERGE, &text).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let removed = json!([{"op": "remove", "path": "/spec/replicas"}]);
+    assert_eq!(
+        api.patch(&scale_path, JSON_PATCH, &removed).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        api.patch(&scale_path, APPLY, &json!({"spec": {"replicas": 3}}))
+            .await
+            .0,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE
+    );
+    assert_eq!(api.get(&web).await, (StatusCode::OK, before));
+
+    // Only a kind whose CRD declares it has a scale; a subresource is never deleted.
+    assert_eq!(
+        api.get(&format!("{SETS}/db/scale")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    api.create(&container("c1")).await;
+    assert_eq!(
+        api.get(&format!("{}/scale", path_of("c1"))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    for path in [scale_path.clone(), format!("{web}/status")] {
+        assert_eq!(
+            api.delete(&path).await.0,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{path}"
+        );
+    }
+    assert_eq!(api.get(&web).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn discovery_lists_the_scale_subresource_as_an_autoscaling_v1_scale() {
+    let api = Api::new();
+    let (_, list) = api.get("/apis/lxd-operator.dev/v1alpha1").await;
+    let scale = list["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "lxdcontainersets/scale")
+        .unwrap();
+    assert_eq!(
+        (
+            &scale["group"],
+            &scale["version"],
+            &scale["kind"],
+            &scale["verbs"]
+        ),
+        (
+            &json!("autoscaling"),
+            &json!("v1"),
+            &json!("Scale"),
+            &json!(["get", "patch", "update"])
+        )
+    );
+    let request = Request::builder()
+        .uri("/apis")
+        .header(
+            header::ACCEPT,
+            "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList",
+        )
+        .body(Body::empty())
+        .unwrap();
+    let response = api.router.clone().oneshot(request).await.unwrap();
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    let aggregated: Value = serde_json::from_slice(&bytes).unwrap();
+    let sets = aggregated["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|group| group["versions"][0]["resources"].as_array().unwrap())
+        .find(|r| r["resource"] == "lxdcontainersets")
+        .unwrap();
+    assert!(
+        sets["subresources"]
+            .as_array()
+            .unwrap()
+            .contains(&json!({"subresource": "scale",
+            "responseKind": {"group": "autoscaling", "version": "v1", "kind": "Scale"},
+            "verbs": ["get", "patch", "update"]})),
+        "{sets}"
+    );
+    let (_, openapi) = api.get("/openapi/v3/apis/lxd-operator.dev/v1alpha1").await;
+    let path = &openapi["paths"]["/apis/lxd-operator.dev/v1alpha1/namespaces/{namespace}/lxdcontainersets/{name}/scale"];
+    assert_eq!(
+        path["patch"]["x-kubernetes-group-version-kind"]["kind"],
+        "Scale"
+    );
+    assert!(openapi["components"]["schemas"]["io.k8s.api.autoscaling.v1.Scale"].is_object());
+}
+
+#[tokio::test]
+async fn a_set_whose_selector_does_not_match_its_template_is_refused_and_not_stored() {
+    let api = Api::new();
+    let mut bad = set("web", 2);
+    bad["spec"]["selector"] = json!({"matchLabels": {"app": "db"}});
+    let (code, answer) = api
+        .send(Method::POST, SETS, "application/json", Some(&bad))
+        .await;
+    assert_eq!(code, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        answer["message"],
+        "LxdContainerSet.lxd-operator.dev \"web\" is invalid: spec.selector: Invalid value: \"object\": selector does not match the template's labels"
+    );
+    assert_eq!(
+        answer["details"]["causes"],
+        json!([{"reason": "FieldValueInvalid", "field": "spec.selector",
+            "message": "Invalid value: \"object\": selector does not match the template's labels"}])
+    );
+    assert_eq!(
+        api.get(&format!("{SETS}/web")).await.0,
+        StatusCode::NOT_FOUND
+    );
+}

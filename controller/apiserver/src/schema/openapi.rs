@@ -9,6 +9,7 @@ use crate::registry::{Registry, Resource};
 
 const OBJECT_META: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta";
 const STATUS: &str = "io.k8s.apimachinery.pkg.apis.meta.v1.Status";
+const SCALE: &str = "io.k8s.api.autoscaling.v1.Scale";
 
 fn group_version_path(group: &str, version: &str) -> String {
     if group.is_empty() {
@@ -133,6 +134,13 @@ pub fn document(registry: &Registry, group: &str, version: &str) -> Value {
                 operations.status_path(),
             );
         }
+        if resource.scale.is_some() {
+            schemas.insert(SCALE.to_owned(), scale_schema());
+            paths.insert(
+                format!("{collection}/{{name}}/scale"),
+                operations.scale_path(),
+            );
+        }
         paths.insert(format!("{collection}/{{name}}"), item_path);
         paths.insert(collection, collection_path);
     }
@@ -215,6 +223,27 @@ impl Operations {
         self.read_and_write_path(&self.status_object)
     }
 
+    /// `…/{name}/scale`: get, replace and patch (not apply) the object's `autoscaling/v1`
+    /// Scale, its operations tagged with the Scale's kind as Kubernetes tags them.
+    fn scale_path(&self) -> Value {
+        let scale = Operations {
+            gvk: json!({"group": "autoscaling", "version": "v1", "kind": "Scale"}),
+            object: component(SCALE),
+            status_object: component(SCALE),
+            scope: self.scope.clone(),
+        };
+        let mut path = scale.read_and_write_path(&component(SCALE));
+        let patch = &mut path["patch"];
+        patch["requestBody"]["content"] = json!({
+            "application/json-patch+json": {"schema": {"type": "array", "items": {"type": "object"}}},
+            "application/merge-patch+json": {"schema": {"type": "object"}},
+            "application/strategic-merge-patch+json": {"schema": {"type": "object"}},
+        });
+        patch["parameters"] =
+            json!(["dryRun", "fieldManager", "fieldValidation"].map(query_parameter));
+        path
+    }
+
     fn read_and_write_path(&self, body: &Value) -> Value {
         const WRITE: [&str; 3] = ["dryRun", "fieldManager", "fieldValidation"];
         let patch_body = json!({
@@ -289,6 +318,34 @@ fn list_schema(item: &str, group: &str, version: &str, kind: &str) -> Value {
             "items": {"type": "array", "items": component(item)},
         },
         "x-kubernetes-group-version-kind": [{"group": group, "version": version, "kind": format!("{kind}List")}],
+    })
+}
+
+/// `autoscaling/v1` `Scale`, as Kubernetes describes it, except that `status.replicas` is not
+/// required: a write's status is ignored, so a body need not carry one (answers always do).
+fn scale_schema() -> Value {
+    json!({
+        "description": "Scale represents a scaling request for a resource.",
+        "type": "object",
+        "properties": {
+            "apiVersion": {"type": "string"},
+            "kind": {"type": "string"},
+            "metadata": {"description": "Standard object metadata.", "allOf": [component(OBJECT_META)]},
+            "spec": {
+                "description": "The desired state of the scale.",
+                "type": "object",
+                "properties": {"replicas": {"type": "integer", "format": "int32", "description": "The desired number of instances for the scaled object."}},
+            },
+            "status": {
+                "description": "The current status of the scale.",
+                "type": "object",
+                "properties": {
+                    "replicas": {"type": "integer", "format": "int32", "description": "The actual number of observed instances of the scaled object."},
+                    "selector": {"type": "string", "description": "The label query over the objects counted, as a string."},
+                },
+            },
+        },
+        "x-kubernetes-group-version-kind": [{"group": "autoscaling", "version": "v1", "kind": "Scale"}],
     })
 }
 

@@ -5,7 +5,8 @@
 //! Covered: type, nullable, required, properties, additionalProperties, items, enum, pattern,
 //! minimum/maximum (with boolean exclusive flags), minLength/maxLength, minItems/maxItems,
 //! minProperties/maxProperties, uniqueItems, `x-kubernetes-list-type: map` (no key twice), the
-//! one CEL rule shape our CRDs use (`x-kubernetes-validations`: a field unique across a list),
+//! two CEL rules our CRDs use (`x-kubernetes-validations`: a field unique across a list, and a
+//! set's selector matching its template's labels, known by its text),
 //! multipleOf, allOf/anyOf/oneOf/not,
 //! `x-kubernetes-int-or-string` and `x-kubernetes-preserve-unknown-fields`. Formats are not
 //! checked (the API server checks only a few, and none our CRDs use). Unknown fields are not an
@@ -16,8 +17,9 @@ use std::fmt;
 use std::sync::LazyLock;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
-    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+    JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool, ValidationRule,
 };
+use lxd_operator_crds::set::SELECTOR_MATCHES_TEMPLATE_RULE;
 use regex::Regex;
 use serde_json::Value;
 
@@ -277,6 +279,13 @@ impl SchemaValidator {
                 self.check(additional, child, &child_path, errors);
             }
         }
+        for rule in schema.x_kubernetes_validations.iter().flatten() {
+            if rule.rule == SELECTOR_MATCHES_TEMPLATE_RULE
+                && let Some(error) = selector_rule(schema, rule, map, path)
+            {
+                errors.push(error);
+            }
+        }
     }
 
     fn check_array(
@@ -504,6 +513,72 @@ fn unique_field_rule(rule: &str) -> Option<String> {
     let same_field = part(4) == part(6);
     let pairs = (part(3) == inner && part(5) == outer) || (part(3) == outer && part(5) == inner);
     (same_field && pairs && outer != inner).then(|| part(4).to_owned())
+}
+
+/// `SELECTOR_MATCHES_TEMPLATE_RULE` (known by its text, evaluated without CEL) on the object
+/// that holds `selector` and `template`: the error when the selector is empty, or does not
+/// match the template's labels, at the rule's `fieldPath`. Stricter than the CEL text a real
+/// Kubernetes API server evaluates, which checks `matchLabels` only and lets an empty selector
+/// pass: here `matchExpressions` must match too (an unknown operator, or `In` without values,
+/// matches nothing), and an empty selector is refused as Kubernetes refuses one for a
+/// StatefulSet, since it would select every container in the namespace.
+fn selector_rule(
+    schema: &JSONSchemaProps,
+    rule: &ValidationRule,
+    map: &serde_json::Map<String, Value>,
+    path: &Path,
+) -> Option<FieldError> {
+    // A missing or mistyped selector is reported by `required` and `type`.
+    let selector = map.get("selector").and_then(Value::as_object)?;
+    let labels = map
+        .get("template")
+        .and_then(|template| template.get("metadata"))
+        .and_then(|metadata| metadata.get("labels"))
+        .and_then(Value::as_object);
+    let label = |key: &str| labels.and_then(|labels| labels.get(key));
+    let match_labels = selector.get("matchLabels").and_then(Value::as_object);
+    let expressions = selector.get("matchExpressions").and_then(Value::as_array);
+    let message = if match_labels.is_none_or(serde_json::Map::is_empty)
+        && expressions.is_none_or(Vec::is_empty)
+    {
+        "empty selector is invalid for lxdcontainerset".to_owned()
+    } else {
+        let labels_match = match_labels
+            .into_iter()
+            .flatten()
+            .all(|(key, value)| label(key) == Some(value));
+        let expressions_match = expressions.into_iter().flatten().all(|expression| {
+            let value = expression["key"].as_str().and_then(label);
+            let values = expression["values"].as_array();
+            let listed = || values.is_some_and(|values| value.is_some_and(|v| values.contains(v)));
+            match expression["operator"].as_str() {
+                Some("In") => listed(),
+                Some("NotIn") => !listed(),
+                Some("Exists") => value.is_some(),
+                Some("DoesNotExist") => value.is_none(),
+                _ => false,
+            }
+        });
+        if labels_match && expressions_match {
+            return None;
+        }
+        rule.message
+            .clone()
+            .unwrap_or_else(|| format!("failed rule: {}", rule.rule))
+    };
+    // `fieldPath` is relative to the object the rule is declared on (`.selector`).
+    let field = rule
+        .field_path
+        .iter()
+        .flat_map(|field_path| field_path.split('.'))
+        .filter(|field| !field.is_empty())
+        .fold(path.clone(), |path, field| path.child(field));
+    // As Kubernetes reports a failed rule: the type of the value the rule is declared on.
+    let declared_on = quote_str(schema.type_.as_deref().unwrap_or("object"));
+    Some(field.error(
+        FieldErrorKind::Invalid,
+        format!("Invalid value: {declared_on}: {message}"),
+    ))
 }
 
 fn collect_patterns(
@@ -748,6 +823,70 @@ pub(crate) mod tests {
             unique_field_rule("self.all(s, self.exists_one(t, t.name == s.address))"),
             None
         );
+    }
+
+    /// The errors of an LxdContainerSet with this selector over a template labelled `labels`.
+    fn set_errors(selector: Value, labels: Value) -> Vec<String> {
+        let set = json!({"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainerSet",
+            "metadata": {"name": "web", "namespace": "default"},
+            "spec": {"replicas": 2, "selector": selector, "template": {"metadata": {"labels": labels},
+                "spec": {"clusterRef": {"name": "local"}, "image": {"alias": "busybox"}}}}});
+        validator_for("LxdContainerSet")
+            .validate(&set)
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn a_sets_selector_must_match_its_templates_labels_by_labels_and_expressions() {
+        let labels = json!({"app": "web", "tier": "front"});
+        let valid = [
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"matchLabels": {"app": "web", "tier": "front"}}),
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["web", "api"]},
+                {"key": "tier", "operator": "NotIn", "values": ["back"]},
+                {"key": "tier", "operator": "Exists"}, {"key": "zone", "operator": "DoesNotExist"}]}),
+        ];
+        for selector in valid {
+            assert_eq!(
+                set_errors(selector.clone(), labels.clone()),
+                Vec::<String>::new(),
+                "{selector}"
+            );
+        }
+        let mismatch = r#"spec.selector: Invalid value: "object": selector does not match the template's labels"#;
+        let invalid = [
+            json!({"matchLabels": {"app": "api"}}),
+            json!({"matchLabels": {"app": "web", "zone": "a"}}),
+            json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["back"]}]}),
+            json!({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}),
+            json!({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}),
+            json!({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}),
+            json!({"matchExpressions": [{"key": "app", "operator": "Matches", "values": ["web"]}]}),
+        ];
+        for selector in invalid {
+            assert_eq!(
+                set_errors(selector.clone(), labels.clone()),
+                [mismatch],
+                "{selector}"
+            );
+        }
+        assert_eq!(
+            set_errors(json!({"matchLabels": {"app": "web"}}), Value::Null),
+            [mismatch]
+        );
+        for empty in [
+            json!({}),
+            json!({"matchLabels": {}, "matchExpressions": []}),
+        ] {
+            assert_eq!(
+                set_errors(empty, labels.clone()),
+                [
+                    r#"spec.selector: Invalid value: "object": empty selector is invalid for lxdcontainerset"#
+                ]
+            );
+        }
     }
 
     #[test]
