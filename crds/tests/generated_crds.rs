@@ -60,7 +60,12 @@ fn every_generated_document_parses_as_a_crd() {
         .collect();
     assert_eq!(
         kinds,
-        ["LxdCluster", "LxdContainer", "LxdContainerSet", "LxdPlacementPolicy"]
+        [
+            "LxdCluster",
+            "LxdContainer",
+            "LxdContainerSet",
+            "LxdPlacementPolicy"
+        ]
     );
 }
 
