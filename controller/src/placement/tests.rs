@@ -15,8 +15,8 @@ use super::webhook::WebhookResponse;
 use super::*;
 
 fn cluster(count: usize, domains: usize, cpu: f64, memory_gib: f64) -> Snapshot {
-    Snapshot {
-        members: (0..count)
+    Snapshot::new(
+        (0..count)
             .map(|i| {
                 member(
                     &format!("node{:02}", i + 1),
@@ -26,8 +26,7 @@ fn cluster(count: usize, domains: usize, cpu: f64, memory_gib: f64) -> Snapshot 
                 )
             })
             .collect(),
-        placed: vec![],
-    }
+    )
 }
 
 /// Records a decision in the snapshot, as LXD will show it once the instance exists.
@@ -47,7 +46,7 @@ fn mixed_sizes(count: usize) -> Vec<f64> {
 /// (max - min) / mean of the members' allocated memory.
 fn memory_spread(snapshot: &Snapshot) -> f64 {
     let values: Vec<f64> = snapshot
-        .members
+        .members()
         .iter()
         .map(|m| m.allocated.memory)
         .collect();
@@ -166,8 +165,13 @@ fn spread_uses_every_failure_domain_before_doubling_up() {
         3,
         "the first three use three failure domains: {domains:?}"
     );
-    let members: HashSet<&String> = snapshot.placed.iter().map(|p| &p.member).collect();
-    assert_eq!(members.len(), 6, "then every member: {:?}", snapshot.placed);
+    let members: HashSet<&String> = snapshot.placed().iter().map(|p| &p.member).collect();
+    assert_eq!(
+        members.len(),
+        6,
+        "then every member: {:?}",
+        snapshot.placed()
+    );
 }
 
 #[test]
@@ -206,15 +210,15 @@ fn reservations_end_when_the_instance_shows_up() {
     let mut snapshot = cluster(2, 1, 4.0, 8.0);
     reservations.apply(&mut snapshot, &HashSet::from(["u1".to_owned()]));
     assert_eq!(reservations.len(), 1);
-    assert_eq!(snapshot.members[0].instances, 0);
-    assert_eq!(snapshot.members[1].instances, 1);
-    assert_eq!(snapshot.members[1].allocated.memory, gib(1.0));
+    assert_eq!(snapshot.members()[0].instances, 0);
+    assert_eq!(snapshot.members()[1].instances, 1);
+    assert_eq!(snapshot.members()[1].allocated.memory, gib(1.0));
 }
 
 #[test]
 fn an_impossible_request_is_unschedulable_with_counted_reasons() {
     let mut snapshot = cluster(3, 1, 4.0, 8.0);
-    snapshot.members[2].status = "Offline".into();
+    snapshot.members_mut()[2].status = "Offline".into();
     let error = decide(
         &strategy(PlacementStrategy::LeastLoaded),
         &request(1.0, 16.0),
@@ -231,11 +235,11 @@ fn an_impossible_request_is_unschedulable_with_counted_reasons() {
 #[test]
 fn the_explanation_names_the_winner_the_scores_and_what_was_left_out() {
     let mut snapshot = cluster(3, 1, 4.0, 8.0);
-    snapshot.members[0].allocated = Resources {
+    snapshot.members_mut()[0].allocated = Resources {
         cpu: 2.0,
         memory: gib(6.0),
     };
-    snapshot.members[2].status = "Evacuated".into();
+    snapshot.members_mut()[2].status = "Evacuated".into();
     let decision = decide(
         &strategy(PlacementStrategy::LeastLoaded),
         &request(1.0, 1.0),
@@ -275,7 +279,7 @@ fn round_robin_takes_members_in_turn() {
 #[test]
 fn bin_pack_fills_the_fullest_member_that_still_fits() {
     let mut snapshot = cluster(3, 1, 4.0, 8.0);
-    snapshot.members[1].allocated = Resources {
+    snapshot.members_mut()[1].allocated = Resources {
         cpu: 2.0,
         memory: gib(6.0),
     };
@@ -301,7 +305,7 @@ fn a_webhook_filters_and_adds_its_weighted_scores() {
     let policy = strategy(PlacementStrategy::LeastLoaded);
     let wanted = request(1.0, 1.0);
     let mut evaluation = evaluate(&policy, &wanted, &snapshot);
-    let sent = evaluation.webhook_request(&wanted, &snapshot);
+    let sent = evaluation.webhook_request();
     assert_eq!(sent.members.len(), 3);
     assert_eq!(
         serde_json::to_value(&sent).unwrap()["container"]["memoryBytes"],
@@ -344,34 +348,35 @@ fn arbitrary_snapshot() -> impl Strategy<Value = Snapshot> {
         prop::bool::weighted(0.85),
         0u32..30,
     );
-    prop::collection::vec(member, 1..12).prop_map(|members| Snapshot {
-        members: members
-            .into_iter()
-            .enumerate()
-            .map(
-                |(i, (domain, cpu, mem, used_cpu, used_mem, online, instances))| Member {
-                    name: format!("m{i:02}"),
-                    status: if online {
-                        "Online".into()
-                    } else {
-                        "Offline".into()
+    prop::collection::vec(member, 1..12).prop_map(|members| {
+        Snapshot::new(
+            members
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, (domain, cpu, mem, used_cpu, used_mem, online, instances))| Member {
+                        name: format!("m{i:02}"),
+                        status: if online {
+                            "Online".into()
+                        } else {
+                            "Offline".into()
+                        },
+                        architecture: "x86_64".into(),
+                        failure_domain: format!("d{domain}"),
+                        capacity: Resources {
+                            cpu: f64::from(cpu),
+                            memory: gib(f64::from(mem)),
+                        },
+                        allocated: Resources {
+                            cpu: f64::from(used_cpu),
+                            memory: gib(f64::from(used_mem)),
+                        },
+                        instances,
+                        ..Member::default()
                     },
-                    architecture: "x86_64".into(),
-                    failure_domain: format!("d{domain}"),
-                    capacity: Resources {
-                        cpu: f64::from(cpu),
-                        memory: gib(f64::from(mem)),
-                    },
-                    allocated: Resources {
-                        cpu: f64::from(used_cpu),
-                        memory: gib(f64::from(used_mem)),
-                    },
-                    instances,
-                    ..Member::default()
-                },
-            )
-            .collect(),
-        placed: vec![],
+                )
+                .collect(),
+        )
     })
 }
 
@@ -393,7 +398,7 @@ proptest! {
         let policy = strategy(which);
         let wanted = request(f64::from(cpu), f64::from(mem));
         let evaluation = evaluate(&policy, &wanted, &snapshot);
-        let filtered: HashSet<String> = evaluation.filtered.iter().map(|(m, _)| m.clone()).collect();
+        let filtered: HashSet<String> = evaluation.filtered().map(|(m, _)| m.to_owned()).collect();
         let first = evaluation.decide(rotation);
         let second = decide(&policy, &wanted, &snapshot, rotation);
         prop_assert_eq!(&first, &second);
@@ -403,7 +408,7 @@ proptest! {
                 let member = snapshot.member(&decision.member).unwrap();
                 prop_assert_eq!(member.status.as_str(), "Online");
             }
-            Err(error) => prop_assert_eq!(filtered.len(), snapshot.members.len(), "{}", error),
+            Err(error) => prop_assert_eq!(filtered.len(), snapshot.members().len(), "{}", error),
         }
     }
 
@@ -411,11 +416,11 @@ proptest! {
     fn a_decision_respects_required_anti_affinity(
         mut snapshot in arbitrary_snapshot(), holders in prop::collection::vec(0usize..12, 0..6), by_domain in any::<bool>(),
     ) {
-        let count = snapshot.members.len();
-        let holder_members: Vec<String> = holders.iter().map(|i| snapshot.members[i % count].name.clone()).collect();
-        snapshot.placed = holder_members.iter().enumerate().map(|(i, member)| Placed {
+        let count = snapshot.members().len();
+        let holder_members: Vec<String> = holders.iter().map(|i| snapshot.members()[i % count].name.clone()).collect();
+        snapshot.set_placed(holder_members.iter().enumerate().map(|(i, member)| Placed {
             namespace: "default".into(), name: format!("db-{i}"), labels: [("app".to_owned(), "db".to_owned())].into(), member: member.clone(),
-        }).collect();
+        }).collect());
         let topology = if by_domain { Topology::FailureDomain } else { Topology::Member };
         let mut wanted = request(0.0, 0.0);
         wanted.placement.anti_affinity = vec![anti_affinity("db", topology)];
@@ -447,7 +452,7 @@ fn containers_without_limits_still_spread() {
         *counts.entry(decision.member).or_default() += 1;
     }
     assert!(counts.values().all(|n| *n == 3), "{counts:?}");
-    snapshot.members[0].unlimited = (4, 4);
+    snapshot.members_mut()[0].unlimited = (4, 4);
     let decision = decide(&policy, &request(0.0, 0.0), &snapshot, 0).unwrap();
     assert_ne!(
         decision.member, "node01",
