@@ -1,9 +1,12 @@
 //! The engine as a whole: decisions, explanations, webhooks, property tests, and simulations
 //! of whole rollouts on synthetic clusters.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use lxd_operator_crds::container::{AffinityMode, AffinityTerm, PlacementStrategy, Topology};
+use lxd_operator_crds::container::{
+    AffinityMode, AffinityTerm, PlacementStrategy, Topology, TopologySpreadConstraint,
+    WhenUnsatisfiable,
+};
 use lxd_operator_crds::shared::LabelSelector;
 use proptest::prelude::*;
 
@@ -457,5 +460,234 @@ fn containers_without_limits_still_spread() {
     assert_ne!(
         decision.member, "node01",
         "instances without limits count when scoring"
+    );
+}
+
+/// Three members: node01 and node02 in zone a, node03 in zone b (member label `zone`).
+fn zoned_cluster() -> Snapshot {
+    let zoned = |name: &str, zone: &str| {
+        let mut m = member(name, "default", 8.0, 16.0);
+        m.labels = [("zone".to_owned(), zone.to_owned())].into();
+        m
+    };
+    Snapshot::new(vec![
+        zoned("node01", "a"),
+        zoned("node02", "a"),
+        zoned("node03", "b"),
+    ])
+}
+
+fn spread_over(key: &str, when: WhenUnsatisfiable) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.to_owned(),
+        when_unsatisfiable: when,
+        label_selector: Some(LabelSelector {
+            match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
+            match_expressions: None,
+        }),
+    }
+}
+
+/// Container `web-<index>` of app web with `constraints`; its size varies with the index, so
+/// that resources alone would not keep the spread.
+fn web(index: usize, constraints: &[TopologySpreadConstraint]) -> Request {
+    let mut wanted = request(0.25 * (1 + index % 3) as f64, 0.25 * (1 + index % 4) as f64);
+    wanted.name = format!("web-{index}");
+    wanted.labels = [("app".to_owned(), "web".to_owned())].into();
+    wanted.placement.topology_spread_constraints = constraints.to_vec();
+    wanted
+}
+
+/// Containers of app web per member and per zone.
+fn web_counts(snapshot: &Snapshot) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let (mut per_member, mut per_zone) = (BTreeMap::new(), BTreeMap::new());
+    for placed in snapshot.placed() {
+        *per_member.entry(placed.member.clone()).or_default() += 1;
+        let zone = snapshot
+            .member(&placed.member)
+            .and_then(|m| m.labels.get("zone"))
+            .cloned()
+            .unwrap_or_default();
+        *per_zone.entry(zone).or_default() += 1;
+    }
+    (per_member, per_zone)
+}
+
+fn skew(counts: &BTreeMap<String, usize>, domains: &[&str]) -> usize {
+    let count = |d: &&str| counts.get(*d).copied().unwrap_or(0);
+    domains.iter().map(count).max().unwrap_or(0) - domains.iter().map(count).min().unwrap_or(0)
+}
+
+/// Places `web-<from>`.. `web-<to - 1>` one after another, each landing before the next.
+fn place_web(
+    snapshot: &mut Snapshot,
+    range: std::ops::Range<usize>,
+    constraints: &[TopologySpreadConstraint],
+) -> Result<(), Unschedulable> {
+    let policy = strategy(PlacementStrategy::LeastLoaded);
+    for index in range {
+        let wanted = web(index, constraints);
+        let decision = decide(&policy, &wanted, snapshot, index as u64)?;
+        snapshot.land(&decision.member, &wanted);
+    }
+    Ok(())
+}
+
+#[test]
+fn topology_spread_over_zones_lands_three_and_three_and_keeps_the_skew_when_scaled_to_nine() {
+    let zone = [spread_over("zone", WhenUnsatisfiable::DoNotSchedule)];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..6, &zone).unwrap();
+    let (_, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+    for scaled in 7..=9 {
+        place_web(&mut snapshot, scaled - 1..scaled, &zone).unwrap();
+        let (_, per_zone) = web_counts(&snapshot);
+        assert!(skew(&per_zone, &["a", "b"]) <= 1, "{scaled}: {per_zone:?}");
+    }
+    let (_, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone.values().sum::<usize>(), 9);
+}
+
+#[test]
+fn zone_then_member_spreads_inside_zone_a_two_and_one() {
+    // Member as a soft level under the hard zone level: the zones stay within one of each
+    // other, the members of zone a share its containers.
+    let levels = [
+        spread_over("zone", WhenUnsatisfiable::DoNotSchedule),
+        spread_over("member", WhenUnsatisfiable::ScheduleAnyway),
+    ];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..6, &levels).unwrap();
+    let (per_member, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+    let mut in_zone_a = [per_member["node01"], per_member["node02"]];
+    in_zone_a.sort();
+    assert_eq!(in_zone_a, [1, 2], "{per_member:?}");
+    place_web(&mut snapshot, 6..9, &levels).unwrap();
+    let (per_member, per_zone) = web_counts(&snapshot);
+    assert!(skew(&per_zone, &["a", "b"]) <= 1, "{per_zone:?}");
+    assert!(
+        skew(&per_member, &["node01", "node02"]) <= 1,
+        "{per_member:?}"
+    );
+}
+
+#[test]
+fn both_levels_required_place_five_and_leave_the_sixth_unschedulable_naming_the_counts() {
+    // Zone a has two members, zone b one. With both levels DoNotSchedule (as Kubernetes
+    // reads them: the member level is over every member), six cannot be placed: zone b would
+    // need three on node03 while node01 or node02 holds one.
+    let levels = [
+        spread_over("zone", WhenUnsatisfiable::DoNotSchedule),
+        spread_over("member", WhenUnsatisfiable::DoNotSchedule),
+    ];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..5, &levels).unwrap();
+    let (per_member, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 2)]));
+    assert_eq!(
+        per_member,
+        BTreeMap::from([
+            ("node01".into(), 2),
+            ("node02".into(), 1),
+            ("node03".into(), 2)
+        ])
+    );
+    let error = place_web(&mut snapshot, 5..6, &levels).unwrap_err();
+    assert_eq!(
+        error.message,
+        "0/3 members: 2 topology spread zone: a has 3, min 2 (maxSkew 1), \
+         1 topology spread member: has 2, min 1 (maxSkew 1)"
+    );
+}
+
+#[test]
+fn the_explanation_names_the_domain_counts_that_decided() {
+    let zone = [spread_over("zone", WhenUnsatisfiable::DoNotSchedule)];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..1, &zone).unwrap();
+    let decision = decide(
+        &strategy(PlacementStrategy::LeastLoaded),
+        &web(1, &zone),
+        &snapshot,
+        0,
+    )
+    .unwrap();
+    assert_eq!(decision.member, "node03");
+    let text = decision.explanation.to_string();
+    assert!(
+        text.contains("left out: node01: topology spread zone: a has 1, min 0 (maxSkew 1)")
+            && text.ends_with("; topology spread zone: a 1, b 0 (min 0, maxSkew 1)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_burst_with_reservations_keeps_the_zone_spread_once_all_have_landed() {
+    // As the controller decides a burst: LXD shows none of it yet (stale figures), each
+    // decision sees the reservations of those before it, and the API shows the containers
+    // decided so far with their member too (status written right after the decision). The
+    // burst is decided largest first.
+    let zone = [spread_over("zone", WhenUnsatisfiable::DoNotSchedule)];
+    let policy = strategy(PlacementStrategy::LeastLoaded);
+    let stale = zoned_cluster();
+    let mut burst: Vec<Request> = (0..6).map(|index| web(index, &zone)).collect();
+    burst.sort_by(burst::burst_order);
+    let mut reservations = Reservations::default();
+    let mut in_the_api: Vec<Placed> = Vec::new();
+    for (turn, wanted) in burst.iter().enumerate() {
+        let mut snapshot = stale.clone();
+        snapshot.set_placed(in_the_api.clone());
+        reservations.apply(&mut snapshot, &HashSet::new());
+        let decision = decide(&policy, wanted, &snapshot, turn as u64).unwrap();
+        reservations.reserve(&format!("uid-{}", wanted.name), &decision.member, wanted);
+        in_the_api.push(Placed {
+            namespace: wanted.namespace.clone(),
+            name: wanted.name.clone(),
+            labels: wanted.labels.clone(),
+            member: decision.member,
+        });
+    }
+    // All have landed: LXD shows them, the reservations end.
+    let mut landed = stale.clone();
+    landed.set_placed(in_the_api);
+    let visible: HashSet<String> = burst.iter().map(|r| format!("uid-{}", r.name)).collect();
+    reservations.apply(&mut landed, &visible);
+    assert!(reservations.is_empty());
+    let (_, per_zone) = web_counts(&landed);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+
+    // The engine's own burst (decide_burst) lands the same spread.
+    let decisions = burst::decide_burst(&policy, &burst, &stale, 0);
+    let mut engine = stale.clone();
+    for (wanted, decision) in burst.iter().zip(decisions) {
+        engine.land(&decision.unwrap().member, wanted);
+    }
+    let (_, per_zone) = web_counts(&engine);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+}
+
+#[test]
+fn a_container_seen_in_the_api_and_reserved_counts_once() {
+    let mut snapshot = zoned_cluster();
+    let wanted = web(0, &[]);
+    snapshot.set_placed(vec![Placed {
+        namespace: wanted.namespace.clone(),
+        name: wanted.name.clone(),
+        labels: wanted.labels.clone(),
+        member: "node01".into(),
+    }]);
+    snapshot.land("node01", &wanted);
+    assert_eq!(snapshot.placed().len(), 1);
+    assert_eq!(snapshot.placed_groups()[0].per_member[&0], 1);
+    // Landing elsewhere moves it.
+    snapshot.land("node03", &wanted);
+    assert_eq!(snapshot.placed()[0].member, "node03");
+    let group = &snapshot.placed_groups()[0];
+    assert_eq!(
+        (group.per_member[&0], group.per_member[&2], group.total),
+        (0, 1, 1)
     );
 }
