@@ -21,36 +21,40 @@ pub mod reservations;
 pub mod selector;
 pub mod webhook;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 use lxd_operator_crds::policy::TieBreak;
 
-use self::model::{Member, Request, Snapshot};
-use self::plugins::Context;
+use self::model::{Request, Snapshot};
+use self::plugins::{Context, MemberRef, Reason};
 use self::policy::Policy;
 use self::webhook::{WebhookContainer, WebhookMember, WebhookRequest, WebhookResponse};
 
 /// A member that passed the filters, with its scores.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Candidate {
-    /// Member name.
-    pub member: String,
+    /// The member's index in the snapshot.
+    pub index: usize,
     /// Weighted sum of the scores.
     pub total: f64,
 }
 
-/// Filters and scores applied; the decision still to make.
+/// Filters and scores applied; the decision still to make. Members are kept by index: names
+/// are written out only for what a decision shows.
 #[derive(Debug, Clone)]
-pub struct Evaluation {
+pub struct Evaluation<'a> {
     /// The policy's name.
     pub policy: String,
+    request: &'a Request,
+    snapshot: &'a Snapshot,
     /// Members that passed, in snapshot order.
-    pub candidates: Vec<Candidate>,
-    /// Members left out: (member, reason).
-    pub filtered: Vec<(String, String)>,
+    candidates: Vec<Candidate>,
+    /// Members left out, by index, with the reason.
+    filtered: Vec<(usize, Reason)>,
+    /// What the plugins say decided (topology spread counts), for the explanation.
+    notes: Vec<String>,
     tie_break: TieBreak,
-    member_count: usize,
 }
 
 /// The decision.
@@ -62,33 +66,39 @@ pub struct Decision {
     pub explanation: Explanation,
 }
 
-/// Why a member was chosen: its score beside the others', and why the rest were left out.
+/// Why a member was chosen: its score beside the best others', and why some of the rest were
+/// left out. Holds only what it shows: a cluster of thousands of members has no room in a
+/// status, and writing out every name would cost more than the decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Explanation {
     /// The policy or strategy.
     pub policy: String,
     /// The winner.
     pub winner: String,
-    /// Every candidate's weighted score, in snapshot order.
+    /// The best candidates' weighted scores (at most [`SHOWN`]), best first, ties by name.
     pub scores: Vec<(String, f64)>,
-    /// Members left out, with the reason.
+    /// How many candidates there were.
+    pub candidates: usize,
+    /// Members left out, with the reason (at most [`SHOWN`], by member name).
     pub filtered: Vec<(String, String)>,
+    /// How many members were left out.
+    pub filtered_count: usize,
+    /// What the plugins say decided, e.g. `topology spread zone: a 3, b 2 (min 2, maxSkew 1)`.
+    pub notes: Vec<String>,
 }
 
 /// Candidates shown in the short explanation; the status has no room for a thousand members.
-const SHOWN: usize = 5;
+pub const SHOWN: usize = 5;
 
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut best: Vec<&(String, f64)> = self.scores.iter().collect();
-        best.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let mut shown: Vec<String> = best
+        let mut shown: Vec<String> = self
+            .scores
             .iter()
-            .take(SHOWN)
             .map(|(m, s)| format!("{m} {s:.1}"))
             .collect();
-        if best.len() > SHOWN {
-            shown.push(format!("{} more", best.len() - SHOWN));
+        if self.candidates > self.scores.len() {
+            shown.push(format!("{} more", self.candidates - self.scores.len()));
         }
         write!(
             f,
@@ -101,13 +111,15 @@ impl fmt::Display for Explanation {
             let filtered: Vec<String> = self
                 .filtered
                 .iter()
-                .take(SHOWN)
                 .map(|(m, r)| format!("{m}: {r}"))
                 .collect();
             write!(f, "; left out: {}", filtered.join(", "))?;
-            if self.filtered.len() > SHOWN {
-                write!(f, " and {} more", self.filtered.len() - SHOWN)?;
+            if self.filtered_count > self.filtered.len() {
+                write!(f, " and {} more", self.filtered_count - self.filtered.len())?;
             }
+        }
+        for note in &self.notes {
+            write!(f, "; {note}")?;
         }
         Ok(())
     }
@@ -122,60 +134,93 @@ pub struct Unschedulable {
 }
 
 /// Runs the policy's filters and scorers.
-pub fn evaluate(policy: &Policy, request: &Request, snapshot: &Snapshot) -> Evaluation {
-    let context = Context {
-        request,
-        snapshot,
-        overcommit: policy.overcommit,
-    };
+pub fn evaluate<'a>(
+    policy: &Policy,
+    request: &'a Request,
+    snapshot: &'a Snapshot,
+) -> Evaluation<'a> {
+    let context = Context::new(request, snapshot, policy.overcommit);
     // Members stay in snapshot order: sorting them by name would make every decision
     // O(n log n); names only order ties and explanations.
-    let mut passed: Vec<&Member> = Vec::with_capacity(snapshot.members.len());
+    let mut passed: Vec<MemberRef<'_>> = Vec::with_capacity(snapshot.members().len());
     let mut filtered = Vec::new();
-    for member in &snapshot.members {
+    for (index, member) in snapshot.members().iter().enumerate() {
+        let member = MemberRef { index, member };
         match policy
             .filters
             .iter()
             .find_map(|filter| filter.filter(&context, member))
         {
-            Some(reason) => filtered.push((member.name.clone(), reason)),
+            Some(reason) => filtered.push((index, reason)),
             None => passed.push(member),
         }
     }
-    filtered.sort();
-    let per_scorer: Vec<Vec<f64>> = policy
-        .scorers
-        .iter()
-        .map(|(scorer, _)| scorer.score(&context, &passed))
-        .collect();
+    let mut totals = vec![0.0; passed.len()];
+    for (scorer, weight) in &policy.scorers {
+        let scores = scorer.score(&context, &passed);
+        for (total, score) in totals.iter_mut().zip(scores) {
+            *total += weight * score;
+        }
+    }
     let candidates = passed
         .iter()
-        .enumerate()
-        .map(|(index, member)| {
-            let total = policy
+        .zip(totals)
+        .map(|(member, total)| Candidate {
+            index: member.index,
+            total,
+        })
+        .collect();
+    let notes = policy
+        .filters
+        .iter()
+        .filter_map(|filter| filter.explain(&context))
+        .chain(
+            policy
                 .scorers
                 .iter()
-                .zip(&per_scorer)
-                .map(|((_, weight), s)| weight * s[index])
-                .sum();
-            Candidate {
-                member: member.name.clone(),
-                total,
-            }
-        })
+                .filter_map(|(scorer, _)| scorer.explain(&context)),
+        )
         .collect();
     Evaluation {
         policy: policy.name.clone(),
+        request,
+        snapshot,
         candidates,
         filtered,
+        notes,
         tie_break: policy.tie_break,
-        member_count: snapshot.members.len(),
     }
 }
 
-impl Evaluation {
+impl<'a> Evaluation<'a> {
+    /// The name of the member at `index`.
+    fn name(&self, index: usize) -> &'a str {
+        self.snapshot
+            .members()
+            .get(index)
+            .map_or("", |m| m.name.as_str())
+    }
+
+    /// The candidates (member name, weighted score), in snapshot order.
+    pub fn candidates(&self) -> impl Iterator<Item = (&'a str, f64)> + '_ {
+        self.candidates
+            .iter()
+            .map(|c| (self.name(c.index), c.total))
+    }
+
+    /// The members left out (member name, reason), in snapshot order.
+    pub fn filtered(&self) -> impl Iterator<Item = (&'a str, String)> + '_ {
+        self.filtered.iter().map(|(index, reason)| {
+            (
+                self.name(*index),
+                reason.text(self.request, self.snapshot).into_owned(),
+            )
+        })
+    }
+
     /// What to send to the policy's webhook.
-    pub fn webhook_request(&self, request: &Request, snapshot: &Snapshot) -> WebhookRequest {
+    pub fn webhook_request(&self) -> WebhookRequest {
+        let request = self.request;
         WebhookRequest {
             container: WebhookContainer {
                 namespace: request.namespace.clone(),
@@ -187,13 +232,12 @@ impl Evaluation {
             members: self
                 .candidates
                 .iter()
-                .filter_map(|c| snapshot.member(&c.member))
+                .filter_map(|c| self.snapshot.members().get(c.index))
                 .map(WebhookMember::from)
                 .collect(),
             scores: self
-                .candidates
-                .iter()
-                .map(|c| (c.member.clone(), c.total))
+                .candidates()
+                .map(|(member, total)| (member.to_owned(), total))
                 .collect(),
         }
     }
@@ -203,15 +247,16 @@ impl Evaluation {
     pub fn apply_webhook(&mut self, response: &WebhookResponse, weight: f64) {
         let mut kept = Vec::new();
         for mut candidate in std::mem::take(&mut self.candidates) {
-            if let Some(reason) = response.filtered.get(&candidate.member) {
+            let member = self.name(candidate.index);
+            if let Some(reason) = response.filtered.get(member) {
                 self.filtered
-                    .push((candidate.member, format!("webhook: {reason}")));
+                    .push((candidate.index, Reason::Text(format!("webhook: {reason}"))));
                 continue;
             }
             if !response.scores.is_empty() {
                 let score = response
                     .scores
-                    .get(&candidate.member)
+                    .get(member)
                     .copied()
                     .unwrap_or(0.0)
                     .clamp(0.0, 100.0);
@@ -220,7 +265,6 @@ impl Evaluation {
             kept.push(candidate);
         }
         self.candidates = kept;
-        self.filtered.sort();
     }
 
     /// Picks the best candidate. `rotation` seeds round-robin tie breaking (the number of
@@ -228,7 +272,7 @@ impl Evaluation {
     pub fn decide(self, rotation: u64) -> Result<Decision, Unschedulable> {
         if self.candidates.is_empty() {
             return Err(Unschedulable {
-                message: unschedulable_message(self.member_count, &self.filtered),
+                message: self.unschedulable_message(),
             });
         }
         let best = self
@@ -238,52 +282,104 @@ impl Evaluation {
             .fold(f64::NEG_INFINITY, f64::max);
         // Scores within a hair of the best are ties (float noise must not decide), ordered by
         // member name.
-        let mut tied: Vec<&Candidate> = self
+        let mut tied: Vec<&'a str> = self
             .candidates
             .iter()
             .filter(|c| c.total >= best - 1e-9)
+            .map(|c| self.name(c.index))
             .collect();
-        tied.sort_by(|a, b| a.member.cmp(&b.member));
-        let winner = match self.tie_break {
-            TieBreak::MemberName => tied[0],
-            TieBreak::RoundRobin => tied[(rotation % tied.len() as u64) as usize],
-        }
-        .member
-        .clone();
-        let scores: Vec<(String, f64)> = self
-            .candidates
-            .into_iter()
-            .map(|c| (c.member, c.total))
-            .collect();
+        let turn = match self.tie_break {
+            TieBreak::MemberName => 0,
+            TieBreak::RoundRobin => (rotation % tied.len() as u64) as usize,
+        };
+        // The turn-th name in order, without sorting them all.
+        let (_, winner, _) = tied.select_nth_unstable(turn);
+        let winner = (*winner).to_owned();
+        let scores = smallest(
+            self.candidates
+                .iter()
+                .map(|c| (self.name(c.index), c.total)),
+            |a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(b.0)),
+        )
+        .into_iter()
+        .map(|(member, total)| (member.to_owned(), total))
+        .collect();
+        let filtered = smallest(
+            self.filtered
+                .iter()
+                .map(|(index, reason)| (self.name(*index), reason)),
+            |a, b| a.0.cmp(b.0),
+        )
+        .into_iter()
+        .map(|(member, reason)| {
+            (
+                member.to_owned(),
+                reason.text(self.request, self.snapshot).into_owned(),
+            )
+        })
+        .collect();
         Ok(Decision {
             member: winner.clone(),
             explanation: Explanation {
                 policy: self.policy,
                 winner,
                 scores,
-                filtered: self.filtered,
+                candidates: self.candidates.len(),
+                filtered,
+                filtered_count: self.filtered.len(),
+                notes: self.notes,
             },
         })
     }
+
+    /// `0/3 members: 2 insufficient memory, 1 offline`.
+    fn unschedulable_message(&self) -> String {
+        let members = self.snapshot.members().len();
+        // Equal reasons are written out once.
+        let mut by_reason: HashMap<&Reason, usize> = HashMap::new();
+        for (_, reason) in &self.filtered {
+            *by_reason.entry(reason).or_default() += 1;
+        }
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for (reason, n) in by_reason {
+            *counts
+                .entry(reason.text(self.request, self.snapshot).into_owned())
+                .or_default() += n;
+        }
+        let mut reasons: Vec<(String, usize)> = counts.into_iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let reasons: Vec<String> = reasons
+            .iter()
+            .map(|(reason, n)| format!("{n} {reason}"))
+            .collect();
+        if reasons.is_empty() {
+            format!("0/{members} members available")
+        } else {
+            format!("0/{members} members: {}", reasons.join(", "))
+        }
+    }
 }
 
-/// `0/3 members: 2 insufficient memory, 1 offline`.
-fn unschedulable_message(members: usize, filtered: &[(String, String)]) -> String {
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, reason) in filtered {
-        *counts.entry(reason.as_str()).or_default() += 1;
+/// The first [`SHOWN`] of `items` in the order `order`, in that order: one pass, no sort of
+/// them all.
+fn smallest<T: Copy>(
+    items: impl Iterator<Item = T>,
+    order: impl Fn(&T, &T) -> std::cmp::Ordering,
+) -> Vec<T> {
+    let mut kept: Vec<T> = Vec::with_capacity(SHOWN + 1);
+    for item in items {
+        if kept.len() == SHOWN
+            && kept
+                .last()
+                .is_some_and(|last| order(&item, last) != std::cmp::Ordering::Less)
+        {
+            continue;
+        }
+        let at = kept.partition_point(|k| order(k, &item) != std::cmp::Ordering::Greater);
+        kept.insert(at, item);
+        kept.truncate(SHOWN);
     }
-    let mut reasons: Vec<(&str, usize)> = counts.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0)));
-    let reasons: Vec<String> = reasons
-        .iter()
-        .map(|(reason, n)| format!("{n} {reason}"))
-        .collect();
-    if reasons.is_empty() {
-        format!("0/{members} members available")
-    } else {
-        format!("0/{members} members: {}", reasons.join(", "))
-    }
+    kept
 }
 
 /// Evaluates and decides without a webhook.

@@ -8,8 +8,18 @@ use super::webhook::{WebhookUrlError, check_url};
 
 /// Filters every placement applies, listed or not.
 const ALWAYS: &[&str] = &["online", "architecture", "target"];
-/// Filters that carry out what a container's own spec asks (selector, affinity).
-const SPEC_FILTERS: &[&str] = &["member-selector", "affinity", "anti-affinity"];
+/// Filters that carry out what a container's own spec asks (selector, affinity, topology
+/// spread).
+const SPEC_FILTERS: &[&str] = &[
+    "member-selector",
+    "affinity",
+    "anti-affinity",
+    "topology-spread",
+];
+/// The weight of the `topology-spread` scorer in every built-in strategy: as Kubernetes weighs
+/// PodTopologySpread (2) against its resource scores (1). It scores only `ScheduleAnyway`
+/// constraints and is neutral (the same for every member) without them.
+const TOPOLOGY_SPREAD_WEIGHT: f64 = 2.0;
 
 /// A policy ready to decide with.
 #[derive(Debug)]
@@ -106,11 +116,21 @@ pub fn strategy(strategy: PlacementStrategy) -> Policy {
     let like_lxd: Vec<&str> = ALWAYS.iter().chain(SPEC_FILTERS).copied().collect();
     let name = strategy_name(strategy);
     let built = match strategy {
-        PlacementStrategy::RoundRobin => build(name, &like_lxd, &[], TieBreak::RoundRobin),
+        // Round-robin has no scores of its own: soft spread constraints order members, and
+        // members equal by them take turns.
+        PlacementStrategy::RoundRobin => build(
+            name,
+            &like_lxd,
+            &[("topology-spread", TOPOLOGY_SPREAD_WEIGHT)],
+            TieBreak::RoundRobin,
+        ),
         PlacementStrategy::FewestInstances => build(
             name,
             &like_lxd,
-            &[("fewest-instances", 1.0)],
+            &[
+                ("fewest-instances", 1.0),
+                ("topology-spread", TOPOLOGY_SPREAD_WEIGHT),
+            ],
             TieBreak::MemberName,
         ),
         // Requested resources and live usage together: the first tells members apart when they
@@ -123,6 +143,7 @@ pub fn strategy(strategy: PlacementStrategy) -> Policy {
                 ("least-allocated", 3.0),
                 ("least-loaded", 1.0),
                 ("preferred-affinity", 2.0),
+                ("topology-spread", TOPOLOGY_SPREAD_WEIGHT),
                 ("fewest-instances", 0.001),
             ],
             TieBreak::MemberName,
@@ -130,7 +151,11 @@ pub fn strategy(strategy: PlacementStrategy) -> Policy {
         PlacementStrategy::BinPack => build(
             name,
             &standard,
-            &[("most-allocated", 3.0), ("preferred-affinity", 2.0)],
+            &[
+                ("most-allocated", 3.0),
+                ("preferred-affinity", 2.0),
+                ("topology-spread", TOPOLOGY_SPREAD_WEIGHT),
+            ],
             TieBreak::MemberName,
         ),
         PlacementStrategy::Spread => build(
@@ -140,6 +165,7 @@ pub fn strategy(strategy: PlacementStrategy) -> Policy {
                 ("spread", 5.0),
                 ("least-allocated", 1.0),
                 ("preferred-affinity", 2.0),
+                ("topology-spread", TOPOLOGY_SPREAD_WEIGHT),
             ],
             TieBreak::MemberName,
         ),

@@ -1,9 +1,12 @@
 //! The engine as a whole: decisions, explanations, webhooks, property tests, and simulations
 //! of whole rollouts on synthetic clusters.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
-use lxd_operator_crds::container::{AffinityMode, AffinityTerm, PlacementStrategy, Topology};
+use lxd_operator_crds::container::{
+    AffinityMode, AffinityTerm, PlacementStrategy, Topology, TopologySpreadConstraint,
+    WhenUnsatisfiable,
+};
 use lxd_operator_crds::shared::LabelSelector;
 use proptest::prelude::*;
 
@@ -15,8 +18,8 @@ use super::webhook::WebhookResponse;
 use super::*;
 
 fn cluster(count: usize, domains: usize, cpu: f64, memory_gib: f64) -> Snapshot {
-    Snapshot {
-        members: (0..count)
+    Snapshot::new(
+        (0..count)
             .map(|i| {
                 member(
                     &format!("node{:02}", i + 1),
@@ -26,8 +29,7 @@ fn cluster(count: usize, domains: usize, cpu: f64, memory_gib: f64) -> Snapshot 
                 )
             })
             .collect(),
-        placed: vec![],
-    }
+    )
 }
 
 /// Records a decision in the snapshot, as LXD will show it once the instance exists.
@@ -47,7 +49,7 @@ fn mixed_sizes(count: usize) -> Vec<f64> {
 /// (max - min) / mean of the members' allocated memory.
 fn memory_spread(snapshot: &Snapshot) -> f64 {
     let values: Vec<f64> = snapshot
-        .members
+        .members()
         .iter()
         .map(|m| m.allocated.memory)
         .collect();
@@ -166,8 +168,13 @@ fn spread_uses_every_failure_domain_before_doubling_up() {
         3,
         "the first three use three failure domains: {domains:?}"
     );
-    let members: HashSet<&String> = snapshot.placed.iter().map(|p| &p.member).collect();
-    assert_eq!(members.len(), 6, "then every member: {:?}", snapshot.placed);
+    let members: HashSet<&String> = snapshot.placed().iter().map(|p| &p.member).collect();
+    assert_eq!(
+        members.len(),
+        6,
+        "then every member: {:?}",
+        snapshot.placed()
+    );
 }
 
 #[test]
@@ -206,15 +213,15 @@ fn reservations_end_when_the_instance_shows_up() {
     let mut snapshot = cluster(2, 1, 4.0, 8.0);
     reservations.apply(&mut snapshot, &HashSet::from(["u1".to_owned()]));
     assert_eq!(reservations.len(), 1);
-    assert_eq!(snapshot.members[0].instances, 0);
-    assert_eq!(snapshot.members[1].instances, 1);
-    assert_eq!(snapshot.members[1].allocated.memory, gib(1.0));
+    assert_eq!(snapshot.members()[0].instances, 0);
+    assert_eq!(snapshot.members()[1].instances, 1);
+    assert_eq!(snapshot.members()[1].allocated.memory, gib(1.0));
 }
 
 #[test]
 fn an_impossible_request_is_unschedulable_with_counted_reasons() {
     let mut snapshot = cluster(3, 1, 4.0, 8.0);
-    snapshot.members[2].status = "Offline".into();
+    snapshot.members_mut()[2].status = "Offline".into();
     let error = decide(
         &strategy(PlacementStrategy::LeastLoaded),
         &request(1.0, 16.0),
@@ -231,11 +238,11 @@ fn an_impossible_request_is_unschedulable_with_counted_reasons() {
 #[test]
 fn the_explanation_names_the_winner_the_scores_and_what_was_left_out() {
     let mut snapshot = cluster(3, 1, 4.0, 8.0);
-    snapshot.members[0].allocated = Resources {
+    snapshot.members_mut()[0].allocated = Resources {
         cpu: 2.0,
         memory: gib(6.0),
     };
-    snapshot.members[2].status = "Evacuated".into();
+    snapshot.members_mut()[2].status = "Evacuated".into();
     let decision = decide(
         &strategy(PlacementStrategy::LeastLoaded),
         &request(1.0, 1.0),
@@ -275,7 +282,7 @@ fn round_robin_takes_members_in_turn() {
 #[test]
 fn bin_pack_fills_the_fullest_member_that_still_fits() {
     let mut snapshot = cluster(3, 1, 4.0, 8.0);
-    snapshot.members[1].allocated = Resources {
+    snapshot.members_mut()[1].allocated = Resources {
         cpu: 2.0,
         memory: gib(6.0),
     };
@@ -301,7 +308,7 @@ fn a_webhook_filters_and_adds_its_weighted_scores() {
     let policy = strategy(PlacementStrategy::LeastLoaded);
     let wanted = request(1.0, 1.0);
     let mut evaluation = evaluate(&policy, &wanted, &snapshot);
-    let sent = evaluation.webhook_request(&wanted, &snapshot);
+    let sent = evaluation.webhook_request();
     assert_eq!(sent.members.len(), 3);
     assert_eq!(
         serde_json::to_value(&sent).unwrap()["container"]["memoryBytes"],
@@ -344,34 +351,35 @@ fn arbitrary_snapshot() -> impl Strategy<Value = Snapshot> {
         prop::bool::weighted(0.85),
         0u32..30,
     );
-    prop::collection::vec(member, 1..12).prop_map(|members| Snapshot {
-        members: members
-            .into_iter()
-            .enumerate()
-            .map(
-                |(i, (domain, cpu, mem, used_cpu, used_mem, online, instances))| Member {
-                    name: format!("m{i:02}"),
-                    status: if online {
-                        "Online".into()
-                    } else {
-                        "Offline".into()
+    prop::collection::vec(member, 1..12).prop_map(|members| {
+        Snapshot::new(
+            members
+                .into_iter()
+                .enumerate()
+                .map(
+                    |(i, (domain, cpu, mem, used_cpu, used_mem, online, instances))| Member {
+                        name: format!("m{i:02}"),
+                        status: if online {
+                            "Online".into()
+                        } else {
+                            "Offline".into()
+                        },
+                        architecture: "x86_64".into(),
+                        failure_domain: format!("d{domain}"),
+                        capacity: Resources {
+                            cpu: f64::from(cpu),
+                            memory: gib(f64::from(mem)),
+                        },
+                        allocated: Resources {
+                            cpu: f64::from(used_cpu),
+                            memory: gib(f64::from(used_mem)),
+                        },
+                        instances,
+                        ..Member::default()
                     },
-                    architecture: "x86_64".into(),
-                    failure_domain: format!("d{domain}"),
-                    capacity: Resources {
-                        cpu: f64::from(cpu),
-                        memory: gib(f64::from(mem)),
-                    },
-                    allocated: Resources {
-                        cpu: f64::from(used_cpu),
-                        memory: gib(f64::from(used_mem)),
-                    },
-                    instances,
-                    ..Member::default()
-                },
-            )
-            .collect(),
-        placed: vec![],
+                )
+                .collect(),
+        )
     })
 }
 
@@ -393,7 +401,7 @@ proptest! {
         let policy = strategy(which);
         let wanted = request(f64::from(cpu), f64::from(mem));
         let evaluation = evaluate(&policy, &wanted, &snapshot);
-        let filtered: HashSet<String> = evaluation.filtered.iter().map(|(m, _)| m.clone()).collect();
+        let filtered: HashSet<String> = evaluation.filtered().map(|(m, _)| m.to_owned()).collect();
         let first = evaluation.decide(rotation);
         let second = decide(&policy, &wanted, &snapshot, rotation);
         prop_assert_eq!(&first, &second);
@@ -403,7 +411,7 @@ proptest! {
                 let member = snapshot.member(&decision.member).unwrap();
                 prop_assert_eq!(member.status.as_str(), "Online");
             }
-            Err(error) => prop_assert_eq!(filtered.len(), snapshot.members.len(), "{}", error),
+            Err(error) => prop_assert_eq!(filtered.len(), snapshot.members().len(), "{}", error),
         }
     }
 
@@ -411,11 +419,11 @@ proptest! {
     fn a_decision_respects_required_anti_affinity(
         mut snapshot in arbitrary_snapshot(), holders in prop::collection::vec(0usize..12, 0..6), by_domain in any::<bool>(),
     ) {
-        let count = snapshot.members.len();
-        let holder_members: Vec<String> = holders.iter().map(|i| snapshot.members[i % count].name.clone()).collect();
-        snapshot.placed = holder_members.iter().enumerate().map(|(i, member)| Placed {
+        let count = snapshot.members().len();
+        let holder_members: Vec<String> = holders.iter().map(|i| snapshot.members()[i % count].name.clone()).collect();
+        snapshot.set_placed(holder_members.iter().enumerate().map(|(i, member)| Placed {
             namespace: "default".into(), name: format!("db-{i}"), labels: [("app".to_owned(), "db".to_owned())].into(), member: member.clone(),
-        }).collect();
+        }).collect());
         let topology = if by_domain { Topology::FailureDomain } else { Topology::Member };
         let mut wanted = request(0.0, 0.0);
         wanted.placement.anti_affinity = vec![anti_affinity("db", topology)];
@@ -447,10 +455,239 @@ fn containers_without_limits_still_spread() {
         *counts.entry(decision.member).or_default() += 1;
     }
     assert!(counts.values().all(|n| *n == 3), "{counts:?}");
-    snapshot.members[0].unlimited = (4, 4);
+    snapshot.members_mut()[0].unlimited = (4, 4);
     let decision = decide(&policy, &request(0.0, 0.0), &snapshot, 0).unwrap();
     assert_ne!(
         decision.member, "node01",
         "instances without limits count when scoring"
+    );
+}
+
+/// Three members: node01 and node02 in zone a, node03 in zone b (member label `zone`).
+fn zoned_cluster() -> Snapshot {
+    let zoned = |name: &str, zone: &str| {
+        let mut m = member(name, "default", 8.0, 16.0);
+        m.labels = [("zone".to_owned(), zone.to_owned())].into();
+        m
+    };
+    Snapshot::new(vec![
+        zoned("node01", "a"),
+        zoned("node02", "a"),
+        zoned("node03", "b"),
+    ])
+}
+
+fn spread_over(key: &str, when: WhenUnsatisfiable) -> TopologySpreadConstraint {
+    TopologySpreadConstraint {
+        max_skew: 1,
+        topology_key: key.to_owned(),
+        when_unsatisfiable: when,
+        label_selector: Some(LabelSelector {
+            match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
+            match_expressions: None,
+        }),
+    }
+}
+
+/// Container `web-<index>` of app web with `constraints`; its size varies with the index, so
+/// that resources alone would not keep the spread.
+fn web(index: usize, constraints: &[TopologySpreadConstraint]) -> Request {
+    let mut wanted = request(0.25 * (1 + index % 3) as f64, 0.25 * (1 + index % 4) as f64);
+    wanted.name = format!("web-{index}");
+    wanted.labels = [("app".to_owned(), "web".to_owned())].into();
+    wanted.placement.topology_spread_constraints = constraints.to_vec();
+    wanted
+}
+
+/// Containers of app web per member and per zone.
+fn web_counts(snapshot: &Snapshot) -> (BTreeMap<String, usize>, BTreeMap<String, usize>) {
+    let (mut per_member, mut per_zone) = (BTreeMap::new(), BTreeMap::new());
+    for placed in snapshot.placed() {
+        *per_member.entry(placed.member.clone()).or_default() += 1;
+        let zone = snapshot
+            .member(&placed.member)
+            .and_then(|m| m.labels.get("zone"))
+            .cloned()
+            .unwrap_or_default();
+        *per_zone.entry(zone).or_default() += 1;
+    }
+    (per_member, per_zone)
+}
+
+fn skew(counts: &BTreeMap<String, usize>, domains: &[&str]) -> usize {
+    let count = |d: &&str| counts.get(*d).copied().unwrap_or(0);
+    domains.iter().map(count).max().unwrap_or(0) - domains.iter().map(count).min().unwrap_or(0)
+}
+
+/// Places `web-<from>`.. `web-<to - 1>` one after another, each landing before the next.
+fn place_web(
+    snapshot: &mut Snapshot,
+    range: std::ops::Range<usize>,
+    constraints: &[TopologySpreadConstraint],
+) -> Result<(), Unschedulable> {
+    let policy = strategy(PlacementStrategy::LeastLoaded);
+    for index in range {
+        let wanted = web(index, constraints);
+        let decision = decide(&policy, &wanted, snapshot, index as u64)?;
+        snapshot.land(&decision.member, &wanted);
+    }
+    Ok(())
+}
+
+#[test]
+fn topology_spread_over_zones_lands_three_and_three_and_keeps_the_skew_when_scaled_to_nine() {
+    let zone = [spread_over("zone", WhenUnsatisfiable::DoNotSchedule)];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..6, &zone).unwrap();
+    let (_, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+    for scaled in 7..=9 {
+        place_web(&mut snapshot, scaled - 1..scaled, &zone).unwrap();
+        let (_, per_zone) = web_counts(&snapshot);
+        assert!(skew(&per_zone, &["a", "b"]) <= 1, "{scaled}: {per_zone:?}");
+    }
+    let (_, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone.values().sum::<usize>(), 9);
+}
+
+#[test]
+fn zone_then_member_spreads_inside_zone_a_two_and_one() {
+    // Member as a soft level under the hard zone level: the zones stay within one of each
+    // other, the members of zone a share its containers.
+    let levels = [
+        spread_over("zone", WhenUnsatisfiable::DoNotSchedule),
+        spread_over("member", WhenUnsatisfiable::ScheduleAnyway),
+    ];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..6, &levels).unwrap();
+    let (per_member, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+    let mut in_zone_a = [per_member["node01"], per_member["node02"]];
+    in_zone_a.sort();
+    assert_eq!(in_zone_a, [1, 2], "{per_member:?}");
+    place_web(&mut snapshot, 6..9, &levels).unwrap();
+    let (per_member, per_zone) = web_counts(&snapshot);
+    assert!(skew(&per_zone, &["a", "b"]) <= 1, "{per_zone:?}");
+    assert!(
+        skew(&per_member, &["node01", "node02"]) <= 1,
+        "{per_member:?}"
+    );
+}
+
+#[test]
+fn both_levels_required_place_five_and_leave_the_sixth_unschedulable_naming_the_counts() {
+    // Zone a has two members, zone b one. With both levels DoNotSchedule (as Kubernetes
+    // reads them: the member level is over every member), six cannot be placed: zone b would
+    // need three on node03 while node01 or node02 holds one.
+    let levels = [
+        spread_over("zone", WhenUnsatisfiable::DoNotSchedule),
+        spread_over("member", WhenUnsatisfiable::DoNotSchedule),
+    ];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..5, &levels).unwrap();
+    let (per_member, per_zone) = web_counts(&snapshot);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 2)]));
+    assert_eq!(
+        per_member,
+        BTreeMap::from([
+            ("node01".into(), 2),
+            ("node02".into(), 1),
+            ("node03".into(), 2)
+        ])
+    );
+    let error = place_web(&mut snapshot, 5..6, &levels).unwrap_err();
+    assert_eq!(
+        error.message,
+        "0/3 members: 2 topology spread zone: a has 3, min 2 (maxSkew 1), \
+         1 topology spread member: has 2, min 1 (maxSkew 1)"
+    );
+}
+
+#[test]
+fn the_explanation_names_the_domain_counts_that_decided() {
+    let zone = [spread_over("zone", WhenUnsatisfiable::DoNotSchedule)];
+    let mut snapshot = zoned_cluster();
+    place_web(&mut snapshot, 0..1, &zone).unwrap();
+    let decision = decide(
+        &strategy(PlacementStrategy::LeastLoaded),
+        &web(1, &zone),
+        &snapshot,
+        0,
+    )
+    .unwrap();
+    assert_eq!(decision.member, "node03");
+    let text = decision.explanation.to_string();
+    assert!(
+        text.contains("left out: node01: topology spread zone: a has 1, min 0 (maxSkew 1)")
+            && text.ends_with("; topology spread zone: a 1, b 0 (min 0, maxSkew 1)"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_burst_with_reservations_keeps_the_zone_spread_once_all_have_landed() {
+    // As the controller decides a burst: LXD shows none of it yet (stale figures), each
+    // decision sees the reservations of those before it, and the API shows the containers
+    // decided so far with their member too (status written right after the decision). The
+    // burst is decided largest first.
+    let zone = [spread_over("zone", WhenUnsatisfiable::DoNotSchedule)];
+    let policy = strategy(PlacementStrategy::LeastLoaded);
+    let stale = zoned_cluster();
+    let mut burst: Vec<Request> = (0..6).map(|index| web(index, &zone)).collect();
+    burst.sort_by(burst::burst_order);
+    let mut reservations = Reservations::default();
+    let mut in_the_api: Vec<Placed> = Vec::new();
+    for (turn, wanted) in burst.iter().enumerate() {
+        let mut snapshot = stale.clone();
+        snapshot.set_placed(in_the_api.clone());
+        reservations.apply(&mut snapshot, &HashSet::new());
+        let decision = decide(&policy, wanted, &snapshot, turn as u64).unwrap();
+        reservations.reserve(&format!("uid-{}", wanted.name), &decision.member, wanted);
+        in_the_api.push(Placed {
+            namespace: wanted.namespace.clone(),
+            name: wanted.name.clone(),
+            labels: wanted.labels.clone(),
+            member: decision.member,
+        });
+    }
+    // All have landed: LXD shows them, the reservations end.
+    let mut landed = stale.clone();
+    landed.set_placed(in_the_api);
+    let visible: HashSet<String> = burst.iter().map(|r| format!("uid-{}", r.name)).collect();
+    reservations.apply(&mut landed, &visible);
+    assert!(reservations.is_empty());
+    let (_, per_zone) = web_counts(&landed);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+
+    // The engine's own burst (decide_burst) lands the same spread.
+    let decisions = burst::decide_burst(&policy, &burst, &stale, 0);
+    let mut engine = stale.clone();
+    for (wanted, decision) in burst.iter().zip(decisions) {
+        engine.land(&decision.unwrap().member, wanted);
+    }
+    let (_, per_zone) = web_counts(&engine);
+    assert_eq!(per_zone, BTreeMap::from([("a".into(), 3), ("b".into(), 3)]));
+}
+
+#[test]
+fn a_container_seen_in_the_api_and_reserved_counts_once() {
+    let mut snapshot = zoned_cluster();
+    let wanted = web(0, &[]);
+    snapshot.set_placed(vec![Placed {
+        namespace: wanted.namespace.clone(),
+        name: wanted.name.clone(),
+        labels: wanted.labels.clone(),
+        member: "node01".into(),
+    }]);
+    snapshot.land("node01", &wanted);
+    assert_eq!(snapshot.placed().len(), 1);
+    assert_eq!(snapshot.placed_groups()[0].per_member[&0], 1);
+    // Landing elsewhere moves it.
+    snapshot.land("node03", &wanted);
+    assert_eq!(snapshot.placed()[0].member, "node03");
+    let group = &snapshot.placed_groups()[0];
+    assert_eq!(
+        (group.per_member[&0], group.per_member[&2], group.total),
+        (0, 1, 1)
     );
 }

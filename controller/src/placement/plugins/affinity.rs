@@ -5,8 +5,7 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Context, Filter, matching_per_member, shares_topology};
-use crate::placement::model::Member;
+use super::{Context, Filter, MemberRef, Reason};
 use crate::placement::selector;
 
 #[derive(Debug, Default)]
@@ -17,20 +16,20 @@ impl Filter for Affinity {
         "affinity"
     }
 
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
-        for term in context
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
+        for (term, holders) in context
             .request
             .placement
             .affinity
             .iter()
-            .filter(|t| t.mode == AffinityMode::Required)
+            .zip(&context.affinity)
+            .filter(|(t, _)| t.mode == AffinityMode::Required)
         {
-            let holders = matching_per_member(context, &term.selector);
-            if holders.is_empty() && selector::matches(&term.selector, &context.request.labels) {
+            if holders.total == 0 && selector::matches(&term.selector, &context.request.labels) {
                 continue;
             }
-            if !shares_topology(context, term.topology, member, &holders) {
-                return Some("affinity not satisfied".to_owned());
+            if !holders.near(term.topology, context.snapshot, member) {
+                return Some(Reason::Fixed("affinity not satisfied"));
             }
         }
         None
@@ -51,7 +50,7 @@ mod tests {
             member("node1", "r1", 4.0, 8.0),
             member("node2", "r2", 4.0, 8.0),
         ]);
-        snapshot.placed = vec![placed("db-1", "db", "node2")];
+        snapshot.set_placed(vec![placed("db-1", "db", "node2")]);
         let mut wanted = request(1.0, 1.0);
         wanted.placement.affinity = vec![AffinityTerm {
             selector: LabelSelector {
@@ -64,7 +63,7 @@ mod tests {
         }];
         let context = context_for(&wanted, &snapshot);
         let filter = filter("affinity");
-        assert_eq!(filter.filter(&context, &snapshot.members[1]), None);
-        assert!(filter.filter(&context, &snapshot.members[0]).is_some());
+        assert_eq!(filter.filter(&context, at(&snapshot, 1)), None);
+        assert!(filter.filter(&context, at(&snapshot, 0)).is_some());
     }
 }

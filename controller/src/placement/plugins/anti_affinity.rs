@@ -3,8 +3,7 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Context, Filter, matching_per_member, shares_topology};
-use crate::placement::model::Member;
+use super::{Context, Filter, MemberRef, Reason};
 
 #[derive(Debug, Default)]
 pub(super) struct AntiAffinity;
@@ -14,17 +13,17 @@ impl Filter for AntiAffinity {
         "anti-affinity"
     }
 
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
-        for term in context
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
+        for (term, holders) in context
             .request
             .placement
             .anti_affinity
             .iter()
-            .filter(|t| t.mode == AffinityMode::Required)
+            .zip(&context.anti_affinity)
+            .filter(|(t, _)| t.mode == AffinityMode::Required)
         {
-            let holders = matching_per_member(context, &term.selector);
-            if shares_topology(context, term.topology, member, &holders) {
-                return Some("anti-affinity".to_owned());
+            if holders.near(term.topology, context.snapshot, member) {
+                return Some(Reason::Fixed("anti-affinity"));
             }
         }
         None
@@ -46,7 +45,7 @@ mod tests {
             member("node2", "r1", 4.0, 8.0),
             member("node3", "r2", 4.0, 8.0),
         ]);
-        snapshot.placed = vec![placed("web-1", "web", "node1")];
+        snapshot.set_placed(vec![placed("web-1", "web", "node1")]);
         let term = |topology| AffinityTerm {
             selector: LabelSelector {
                 match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
@@ -61,10 +60,9 @@ mod tests {
             let mut wanted = request(1.0, 1.0);
             wanted.placement.anti_affinity = vec![term(topology)];
             let context = context_for(&wanted, &snapshot);
-            snapshot
-                .members
-                .iter()
-                .filter(|m| filter.filter(&context, m).is_none())
+            all(&snapshot)
+                .into_iter()
+                .filter(|m| filter.filter(&context, *m).is_none())
                 .map(|m| m.name.clone())
                 .collect::<Vec<_>>()
         };

@@ -1,7 +1,6 @@
 //! Filter `architecture`: the member's CPU architecture must be the image's.
 
-use super::{Context, Filter};
-use crate::placement::model::Member;
+use super::{Context, Filter, MemberRef, Reason};
 
 #[derive(Debug, Default)]
 pub(super) struct Architecture;
@@ -11,10 +10,10 @@ impl Filter for Architecture {
         "architecture"
     }
 
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         let wanted = context.request.architecture.as_deref()?;
         (!member.architecture.is_empty() && member.architecture != wanted)
-            .then(|| format!("architecture {}", member.architecture))
+            .then(|| Reason::Text(format!("architecture {}", member.architecture)))
     }
 }
 
@@ -32,11 +31,11 @@ mod tests {
         let context = context_for(&wanted, &snapshot);
         let filter = filter("architecture");
         assert_eq!(
-            filter.filter(&context, &arm).as_deref(),
+            reason(&*filter, &context, alone(&arm)).as_deref(),
             Some("architecture aarch64")
         );
         assert_eq!(
-            filter.filter(&context, &member("x", "default", 4.0, 8.0)),
+            filter.filter(&context, alone(&member("x", "default", 4.0, 8.0))),
             None
         );
     }

@@ -1,8 +1,7 @@
 //! Filter `capacity`: the request must fit in what the member has, times the policy's
 //! overcommit, minus what every instance on it is limited to (ours or not) and reservations.
 
-use super::{Context, Filter};
-use crate::placement::model::Member;
+use super::{Context, Filter, MemberRef, Reason};
 
 #[derive(Debug, Default)]
 pub(super) struct Capacity;
@@ -12,7 +11,7 @@ impl Filter for Capacity {
         "capacity"
     }
 
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         let wanted = context.request.resources;
         let fits = |requested: f64, allocated: f64, capacity: f64, ratio: f64| {
             requested <= 0.0 || capacity <= 0.0 || allocated + requested <= capacity * ratio + 1e-9
@@ -23,7 +22,7 @@ impl Filter for Capacity {
             member.capacity.memory,
             context.overcommit.memory,
         ) {
-            return Some("insufficient memory".to_owned());
+            return Some(Reason::Fixed("insufficient memory"));
         }
         if !fits(
             wanted.cpu,
@@ -31,7 +30,7 @@ impl Filter for Capacity {
             member.capacity.cpu,
             context.overcommit.cpu,
         ) {
-            return Some("insufficient cpu".to_owned());
+            return Some(Reason::Fixed("insufficient cpu"));
         }
         None
     }
@@ -53,31 +52,28 @@ mod tests {
         };
         let snapshot = snapshot(vec![]);
         let wanted = request(1.0, 1.0);
-        let strict = Context {
-            request: &wanted,
-            snapshot: &snapshot,
-            overcommit: Overcommit::default(),
-        };
+        let strict = Context::new(&wanted, &snapshot, Overcommit::default());
         let filter = filter("capacity");
         assert_eq!(
-            filter.filter(&strict, &full).as_deref(),
+            reason(&*filter, &strict, alone(&full)).as_deref(),
             Some("insufficient memory")
         );
         assert_eq!(
-            filter.filter(&strict, &member("node2", "d", 4.0, 8.0)),
+            filter.filter(&strict, alone(&member("node2", "d", 4.0, 8.0))),
             None
         );
-        let loose = Context {
-            overcommit: Overcommit {
+        let loose = Context::new(
+            &wanted,
+            &snapshot,
+            Overcommit {
                 cpu: 1.0,
                 memory: 2.0,
             },
-            ..strict
-        };
-        assert_eq!(filter.filter(&loose, &full), None);
+        );
+        assert_eq!(filter.filter(&loose, alone(&full)), None);
         full.allocated.cpu = 3.5;
         assert_eq!(
-            filter.filter(&loose, &full).as_deref(),
+            reason(&*filter, &loose, alone(&full)).as_deref(),
             Some("insufficient cpu")
         );
     }

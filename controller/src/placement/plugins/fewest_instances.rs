@@ -1,8 +1,7 @@
 //! Scorer `fewest-instances`: the member with the fewest instances (ours or not) scores 100,
 //! the one with the most 0 — what later LXD versions place by.
 
-use super::{Context, Scorer};
-use crate::placement::model::Member;
+use super::{Context, MemberRef, Scorer};
 
 #[derive(Debug, Default)]
 pub(super) struct FewestInstances;
@@ -12,7 +11,7 @@ impl Scorer for FewestInstances {
         "fewest-instances"
     }
 
-    fn score(&self, _: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+    fn score(&self, _: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         let most = candidates.iter().map(|m| m.instances).max().unwrap_or(0);
         let least = candidates.iter().map(|m| m.instances).min().unwrap_or(0);
         candidates
@@ -41,7 +40,7 @@ mod tests {
         let wanted = request(0.0, 0.0);
         let context = context_for(&wanted, &snapshot);
         assert_eq!(
-            scorer("fewest-instances").score(&context, &[&a, &b]),
+            scorer("fewest-instances").score(&context, &[alone(&a), alone(&b)]),
             [0.0, 100.0]
         );
     }

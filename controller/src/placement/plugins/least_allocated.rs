@@ -3,7 +3,7 @@
 //! instance without a limit counts the scoring default, as Kubernetes counts pods without
 //! requests).
 
-use super::{Context, Scorer, free_share};
+use super::{Context, MemberRef, Scorer, free_share};
 use crate::placement::model::Member;
 
 #[derive(Debug, Default)]
@@ -23,7 +23,7 @@ impl Scorer for LeastAllocated {
         "least-allocated"
     }
 
-    fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+    fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         candidates
             .iter()
             .map(|m| 100.0 * free_after(context, m))
@@ -46,7 +46,7 @@ mod tests {
         let snapshot = snapshot(vec![]);
         let wanted = request(1.0, 2.0);
         let context = context_for(&wanted, &snapshot);
-        let scores = scorer("least-allocated").score(&context, &[&busy, &idle]);
+        let scores = scorer("least-allocated").score(&context, &[alone(&busy), alone(&idle)]);
         assert_eq!(
             scores,
             [100.0 * (0.25 + 0.25) / 2.0, 100.0 * (0.75 + 0.75) / 2.0]

@@ -3,8 +3,7 @@
 //! 1-minute load average where the LXD version reports one. Members that share one host report
 //! the same host figures, so the per-member instance usage is what tells them apart.
 
-use super::{Context, Scorer, free_share};
-use crate::placement::model::Member;
+use super::{Context, MemberRef, Scorer, free_share};
 
 #[derive(Debug, Default)]
 pub(super) struct LeastLoaded;
@@ -14,7 +13,7 @@ impl Scorer for LeastLoaded {
         "least-loaded"
     }
 
-    fn score(&self, _: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+    fn score(&self, _: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         candidates
             .iter()
             .map(|m| {
@@ -49,7 +48,7 @@ mod tests {
         let snapshot = snapshot(vec![]);
         let wanted = request(1.0, 1.0);
         let context = context_for(&wanted, &snapshot);
-        let scores = scorer("least-loaded").score(&context, &[&hot, &cool]);
+        let scores = scorer("least-loaded").score(&context, &[alone(&hot), alone(&cool)]);
         assert_eq!(scores[1], 100.0);
         assert!(scores[0] < 20.0, "{scores:?}");
     }

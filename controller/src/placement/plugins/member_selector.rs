@@ -1,8 +1,8 @@
 //! Filter `member-selector`: the member must match `placement.memberSelector` (a cluster group,
 //! a failure domain, and labels from its `user.*` config).
 
-use super::{Context, Filter};
-use crate::placement::model::Member;
+use super::{Context, Filter, MemberRef, Reason};
+use crate::placement::model::{Member, Request};
 use crate::placement::selector;
 
 #[derive(Debug, Default)]
@@ -13,23 +13,28 @@ impl Filter for MemberSelector {
         "member-selector"
     }
 
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
-        let wanted = context.request.placement.member_selector.as_ref()?;
-        if !wanted.groups.is_empty() && !wanted.groups.iter().any(|g| member.groups.contains(g)) {
-            return Some("not in the selected cluster groups".to_owned());
-        }
-        if !wanted.failure_domains.is_empty()
-            && !wanted.failure_domains.contains(&member.failure_domain)
-        {
-            return Some("not in the selected failure domains".to_owned());
-        }
-        if let Some(labels) = &wanted.labels
-            && !selector::matches(labels, &member.labels)
-        {
-            return Some("member labels do not match".to_owned());
-        }
-        None
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
+        unselected(context.request, &member).map(Reason::Fixed)
     }
+}
+
+/// Why `member` does not match the request's `placement.memberSelector`, if it does not.
+pub(super) fn unselected(request: &Request, member: &Member) -> Option<&'static str> {
+    let wanted = request.placement.member_selector.as_ref()?;
+    if !wanted.groups.is_empty() && !wanted.groups.iter().any(|g| member.groups.contains(g)) {
+        return Some("not in the selected cluster groups");
+    }
+    if !wanted.failure_domains.is_empty()
+        && !wanted.failure_domains.contains(&member.failure_domain)
+    {
+        return Some("not in the selected failure domains");
+    }
+    if let Some(labels) = &wanted.labels
+        && !selector::matches(labels, &member.labels)
+    {
+        return Some("member labels do not match");
+    }
+    None
 }
 
 #[cfg(test)]
@@ -57,9 +62,9 @@ mod tests {
         let snapshot = snapshot(vec![]);
         let context = context_for(&wanted, &snapshot);
         let filter = filter("member-selector");
-        assert_eq!(filter.filter(&context, &ssd), None);
+        assert_eq!(filter.filter(&context, alone(&ssd)), None);
         assert_eq!(
-            filter.filter(&context, &hdd).as_deref(),
+            reason(&*filter, &context, alone(&hdd)).as_deref(),
             Some("not in the selected cluster groups")
         );
     }

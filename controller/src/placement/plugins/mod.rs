@@ -16,11 +16,14 @@ mod online;
 mod preferred_affinity;
 mod spread;
 mod target;
+mod topology_spread;
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 
-use super::model::{Member, Request, Snapshot};
+use lxd_operator_crds::container::{AffinityTerm, Topology};
+
+use super::model::{Domains, Member, PlacedGroup, Request, Snapshot};
 
 /// How far requests may exceed capacity (1.0: not at all).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -40,8 +43,10 @@ impl Default for Overcommit {
     }
 }
 
-/// What every plugin sees.
-#[derive(Debug, Clone, Copy)]
+/// What every plugin sees: the decision's inputs, and what is counted once per decision for
+/// the plugins that need it (placed containers matching the request's terms, per member and
+/// per domain), so that no plugin goes through the placed containers for each member.
+#[derive(Debug)]
 pub struct Context<'a> {
     /// The container to place.
     pub request: &'a Request,
@@ -49,6 +54,167 @@ pub struct Context<'a> {
     pub snapshot: &'a Snapshot,
     /// The policy's overcommit.
     pub overcommit: Overcommit,
+    /// Per `placement.affinity` term, the containers matching it.
+    affinity: Vec<Holders>,
+    /// Per `placement.antiAffinity` term, the containers matching it.
+    anti_affinity: Vec<Holders>,
+    /// Per topology spread constraint, the matching containers per domain.
+    spread: Vec<topology_spread::SpreadCounts<'a>>,
+}
+
+impl<'a> Context<'a> {
+    /// The context of deciding for `request` on `snapshot`: counts what the request's terms
+    /// and constraints need, once.
+    pub fn new(request: &'a Request, snapshot: &'a Snapshot, overcommit: Overcommit) -> Self {
+        let placement = &request.placement;
+        let holders = |term: &AffinityTerm| Holders::count(request, snapshot, term);
+        Context {
+            request,
+            snapshot,
+            overcommit,
+            affinity: placement.affinity.iter().map(holders).collect(),
+            anti_affinity: placement.anti_affinity.iter().map(holders).collect(),
+            spread: placement
+                .topology_spread_constraints
+                .iter()
+                .map(|constraint| {
+                    topology_spread::SpreadCounts::count(request, snapshot, constraint)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A member as plugins see it: with its index in the snapshot, where per-member counts are kept.
+#[derive(Debug, Clone, Copy)]
+pub struct MemberRef<'a> {
+    /// Its index in [`Snapshot::members`].
+    pub index: usize,
+    /// The member.
+    pub member: &'a Member,
+}
+
+impl std::ops::Deref for MemberRef<'_> {
+    type Target = Member;
+
+    fn deref(&self) -> &Member {
+        self.member
+    }
+}
+
+/// Why a filter left a member out. Kept as data and written out only for what is shown or
+/// counted: a decision may leave thousands of members out and show five.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Reason {
+    /// A fixed text.
+    Fixed(&'static str),
+    /// A text made for this member.
+    Text(String),
+    /// A topology spread constraint would be broken.
+    Skew(topology_spread::Skew),
+}
+
+impl Reason {
+    /// The reason as shown and counted (`insufficient memory`).
+    pub fn text(&self, request: &Request, snapshot: &Snapshot) -> std::borrow::Cow<'_, str> {
+        match self {
+            Reason::Fixed(text) => (*text).into(),
+            Reason::Text(text) => text.as_str().into(),
+            Reason::Skew(skew) => skew.text(request, snapshot).into(),
+        }
+    }
+}
+
+/// Containers of the request's namespace matching one affinity term's selector (the request
+/// itself not counted), per member and per failure domain.
+#[derive(Debug, Default)]
+struct Holders {
+    per_member: Vec<u32>,
+    /// Per failure domain number; counted only for terms about failure domains.
+    per_failure_domain: Vec<u32>,
+    /// Matching containers, on known members or not.
+    total: u32,
+}
+
+impl Holders {
+    fn count(request: &Request, snapshot: &Snapshot, term: &AffinityTerm) -> Holders {
+        let (per_member, total) = matching_per_member(request, snapshot, |group| {
+            group.namespace == request.namespace
+                && super::selector::matches(&term.selector, &group.labels)
+        });
+        let per_failure_domain = match term.topology {
+            Topology::Member => Vec::new(),
+            Topology::FailureDomain => per_domain(&per_member, snapshot.failure_domains()),
+        };
+        Holders {
+            per_member,
+            per_failure_domain,
+            total,
+        }
+    }
+
+    /// Whether `member` shares the term's topology with any of these containers.
+    fn near(&self, topology: Topology, snapshot: &Snapshot, member: MemberRef<'_>) -> bool {
+        match topology {
+            Topology::Member => self.per_member.get(member.index).is_some_and(|n| *n > 0),
+            Topology::FailureDomain => snapshot
+                .failure_domains()
+                .of(member.index)
+                .and_then(|domain| self.per_failure_domain.get(domain as usize))
+                .is_some_and(|n| *n > 0),
+        }
+    }
+}
+
+/// How many placed containers of the groups `counted` picks are on each member (by index), the
+/// request itself left out, and how many there are in all (on known members or not). Costs the
+/// number of members plus the number of matching containers, from the snapshot's groups.
+fn matching_per_member(
+    request: &Request,
+    snapshot: &Snapshot,
+    counted: impl Fn(&PlacedGroup) -> bool,
+) -> (Vec<u32>, u32) {
+    let mut per_member = vec![0u32; snapshot.members().len()];
+    let mut total = 0u32;
+    let mut matched = Vec::new();
+    for (number, group) in snapshot.placed_groups().iter().enumerate() {
+        if !counted(group) {
+            continue;
+        }
+        matched.push(number);
+        total += group.total;
+        for (&member, &count) in &group.per_member {
+            if let Some(slot) = per_member.get_mut(member) {
+                *slot += count;
+            }
+        }
+    }
+    // The request itself, when an earlier decision of it is among the placed ones, does not
+    // count against it.
+    if total > 0
+        && let Some((group, member)) = snapshot.placed_at(&request.namespace, &request.name)
+        && matched.contains(&group)
+    {
+        total -= 1;
+        if let Some(slot) = member.and_then(|member| per_member.get_mut(member)) {
+            *slot = slot.saturating_sub(1);
+        }
+    }
+    (per_member, total)
+}
+
+/// Per-member counts summed per domain of `domains`.
+fn per_domain(per_member: &[u32], domains: &Domains) -> Vec<u32> {
+    let mut counts = vec![0u32; domains.names.len()];
+    for (member, count) in per_member.iter().enumerate() {
+        if let Some(slot) = domains
+            .of(member)
+            .and_then(|domain| counts.get_mut(domain as usize))
+        {
+            *slot += count;
+        }
+    }
+    counts
 }
 
 /// Arguments of a plugin, as a policy gives them.
@@ -59,7 +225,11 @@ pub trait Filter: Debug + Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &'static str;
     /// `None` when `member` passes, else the reason it is left out.
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String>;
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason>;
+    /// A line for the decision's explanation about what decided, if any (once per decision).
+    fn explain(&self, _context: &Context<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// Rates members from 0 (worst) to 100 (best).
@@ -67,7 +237,11 @@ pub trait Scorer: Debug + Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &'static str;
     /// One score per candidate, in the same order.
-    fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64>;
+    fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64>;
+    /// A line for the decision's explanation about what decided, if any (once per decision).
+    fn explain(&self, _context: &Context<'_>) -> Option<String> {
+        None
+    }
 }
 
 /// Why a plugin cannot be made as a policy names it.
@@ -103,6 +277,10 @@ pub const FILTERS: &[(&str, Factory<dyn Filter>)] = &[
     ("capacity", plain_filter::<capacity::Capacity>),
     ("affinity", plain_filter::<affinity::Affinity>),
     ("anti-affinity", plain_filter::<anti_affinity::AntiAffinity>),
+    (
+        "topology-spread",
+        plain_filter::<topology_spread::TopologySpread>,
+    ),
 ];
 
 /// Every score plugin, by name.
@@ -124,6 +302,10 @@ pub const SCORERS: &[(&str, Factory<dyn Scorer>)] = &[
     (
         "preferred-affinity",
         plain_scorer::<preferred_affinity::PreferredAffinity>,
+    ),
+    (
+        "topology-spread",
+        plain_scorer::<topology_spread::TopologySpread>,
     ),
 ];
 
@@ -195,44 +377,11 @@ fn free_share(used: f64, capacity: f64) -> f64 {
     }
 }
 
-/// How many placed containers in the request's namespace match `selector`, per member.
-fn matching_per_member(
-    context: &Context<'_>,
-    selector: &lxd_operator_crds::shared::LabelSelector,
-) -> BTreeMap<String, usize> {
-    let mut counts = BTreeMap::new();
-    for placed in &context.snapshot.placed {
-        if placed.namespace == context.request.namespace
-            && placed.name != context.request.name
-            && super::selector::matches(selector, &placed.labels)
-        {
-            *counts.entry(placed.member.clone()).or_default() += 1;
-        }
-    }
-    counts
-}
-
-/// Whether `member` shares the term's topology with any member in `holders`.
-fn shares_topology(
-    context: &Context<'_>,
-    topology: lxd_operator_crds::container::Topology,
-    member: &Member,
-    holders: &BTreeMap<String, usize>,
-) -> bool {
-    use lxd_operator_crds::container::Topology;
-    match topology {
-        Topology::Member => holders.get(&member.name).is_some_and(|n| *n > 0),
-        Topology::FailureDomain => holders.iter().any(|(holder, n)| {
-            *n > 0 && context.snapshot.failure_domain_of(holder) == member.failure_domain
-        }),
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod testing {
     //! Small clusters for plugin tests.
     use super::super::model::{Member, Placed, Request, Resources, Snapshot};
-    use super::{Args, Context, Filter, Scorer};
+    use super::{Args, Context, Filter, MemberRef, Scorer};
 
     /// The filter plugin `name`, as a policy without arguments gets it.
     pub fn filter(name: &str) -> Box<dyn Filter> {
@@ -246,11 +395,41 @@ pub(crate) mod testing {
 
     /// What a plugin sees of `request` in `snapshot`, without overcommit.
     pub fn context_for<'a>(request: &'a Request, snapshot: &'a Snapshot) -> Context<'a> {
-        Context {
-            request,
-            snapshot,
-            overcommit: Default::default(),
+        Context::new(request, snapshot, Default::default())
+    }
+
+    /// The member at `index` of `snapshot`, as plugins get it.
+    pub fn at(snapshot: &Snapshot, index: usize) -> MemberRef<'_> {
+        MemberRef {
+            index,
+            member: &snapshot.members()[index],
         }
+    }
+
+    /// Every member of `snapshot`, as scorers get them.
+    pub fn all(snapshot: &Snapshot) -> Vec<MemberRef<'_>> {
+        (0..snapshot.members().len())
+            .map(|index| at(snapshot, index))
+            .collect()
+    }
+
+    /// A member outside any snapshot (for plugins that read only the member).
+    pub fn alone(member: &Member) -> MemberRef<'_> {
+        MemberRef {
+            index: usize::MAX,
+            member,
+        }
+    }
+
+    /// The reason `filter` gives for `member`, as text.
+    pub fn reason(
+        filter: &dyn Filter,
+        context: &Context<'_>,
+        member: MemberRef<'_>,
+    ) -> Option<String> {
+        filter
+            .filter(context, member)
+            .map(|r| r.text(context.request, context.snapshot).into_owned())
     }
 
     pub fn member(name: &str, domain: &str, cpu: f64, memory_gib: f64) -> Member {
@@ -293,9 +472,6 @@ pub(crate) mod testing {
     }
 
     pub fn snapshot(members: Vec<Member>) -> Snapshot {
-        Snapshot {
-            members,
-            placed: vec![],
-        }
+        Snapshot::new(members)
     }
 }

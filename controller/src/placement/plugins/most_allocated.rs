@@ -2,8 +2,7 @@
 //! leaving other members free.
 
 use super::least_allocated::free_after;
-use super::{Context, Scorer};
-use crate::placement::model::Member;
+use super::{Context, MemberRef, Scorer};
 
 #[derive(Debug, Default)]
 pub(super) struct MostAllocated;
@@ -13,7 +12,7 @@ impl Scorer for MostAllocated {
         "most-allocated"
     }
 
-    fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+    fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         candidates
             .iter()
             .map(|m| 100.0 * (1.0 - free_after(context, m)))
@@ -36,7 +35,7 @@ mod tests {
         let snapshot = snapshot(vec![]);
         let wanted = request(1.0, 2.0);
         let context = context_for(&wanted, &snapshot);
-        let scores = scorer("most-allocated").score(&context, &[&busy, &idle]);
+        let scores = scorer("most-allocated").score(&context, &[alone(&busy), alone(&idle)]);
         assert!(scores[0] > scores[1], "{scores:?}");
     }
 }

@@ -1,7 +1,7 @@
 //! Filter `online`: only members LXD reports Online (not Offline, Evacuated, Blocked, ...) and
 //! that are not cordoned in the LxdCluster's spec.
 
-use super::{Context, Filter};
+use super::{Context, Filter, MemberRef, Reason};
 use crate::placement::model::Member;
 
 #[derive(Debug, Default)]
@@ -12,13 +12,18 @@ impl Filter for Online {
         "online"
     }
 
-    fn filter(&self, _: &Context<'_>, member: &Member) -> Option<String> {
+    fn filter(&self, _: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         if member.status != "Online" {
-            Some(member.status.to_lowercase())
+            Some(Reason::Text(member.status.to_lowercase()))
         } else {
-            member.cordoned.then(|| "cordoned".to_owned())
+            member.cordoned.then_some(Reason::Fixed("cordoned"))
         }
     }
+}
+
+/// Whether `member` takes new containers at all: online and not cordoned.
+pub(super) fn available(member: &Member) -> bool {
+    member.status == "Online" && !member.cordoned
 }
 
 #[cfg(test)]
@@ -34,17 +39,17 @@ mod tests {
         let context = context_for(&wanted, &snapshot);
         let filter = filter("online");
         assert_eq!(
-            filter.filter(&context, &member("node1", "default", 4.0, 8.0)),
+            filter.filter(&context, alone(&member("node1", "default", 4.0, 8.0))),
             None
         );
         assert_eq!(
-            filter.filter(&context, &offline).as_deref(),
+            reason(&*filter, &context, alone(&offline)).as_deref(),
             Some("offline")
         );
         let mut cordoned = member("node3", "default", 4.0, 8.0);
         cordoned.cordoned = true;
         assert_eq!(
-            filter.filter(&context, &cordoned).as_deref(),
+            reason(&*filter, &context, alone(&cordoned)).as_deref(),
             Some("cordoned")
         );
     }

@@ -4,8 +4,7 @@
 
 use lxd_operator_crds::container::AffinityMode;
 
-use super::{Context, Scorer, matching_per_member, shares_topology};
-use crate::placement::model::Member;
+use super::{Context, Holders, MemberRef, Scorer};
 
 #[derive(Debug, Default)]
 pub(super) struct PreferredAffinity;
@@ -15,36 +14,38 @@ impl Scorer for PreferredAffinity {
         "preferred-affinity"
     }
 
-    fn score(&self, context: &Context<'_>, candidates: &[&Member]) -> Vec<f64> {
+    fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         let placement = &context.request.placement;
-        let terms: Vec<(bool, &lxd_operator_crds::container::AffinityTerm)> = placement
+        let terms: Vec<(bool, &lxd_operator_crds::container::AffinityTerm, &Holders)> = placement
             .affinity
             .iter()
-            .map(|t| (true, t))
-            .chain(placement.anti_affinity.iter().map(|t| (false, t)))
-            .filter(|(_, t)| t.mode == AffinityMode::Preferred)
+            .zip(&context.affinity)
+            .map(|(t, h)| (true, t, h))
+            .chain(
+                placement
+                    .anti_affinity
+                    .iter()
+                    .zip(&context.anti_affinity)
+                    .map(|(t, h)| (false, t, h)),
+            )
+            .filter(|(_, t, _)| t.mode == AffinityMode::Preferred)
             .collect();
         let total_weight: f64 = terms
             .iter()
-            .map(|(_, t)| f64::from(t.weight.unwrap_or(1)))
+            .map(|(_, t, _)| f64::from(t.weight.unwrap_or(1)))
             .sum();
         if terms.is_empty() {
             return vec![100.0; candidates.len()];
         }
-        let holders: Vec<_> = terms
-            .iter()
-            .map(|(_, t)| matching_per_member(context, &t.selector))
-            .collect();
         candidates
             .iter()
             .map(|member| {
                 let kept: f64 = terms
                     .iter()
-                    .zip(&holders)
-                    .filter(|((near, term), holders)| {
-                        shares_topology(context, term.topology, member, holders) == *near
+                    .filter(|(near, term, holders)| {
+                        holders.near(term.topology, context.snapshot, *member) == *near
                     })
-                    .map(|((_, term), _)| f64::from(term.weight.unwrap_or(1)))
+                    .map(|(_, term, _)| f64::from(term.weight.unwrap_or(1)))
                     .sum();
                 100.0 * kept / total_weight
             })
@@ -66,7 +67,7 @@ mod tests {
             member("node1", "d", 4.0, 8.0),
             member("node2", "d", 4.0, 8.0),
         ]);
-        snapshot.placed = vec![placed("web-1", "web", "node1")];
+        snapshot.set_placed(vec![placed("web-1", "web", "node1")]);
         let mut wanted = request(1.0, 1.0);
         wanted.placement.anti_affinity = vec![AffinityTerm {
             selector: LabelSelector {
@@ -78,9 +79,8 @@ mod tests {
             weight: Some(50),
         }];
         let context = context_for(&wanted, &snapshot);
-        let candidates: Vec<&Member> = snapshot.members.iter().collect();
         assert_eq!(
-            scorer("preferred-affinity").score(&context, &candidates),
+            scorer("preferred-affinity").score(&context, &all(&snapshot)),
             [0.0, 100.0]
         );
     }

@@ -1,7 +1,6 @@
 //! Filter `target`: a container pinned with `placement.target` goes to that member only.
 
-use super::{Context, Filter};
-use crate::placement::model::Member;
+use super::{Context, Filter, MemberRef, Reason};
 
 #[derive(Debug, Default)]
 pub(super) struct Target;
@@ -11,9 +10,9 @@ impl Filter for Target {
         "target"
     }
 
-    fn filter(&self, context: &Context<'_>, member: &Member) -> Option<String> {
+    fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         let target = context.request.placement.target.as_deref()?;
-        (member.name != target).then(|| "not the pinned target".to_owned())
+        (member.name != target).then_some(Reason::Fixed("not the pinned target"))
     }
 }
 
@@ -29,12 +28,12 @@ mod tests {
         let context = context_for(&pinned, &snapshot);
         let filter = filter("target");
         assert_eq!(
-            filter.filter(&context, &member("node2", "d", 1.0, 1.0)),
+            filter.filter(&context, alone(&member("node2", "d", 1.0, 1.0))),
             None
         );
         assert!(
             filter
-                .filter(&context, &member("node1", "d", 1.0, 1.0))
+                .filter(&context, alone(&member("node1", "d", 1.0, 1.0)))
                 .is_some()
         );
     }

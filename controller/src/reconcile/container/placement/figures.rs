@@ -26,10 +26,7 @@ pub struct Figures {
 impl From<&ClusterObservation> for Figures {
     fn from(observation: &ClusterObservation) -> Self {
         Figures {
-            snapshot: Snapshot {
-                members: observation.members.iter().map(member_of).collect(),
-                placed: Vec::new(),
-            },
+            snapshot: Snapshot::new(observation.members.iter().map(member_of).collect()),
             visible: observation.owner_uids.clone(),
         }
     }

@@ -195,16 +195,18 @@ async fn decide(
     // a busy LXD a read takes seconds, and decisions of the cluster queue on the lock.
     let figures = waits.time("figures", shared.figures.get(client)).await?;
     let mut snapshot = figures.snapshot;
-    for member in &mut snapshot.members {
+    for member in snapshot.members_mut() {
         member.cordoned = cordoned.contains(&member.name);
     }
-    snapshot.placed = waits
-        .time(
-            "containers",
-            placed_containers(kube, containers, &request.namespace, &asked.cluster),
-        )
-        .await
-        .map_err(PlacementError::Kube)?;
+    snapshot.set_placed(
+        waits
+            .time(
+                "containers",
+                placed_containers(kube, containers, &request.namespace, &asked.cluster),
+            )
+            .await
+            .map_err(PlacementError::Kube)?,
+    );
     waits.time("gathering", pending.gathered()).await;
     waits
         .time("larger_first", pending.wait_for_larger(request))
@@ -219,7 +221,7 @@ async fn decide(
                 let mut seen = snapshot.clone();
                 state.reservations.release(&asked.uid);
                 state.reservations.apply(&mut seen, &figures.visible);
-                engine::evaluate(&policy, request, &seen).webhook_request(request, &seen)
+                engine::evaluate(&policy, request, &seen).webhook_request()
             };
             // Its turn in the burst is over: smaller decisions must not wait for its webhook.
             drop(pending);
