@@ -167,16 +167,7 @@ fn a_set_spreads_over_zones_and_members_scales_both_ways_and_goes_with_its_child
         (managed_instances(cluster, &namespace).len() == 2).then_some(())
     });
 
-    operator.kubectl_ok(&["delete", "lxdcs", "web", "-n", &namespace, "--timeout=120s"]);
-    wait_for(
-        Duration::from_secs(120),
-        "the children and their instances gone",
-        || {
-            (operator.containers(&namespace).is_empty()
-                && managed_instances(cluster, &namespace).is_empty())
-            .then_some(())
-        },
-    );
+    delete_set(&operator, cluster, &namespace);
 }
 
 /// Watches the set's children and records the most that were not Ready at once (missing
@@ -295,6 +286,20 @@ fn rolled_out(operator: &Operator, namespace: &str, replicas: usize) -> String {
     )
 }
 
+/// `kubectl delete lxdcs web`, as a user ends with it: the children and their instances go.
+fn delete_set(operator: &Operator, cluster: &TestCluster, namespace: &str) {
+    operator.kubectl_ok(&["delete", "lxdcs", "web", "-n", namespace, "--timeout=120s"]);
+    wait_for(
+        Duration::from_secs(120),
+        "the children and their instances gone",
+        || {
+            (operator.containers(namespace).is_empty()
+                && managed_instances(cluster, namespace).is_empty())
+            .then_some(())
+        },
+    );
+}
+
 fn busybox_fingerprint(cluster: &TestCluster) -> String {
     let images: Value =
         serde_json::from_str(&cluster.lxc(&["image", "list", "--format", "json"])).unwrap();
@@ -378,6 +383,7 @@ fn a_rolling_update_changes_live_keys_in_place_and_replaces_for_an_image_within_
         most <= 1,
         "{most} children not Ready at once (maxUnavailable 1)"
     );
+    delete_set(&operator, cluster, &namespace);
 }
 
 #[test]
@@ -417,6 +423,7 @@ fn an_operator_killed_three_times_during_a_rolling_update_finishes_it() {
             .all(|uuid| !before.values().any(|old| old == uuid)),
         "every child replaced"
     );
+    delete_set(&operator, cluster, &namespace);
 }
 
 /// Undrains node2 when dropped, whatever the test did.
@@ -475,4 +482,5 @@ fn a_drain_respects_the_set_s_max_unavailable_as_its_disruption_budget() {
     let most = watch.most();
     println!("at most {most} of 4 children not Ready at once during the drain");
     assert!(most <= 1, "{most} children down at once (maxUnavailable 1)");
+    delete_set(&operator, cluster, &namespace);
 }
