@@ -11,6 +11,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::guardrails::Guardrails;
 use crate::shared::{Condition, DNS_SUBDOMAIN_PATTERN, MEMBER_NAME_PATTERN, SecretReference};
 
 /// An LXD endpoint: `https://host:port` of a cluster member, or `unix:///path/to/unix.socket`.
@@ -177,6 +178,13 @@ pub struct LxdClusterSpec {
     #[serde(default = "default_member_failure_grace_period_seconds")]
     #[schemars(range(max = 86400))]
     pub member_failure_grace_period_seconds: u32,
+
+    /// What containers on this cluster may ask of LXD. Without it the safe defaults hold:
+    /// config keys and devices that hand out the host (privileged containers, `raw.*`, host
+    /// paths, host devices, host networking) are refused, at admission and again by the
+    /// controller before anything reaches LXD. Each field opens one door deliberately.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardrails: Option<Guardrails>,
 }
 
 /// One LXD server the operator forms into the cluster.

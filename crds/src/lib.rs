@@ -9,7 +9,8 @@
 //! With the feature `testing`, the module `testing` adds builders of these objects for tests (the
 //! controller's unit tests and `tests/` use them).
 //!
-//! This crate holds types only. The CRD YAML in `charts/lxd-operator/crds/` is generated from
+//! This crate holds types, and the rules both the API server and the controller apply to
+//! them ([`guardrails`]). The CRD YAML in `charts/lxd-operator/crds/` is generated from
 //! them by `lxd-operator crds` (see [`generate::crd_yaml`]) and never edited by hand.
 
 #![forbid(unsafe_code)]
@@ -17,6 +18,7 @@
 pub mod cluster;
 pub mod container;
 pub mod generate;
+pub mod guardrails;
 pub mod policy;
 pub mod set;
 pub mod shared;

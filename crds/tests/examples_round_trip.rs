@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use lxd_operator_crds::{LxdCluster, LxdContainer, LxdPlacementPolicy};
+use lxd_operator_crds::{LxdCluster, LxdContainer, LxdContainerSet, LxdPlacementPolicy};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -69,6 +69,7 @@ fn check(manifest: &Value) {
     match manifest["kind"].as_str() {
         Some("LxdContainer") => round_trip::<LxdContainer>(manifest),
         Some("LxdCluster") => round_trip::<LxdCluster>(manifest),
+        Some("LxdContainerSet") => round_trip::<LxdContainerSet>(manifest),
         Some("LxdPlacementPolicy") => round_trip::<LxdPlacementPolicy>(manifest),
         other => panic!("unexpected kind {other:?} in examples"),
     }
