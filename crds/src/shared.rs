@@ -30,6 +30,9 @@ pub const CONDITION_FORMED: &str = "Formed";
 /// The condition type of an LxdCluster formed from `spec.servers` whose servers run different
 /// LXD versions (True names them): LXD members must all run the same version to work together.
 pub const CONDITION_VERSION_SKEW: &str = "VersionSkew";
+/// The condition type of an LxdContainer checked against its cluster's guardrails: False names
+/// what they refuse (nothing is created, or an instance from before is left as it is).
+pub const CONDITION_ADMITTED: &str = "Admitted";
 /// The condition type of an LxdContainer that has a member chosen for it.
 pub const CONDITION_SCHEDULED: &str = "Scheduled";
 /// Condition type of an LxdContainer whose member is drained: present while the container must

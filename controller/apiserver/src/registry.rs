@@ -32,6 +32,9 @@ pub enum Role {
     Definition,
     /// An `events.k8s.io` Event: stored as a core Event and shown in its own form.
     EventsApiEvent,
+    /// An LxdContainer, or an LxdContainerSet, whose container spec (at this JSON pointer) is
+    /// admitted by its LxdCluster's guardrails.
+    ContainerSpecAt(&'static str),
 }
 
 /// The paths a CRD's `subresources.scale` names, in its notation (`.spec.replicas`).
@@ -340,7 +343,7 @@ impl Registry {
                 schema: schema.map(Arc::new),
                 validator,
                 storage: format!("{}/{}", spec.group, spec.names.plural),
-                role: Role::Plain,
+                role: custom_role(&spec.group, &spec.names.kind),
             });
         }
         if let Ok(mut resources) = self.resources.write() {
@@ -358,5 +361,15 @@ impl Registry {
                 !(r.custom && r.group == crd.spec.group && r.plural == crd.spec.names.plural)
             });
         }
+    }
+}
+
+/// What a custom kind does beyond being stored: our own kinds that carry a container spec are
+/// admitted by their cluster's guardrails.
+fn custom_role(group: &str, kind: &str) -> Role {
+    match (group == lxd_operator_crds::GROUP, kind) {
+        (true, "LxdContainer") => Role::ContainerSpecAt("/spec"),
+        (true, "LxdContainerSet") => Role::ContainerSpecAt("/spec/template/spec"),
+        _ => Role::Plain,
     }
 }

@@ -3,7 +3,8 @@
 //! ([`converge`]: decide the next step with [`decide::next_step`], pure, carry it out, look
 //! again), and write status ([`report`]). Deletion is [`cleanup`].
 //!
-//! Before converging, the container's member is looked at: [`member_failure`] (wait for an
+//! Before anything else, the cluster's guardrails ([`admission`]); before converging, the
+//! container's member is looked at: [`member_failure`] (wait for an
 //! offline member, or reschedule; delete instances left behind once their member is back) and
 //! [`moves`] (move off a drained member, within its set's disruption [`budget`]).
 //!
@@ -11,6 +12,7 @@
 //! [`create`], [`update`], [`state`], [`husk`] (a create cut off, made again); [`failure`] says
 //! what a step's failure means; [`rollout`] times a new container's stages.
 
+pub mod admission;
 pub mod budget;
 pub mod cleanup;
 pub mod converge;
@@ -39,8 +41,9 @@ use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::container::ContainerPhase;
-use lxd_operator_crds::shared::CONDITION_READY;
+use lxd_operator_crds::shared::{CONDITION_ADMITTED, CONDITION_READY};
 
+use self::admission::Admission;
 use self::converge::converge;
 use self::desired::DesiredInstance;
 use self::failure::Failure;
@@ -151,6 +154,53 @@ async fn apply(
 
     // Resolve the cluster. Indexed first, so that the cluster's connection wakes it.
     let cluster_name = &desired.placement.cluster.clone();
+
+    // What the cluster's guardrails refuse never reaches LXD.
+    let placed = status.status.member.is_some();
+    match admission::admit(container, ctx.cluster(cluster_name).as_deref(), placed) {
+        Admission::Admitted => status.condition(
+            CONDITION_ADMITTED,
+            true,
+            "WithinGuardrails",
+            format!("within the guardrails of cluster {cluster_name}"),
+        ),
+        Admission::Refused { message } => {
+            status.condition(CONDITION_ADMITTED, false, "PolicyDenied", message.clone());
+            status.not_ready(ContainerPhase::Failed, "PolicyDenied", message.clone());
+            status.write().await?;
+            if ctx
+                .backoffs
+                .warn_once(&uid_of(container), "PolicyDenied", &message)
+            {
+                publish(ctx, container, EventType::Warning, "PolicyDenied", message).await;
+            }
+            // The cluster's policy may open: look again at the resync.
+            return Ok(Action::requeue(ctx.resync));
+        }
+        Admission::WouldNowBeRefused { message } => {
+            status.condition(
+                CONDITION_ADMITTED,
+                false,
+                "WouldNowBeRefused",
+                message.clone(),
+            );
+            status.write().await?;
+            if ctx
+                .backoffs
+                .warn_once(&uid_of(container), "WouldNowBeRefused", &message)
+            {
+                publish(
+                    ctx,
+                    container,
+                    EventType::Warning,
+                    "WouldNowBeRefused",
+                    message,
+                )
+                .await;
+            }
+            return Ok(Action::requeue(ctx.resync));
+        }
+    }
     ctx.index_instance(cluster_name, &desired.name, container);
     let Some(client) = ctx.connections.get(cluster_name).map(|c| c.client.clone()) else {
         status.not_ready(

@@ -73,12 +73,29 @@ pub async fn reconcile(set: Arc<LxdContainerSet>, ctx: Arc<Context>) -> Result<A
     let plan = decide(&wanted, &observed);
 
     // Apply.
-    apply(&set, &plan, &update_revision, &containers, &ctx).await?;
+    let refused = apply(&set, &plan, &update_revision, &containers, &ctx).await?;
 
     // Status.
     let unschedulable = unschedulable_children(&owned);
     let status = status_of(&set, &observed, &update_revision, Some(&plan), None);
-    let status = with_unschedulable(status, &set, &unschedulable);
+    let mut status = with_unschedulable(status, &set, &unschedulable);
+    if let Some(refusal) = refused.first() {
+        let previous = set.status.clone().unwrap_or_default();
+        set_condition(
+            &mut status.conditions,
+            condition(
+                &previous.conditions,
+                CONDITION_PROGRESSING,
+                true,
+                "ChildRefused",
+                format!(
+                    "{} children refused by the API server: {refusal}",
+                    refused.len()
+                ),
+                set.metadata.generation,
+            ),
+        );
+    }
     write_status(&sets, &set, set.status.as_ref(), &status).await?;
     Ok(Action::requeue(ctx.resync))
 }
@@ -131,7 +148,9 @@ async fn apply(
     revision: &str,
     containers: &Api<LxdContainer>,
     ctx: &Context,
-) -> Result<(), Error> {
+) -> Result<Vec<String>, Error> {
+    let refusals = std::sync::Mutex::new(Vec::new());
+    let refusals = &refusals;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PostParams::default()
@@ -143,6 +162,13 @@ async fn apply(
             match containers.create(&params, &child).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+                // Refused at admission (its cluster's guardrails): the set says so.
+                Err(kube::Error::Api(status)) if status.code == 422 => {
+                    if let Ok(mut refused) = refusals.lock() {
+                        refused.push(status.message.clone());
+                    }
+                    Ok(false)
+                }
                 Err(error) => Err(error),
             }
         }
@@ -192,7 +218,7 @@ async fn apply(
         )
         .await;
     }
-    Ok(())
+    Ok(refusals.lock().map(|r| r.clone()).unwrap_or_default())
 }
 
 fn count_ok(results: Vec<Result<bool, kube::Error>>) -> Result<usize, kube::Error> {

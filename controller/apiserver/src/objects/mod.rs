@@ -1,13 +1,15 @@
 //! What a write means, as a Kubernetes API server does it, one file per verb family:
 //! `create.rs`, `update.rs` (PUT and the patches), `apply.rs` (server-side apply, with kubectl's
 //! takeover of client-side applied fields), `delete.rs` (finalizers, garbage collection of
-//! dependents, the namespace cascade), `scale.rs` (the scale subresource) and `crd.rs` (a
-//! CustomResourceDefinition served as it is written). `write.rs` holds what they share: metadata the server owns (uid, timestamps,
+//! dependents, the namespace cascade), `scale.rs` (the scale subresource), `crd.rs` (a
+//! CustomResourceDefinition served as it is written) and `admission.rs` (what a container may
+//! ask of LXD, by its cluster's guardrails). `write.rs` holds what they share: metadata the server owns (uid, timestamps,
 //! generation; the store sets resourceVersion), optimistic concurrency and retries of lost
 //! races, the status subresource, schema pruning, defaults and validation, and writes that
 //! change nothing.
 //! Reads are in [`crate::listing`].
 
+mod admission;
 mod apply;
 mod crd;
 mod create;

@@ -1,0 +1,99 @@
+//! The cluster's guardrails, applied again before anything reaches LXD (the API server applied
+//! them at admission; a Kubernetes without our admission, or a policy tightened since, is why
+//! this check is here too). Pure.
+
+use lxd_operator_crds::guardrails::Violation;
+use lxd_operator_crds::{LxdCluster, LxdContainer};
+
+/// What the guardrails say of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Admission {
+    /// Nothing it asks is refused.
+    Admitted,
+    /// It asks what is refused and has no instance: none is made.
+    Refused { message: String },
+    /// It asks what is refused now, but may have an instance from before the policy
+    /// tightened: that instance is left as it is, neither changed nor made again.
+    WouldNowBeRefused { message: String },
+}
+
+/// Checks `container` against the guardrails of `cluster` (the safe defaults when the cluster
+/// is not known yet or sets none). `placed`: the container has (or had) a member.
+pub(super) fn admit(
+    container: &LxdContainer,
+    cluster: Option<&LxdCluster>,
+    placed: bool,
+) -> Admission {
+    let name = &container.spec.cluster_ref.name;
+    let guardrails = cluster
+        .and_then(|c| c.spec.guardrails.clone())
+        .unwrap_or_default();
+    let violations = guardrails.check(name, "spec", &container.spec);
+    if violations.is_empty() {
+        return Admission::Admitted;
+    }
+    let message = describe(&violations);
+    if placed {
+        Admission::WouldNowBeRefused {
+            message: format!("would now be refused: {message}; its instance is left as it is"),
+        }
+    } else {
+        Admission::Refused { message }
+    }
+}
+
+fn describe(violations: &[Violation]) -> String {
+    violations
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::LxdClusterSpec;
+    use lxd_operator_crds::guardrails::Guardrails;
+
+    use super::*;
+
+    fn cluster(allow: &[&str]) -> LxdCluster {
+        let mut spec: LxdClusterSpec = serde_json::from_value(serde_json::json!({})).unwrap();
+        spec.guardrails = Some(Guardrails {
+            allow_config_keys: allow.iter().map(|k| (*k).to_owned()).collect(),
+            ..Guardrails::default()
+        });
+        LxdCluster::new("local", spec)
+    }
+
+    #[test]
+    fn a_container_asking_what_the_policy_refuses_is_not_created_and_one_admitted_before_is_left_alone()
+     {
+        let nested = LxdContainer::builder("ci")
+            .config("security.nesting", "true")
+            .build();
+        assert_eq!(
+            admit(&nested, Some(&cluster(&["security.nesting"])), false),
+            Admission::Admitted
+        );
+        let tightened = cluster(&[]);
+        let Admission::Refused { message } = admit(&nested, Some(&tightened), false) else {
+            panic!("refused");
+        };
+        assert!(
+            message.starts_with(
+                "spec.config[\"security.nesting\"]: \"true\": denied by cluster local's policy"
+            ),
+            "{message}"
+        );
+        assert!(matches!(
+            admit(&nested, Some(&tightened), true),
+            Admission::WouldNowBeRefused { .. }
+        ));
+        // An unknown cluster: the safe defaults.
+        assert!(matches!(
+            admit(&nested, None, false),
+            Admission::Refused { .. }
+        ));
+    }
+}

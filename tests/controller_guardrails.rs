@@ -1,0 +1,246 @@
+//! A namespace is a tenant boundary only if what a container may ask of LXD is bounded: the
+//! LxdCluster's guardrails refuse what hands out the host, at admission (nothing stored,
+//! nothing in LXD) and again in the controller, and an administrator opens doors one by one.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::time::Duration;
+
+use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::{TestCluster, condition, managed_instances};
+
+/// An LxdContainer `name` whose spec has `fields` (JSON members) beside cluster and image.
+fn container(namespace: &str, name: &str, fields: &str) -> String {
+    let fields = if fields.is_empty() {
+        String::new()
+    } else {
+        format!(", {fields}")
+    };
+    format!(
+        r#"{{"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainer",
+  "metadata": {{"name": "{name}", "namespace": "{namespace}"}},
+  "spec": {{"clusterRef": {{"name": "local"}}, "image": {{"alias": "busybox"}}{fields}}}}}"#
+    )
+}
+
+/// Each asks LXD for a way out to the host; the field the refusal must name.
+const ESCAPES: &[(&str, &str)] = &[
+    (
+        r#""config": {"security.privileged": "true"}"#,
+        r#"spec.config["security.privileged"]"#,
+    ),
+    (
+        r#""config": {"security.nesting": "true"}"#,
+        r#"spec.config["security.nesting"]"#,
+    ),
+    (
+        r#""config": {"security.idmap.base": "0"}"#,
+        r#"spec.config["security.idmap.base"]"#,
+    ),
+    (
+        r#""config": {"security.syscalls.intercept.mknod": "true"}"#,
+        r#"spec.config["security.syscalls.intercept.mknod"]"#,
+    ),
+    (
+        r#""config": {"security.syscalls.intercept.mount": "true"}"#,
+        r#"spec.config["security.syscalls.intercept.mount"]"#,
+    ),
+    (
+        r#""config": {"raw.lxc": "lxc.apparmor.profile=unconfined"}"#,
+        r#"spec.config["raw.lxc"]"#,
+    ),
+    (
+        r#""config": {"raw.idmap": "both 0 0"}"#,
+        r#"spec.config["raw.idmap"]"#,
+    ),
+    (
+        r#""config": {"raw.apparmor": "mount,"}"#,
+        r#"spec.config["raw.apparmor"]"#,
+    ),
+    (
+        r#""config": {"linux.kernel_modules": "ip_tables"}"#,
+        r#"spec.config["linux.kernel_modules"]"#,
+    ),
+    (
+        r#""config": {"nvidia.runtime": "true"}"#,
+        r#"spec.config["nvidia.runtime"]"#,
+    ),
+    (
+        r#""devices": {"root2": {"type": "disk", "source": "/", "path": "/host"}}"#,
+        r#"spec.devices["root2"].source"#,
+    ),
+    (
+        r#""devices": {"etc": {"type": "disk", "source": "/etc", "path": "/etc2"}}"#,
+        r#"spec.devices["etc"].source"#,
+    ),
+    (
+        r#""devices": {"lxd": {"type": "disk", "source": "/var/lib/lxd", "path": "/x"}}"#,
+        r#"spec.devices["lxd"].source"#,
+    ),
+    (
+        r#""devices": {"sda": {"type": "disk", "source": "/dev/sda", "path": "/x"}}"#,
+        r#"spec.devices["sda"].source"#,
+    ),
+    (
+        r#""devices": {"vol": {"type": "disk", "pool": "local", "source": "/root", "path": "/x"}}"#,
+        r#"spec.devices["vol"].source"#,
+    ),
+    (
+        r#""devices": {"kmsg": {"type": "unix-char", "source": "/dev/kmsg"}}"#,
+        r#"spec.devices["kmsg"].type"#,
+    ),
+    (
+        r#""devices": {"blk": {"type": "unix-block", "source": "/dev/sda"}}"#,
+        r#"spec.devices["blk"].type"#,
+    ),
+    (
+        r#""devices": {"g": {"type": "gpu"}}"#,
+        r#"spec.devices["g"].type"#,
+    ),
+    (
+        r#""devices": {"u": {"type": "usb"}}"#,
+        r#"spec.devices["u"].type"#,
+    ),
+    (
+        r#""devices": {"p": {"type": "pci", "address": "0000:00:02.0"}}"#,
+        r#"spec.devices["p"].type"#,
+    ),
+    (
+        r#""devices": {"eth": {"type": "nic", "nictype": "physical", "parent": "eth0"}}"#,
+        r#"spec.devices["eth"].nictype"#,
+    ),
+    (
+        r#""devices": {"mv": {"type": "nic", "nictype": "macvlan", "parent": "eth0"}}"#,
+        r#"spec.devices["mv"].nictype"#,
+    ),
+    (
+        r#""devices": {"web": {"type": "proxy", "listen": "tcp:0.0.0.0:80", "connect": "tcp:127.0.0.1:80"}}"#,
+        r#"spec.devices["web"].bind"#,
+    ),
+];
+
+#[test]
+fn every_way_out_to_the_host_is_refused_at_admission_and_nothing_reaches_lxd() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("guardrails");
+    assert!(ESCAPES.len() >= 20);
+    for (index, (fields, field)) in ESCAPES.iter().enumerate() {
+        let output = operator.kubectl_with_input(
+            &["apply", "-f", "-"],
+            &container(&namespace, &format!("escape-{index}"), fields),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{fields} was admitted");
+        assert!(
+            stderr.contains(field) && stderr.contains("denied by cluster local's policy"),
+            "{fields}: {stderr}"
+        );
+    }
+    // A set whose template asks the same is refused too.
+    let set = r#"{"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainerSet",
+      "metadata": {"name": "root", "namespace": "NS"},
+      "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "root"}},
+        "template": {"metadata": {"labels": {"app": "root"}},
+          "spec": {"clusterRef": {"name": "local"}, "image": {"alias": "busybox"},
+            "config": {"security.privileged": "true"}}}}}"#
+        .replace("NS", &namespace);
+    let output = operator.kubectl_with_input(&["apply", "-f", "-"], &set);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(r#"spec.template.spec.config["security.privileged"]"#),
+        "{stderr}"
+    );
+    // An ordinary container still goes through, and runs.
+    operator.kubectl_with_input(
+        &["apply", "-f", "-"],
+        &container(&namespace, "plain", r#""config": {"user.role": "web"}"#),
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "the plain container Running",
+        || {
+            let statuses = operator.statuses(&namespace);
+            (statuses.len() == 1 && statuses["plain"]["phase"] == "Running").then_some(())
+        },
+    );
+    let stored = operator.kubectl_ok(&["get", "lxdc,lxdcs", "-n", &namespace, "-o", "name"]);
+    assert_eq!(stored.trim(), "lxdcontainer.lxd-operator.dev/plain");
+    let instances = managed_instances(cluster, &namespace);
+    assert_eq!(instances.len(), 1, "only the plain container is in LXD");
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+}
+
+#[test]
+fn an_opened_key_passes_and_a_policy_tightened_later_leaves_what_runs_and_refuses_anew() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("guardrails-open");
+    let nested = container(
+        &namespace,
+        "nested",
+        r#""config": {"security.nesting": "true"}"#,
+    );
+
+    let refused = operator.kubectl_with_input(&["apply", "-f", "-"], &nested);
+    assert!(!refused.status.success());
+    operator.patch_cluster(r#"{"guardrails":{"allowConfigKeys":["security.nesting"]}}"#);
+    operator.apply(&nested);
+    wait_for(
+        Duration::from_secs(120),
+        "the nested container Running",
+        || (operator.statuses(&namespace)["nested"]["phase"] == "Running").then_some(()),
+    );
+    let instances = managed_instances(cluster, &namespace);
+    assert_eq!(instances.len(), 1);
+
+    // The administrator closes the door again.
+    operator.patch_cluster(r#"{"guardrails":null}"#);
+    let admitted = wait_for(
+        Duration::from_secs(60),
+        "the container saying it would now be refused",
+        || {
+            let status = operator.statuses(&namespace)["nested"].clone();
+            condition(&status, "Admitted").filter(|c| c["status"] == "False")
+        },
+    );
+    assert_eq!(admitted["reason"], "WouldNowBeRefused");
+    let message = admitted["message"].as_str().unwrap();
+    assert!(
+        message.contains(r#"spec.config["security.nesting"]"#),
+        "{message}"
+    );
+    let still = managed_instances(cluster, &namespace);
+    assert_eq!(still.len(), 1);
+    assert_eq!(still[0].status, "Running", "what runs keeps running");
+    assert_eq!(still[0].uid, instances[0].uid);
+
+    // An unrelated change to it still goes through; a new one asking the same does not.
+    operator.kubectl_ok(&["label", "lxdc", "nested", "-n", &namespace, "team=a"]);
+    operator.kubectl_ok(&[
+        "patch",
+        "lxdc",
+        "nested",
+        "-n",
+        &namespace,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"config":{"user.note":"kept"}}}"#,
+    ]);
+    let again = operator.kubectl_with_input(
+        &["apply", "-f", "-"],
+        &container(
+            &namespace,
+            "nested-2",
+            r#""config": {"security.nesting": "true"}"#,
+        ),
+    );
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(
+        stderr.contains(r#"spec.config["security.nesting"]"#),
+        "{stderr}"
+    );
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    assert!(managed_instances(cluster, &namespace).is_empty());
+}
