@@ -244,3 +244,37 @@ fn an_opened_key_passes_and_a_policy_tightened_later_leaves_what_runs_and_refuse
     operator.delete_containers(&namespace, Duration::from_secs(120));
     assert!(managed_instances(cluster, &namespace).is_empty());
 }
+
+#[test]
+fn a_cluster_admits_only_the_namespaces_its_selector_selects() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let team_a = operator.namespace("team-a");
+    let team_b = operator.namespace("team-b");
+    operator.kubectl_ok(&["label", "namespace", &team_a, "lxd-operator.dev/tenant=yes"]);
+    operator.patch_cluster(
+        r#"{"namespaceSelector":{"matchLabels":{"lxd-operator.dev/tenant":"yes"}}}"#,
+    );
+
+    operator.apply(&container(&team_a, "app", ""));
+    let refused =
+        operator.kubectl_with_input(&["apply", "-f", "-"], &container(&team_b, "app", ""));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(
+        stderr.contains("spec.clusterRef.name")
+            && stderr.contains(&format!(
+                "namespace {team_b} is not admitted to cluster local"
+            )),
+        "{stderr}"
+    );
+    wait_for(
+        Duration::from_secs(120),
+        "team-a's container Running",
+        || (operator.statuses(&team_a)["app"]["phase"] == "Running").then_some(()),
+    );
+    assert_eq!(managed_instances(cluster, &team_a).len(), 1);
+    assert!(managed_instances(cluster, &team_b).is_empty());
+    assert!(operator.containers(&team_b).is_empty());
+    operator.delete_containers(&team_a, Duration::from_secs(120));
+}

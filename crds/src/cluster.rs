@@ -12,7 +12,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::guardrails::Guardrails;
-use crate::shared::{Condition, DNS_SUBDOMAIN_PATTERN, MEMBER_NAME_PATTERN, SecretReference};
+use crate::shared::{
+    Condition, DNS_SUBDOMAIN_PATTERN, LabelSelector, MEMBER_NAME_PATTERN, SecretReference,
+};
 
 /// An LXD endpoint: `https://host:port` of a cluster member, or `unix:///path/to/unix.socket`.
 pub const ENDPOINT_PATTERN: &str = r"^(https://[^/\s]+/?|unix:///\S+)$";
@@ -185,6 +187,13 @@ pub struct LxdClusterSpec {
     /// controller before anything reaches LXD. Each field opens one door deliberately.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardrails: Option<Guardrails>,
+
+    /// Which namespaces may place containers on this cluster, by the namespaces' labels
+    /// (e.g. `matchLabels: {lxd-operator.dev/tenant: "true"}`). Without it every namespace may,
+    /// as suits a cluster of one team. A container (or set) in another namespace is refused at
+    /// admission, and never created by the controller.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<LabelSelector>,
 }
 
 /// One LXD server the operator forms into the cluster.

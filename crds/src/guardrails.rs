@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::container::LxdContainerSpec;
+use crate::shared::{LabelSelector, selector_matches};
 
 /// What containers on a cluster may ask of LXD beyond the safe defaults. Without it (or with
 /// every field empty) the defaults hold: config keys that hand out the host (`security.*`
@@ -98,6 +99,46 @@ impl std::fmt::Display for Violation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}: {:?}: {}", self.field, self.value, self.rule)
     }
+}
+
+/// Why a namespace may not use a cluster, if it may not: the cluster's `namespaceSelector`
+/// does not select the namespace's labels.
+pub fn namespace_refusal(
+    cluster: &str,
+    selector: Option<&LabelSelector>,
+    namespace: &str,
+    labels: &BTreeMap<String, String>,
+) -> Option<Violation> {
+    let selector = selector?;
+    if selector_matches(selector, labels) {
+        return None;
+    }
+    Some(Violation {
+        field: "spec.clusterRef.name".to_owned(),
+        value: cluster.to_owned(),
+        rule: format!(
+            "namespace {namespace} is not admitted to cluster {cluster} (its namespaceSelector {} does not select the namespace's labels)",
+            describe_selector(selector)
+        ),
+    })
+}
+
+/// `tenant=a, tier in (x,y)`, for messages.
+fn describe_selector(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    for requirement in selector.match_expressions.iter().flatten() {
+        let values = requirement.values.clone().unwrap_or_default().join(",");
+        parts.push(format!(
+            "{} {} ({values})",
+            requirement.key, requirement.operator
+        ));
+    }
+    parts.join(", ")
 }
 
 /// Whether `key` is matched by `pattern` (exact, or a prefix ending in `*`).
@@ -421,6 +462,29 @@ mod tests {
             [
                 "spec.profiles[1]: \"privileged\": denied by cluster local's policy (allowed profiles: default)"
             ]
+        );
+    }
+
+    #[test]
+    fn a_namespace_the_cluster_does_not_select_is_refused_naming_the_rule() {
+        let selector = LabelSelector {
+            match_labels: Some([("tenant".to_owned(), "yes".to_owned())].into()),
+            match_expressions: None,
+        };
+        let admitted: BTreeMap<String, String> = [("tenant".to_owned(), "yes".to_owned())].into();
+        assert_eq!(
+            namespace_refusal("local", Some(&selector), "team-a", &admitted),
+            None
+        );
+        assert_eq!(
+            namespace_refusal("local", None, "team-b", &BTreeMap::new()),
+            None
+        );
+        let refusal =
+            namespace_refusal("local", Some(&selector), "team-b", &BTreeMap::new()).unwrap();
+        assert_eq!(
+            refusal.to_string(),
+            "spec.clusterRef.name: \"local\": namespace team-b is not admitted to cluster local (its namespaceSelector tenant=yes does not select the namespace's labels)"
         );
     }
 

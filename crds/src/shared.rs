@@ -3,7 +3,45 @@
 use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
+use std::collections::BTreeMap;
+
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+
+/// Whether `labels` match `selector` (`matchLabels` and `matchExpressions` with `In`, `NotIn`,
+/// `Exists`, `DoesNotExist`; any other operator, or `In` without values, matches nothing). An
+/// empty selector matches everything. The one matcher of the project: placement, the set
+/// controller and the API server's admission all use it.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let by_labels = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(key, value)| labels.get(key) == Some(value));
+    let by_expressions = selector
+        .match_expressions
+        .iter()
+        .flatten()
+        .all(|requirement| {
+            let value = labels.get(&requirement.key);
+            let listed = || {
+                value.is_some_and(|v| {
+                    requirement
+                        .values
+                        .iter()
+                        .flatten()
+                        .any(|listed| listed == v)
+                })
+            };
+            match requirement.operator.as_str() {
+                "In" => listed(),
+                "NotIn" => !listed(),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        });
+    by_labels && by_expressions
+}
 
 /// A Kubernetes object name (RFC 1123 subdomain): lower-case alphanumerics, `-` and `.`,
 /// starting and ending with an alphanumeric, at most 253 characters.

@@ -6,27 +6,7 @@ use lxd_operator_crds::shared::LabelSelector;
 
 /// Whether `labels` match `selector`. An empty selector matches everything.
 pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(key, value)| labels.get(key) == Some(value));
-    let by_expressions = selector
-        .match_expressions
-        .iter()
-        .flatten()
-        .all(|requirement| {
-            let value = labels.get(&requirement.key);
-            let values = requirement.values.clone().unwrap_or_default();
-            match requirement.operator.as_str() {
-                "In" => value.is_some_and(|v| values.contains(v)),
-                "NotIn" => value.is_none_or(|v| !values.contains(v)),
-                "Exists" => value.is_some(),
-                "DoesNotExist" => value.is_none(),
-                _ => false,
-            }
-        });
-    by_labels && by_expressions
+    lxd_operator_crds::shared::selector_matches(selector, labels)
 }
 
 #[cfg(test)]

@@ -157,7 +157,15 @@ async fn apply(
 
     // What the cluster's guardrails refuse never reaches LXD.
     let placed = status.status.member.is_some();
-    match admission::admit(container, ctx.cluster(cluster_name).as_deref(), placed) {
+    let cluster = ctx.cluster(cluster_name);
+    let namespace_labels = match cluster
+        .as_ref()
+        .and_then(|c| c.spec.namespace_selector.as_ref())
+    {
+        Some(_) => namespace_labels(ctx, container).await?,
+        None => Default::default(),
+    };
+    match admission::admit(container, cluster.as_deref(), &namespace_labels, placed) {
         Admission::Admitted => status.condition(
             CONDITION_ADMITTED,
             true,
@@ -279,6 +287,22 @@ async fn apply(
         // The API failed: a status write would most likely fail too.
         Err(Failure::Kube(error)) => Err(Error::Kube(error)),
     }
+}
+
+/// The labels of the container's namespace (its cluster admits namespaces by them).
+async fn namespace_labels(
+    ctx: &Context,
+    container: &LxdContainer,
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(ctx.client.clone());
+    let namespace = container
+        .namespace()
+        .unwrap_or_else(|| "default".to_owned());
+    Ok(namespaces
+        .get_opt(&namespace)
+        .await?
+        .and_then(|n| n.metadata.labels)
+        .unwrap_or_default())
 }
 
 /// The member first (instances left behind, an offline member, a drain), then converging.

@@ -137,7 +137,7 @@ fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>)
             .match_expressions
             .as_ref()
             .is_none_or(|e| e.is_empty());
-    !empty && crate::placement::selector::matches(selector, labels)
+    !empty && lxd_operator_crds::shared::selector_matches(selector, labels)
 }
 
 /// Carries the plan out. Creates and deletes that find the child already there (or gone) are

@@ -1,5 +1,6 @@
 //! Admission of what a container asks of LXD: an LxdContainer (or an LxdContainerSet's
-//! template) is checked against its cluster's guardrails (`lxd_operator_crds::guardrails`, the
+//! template) must be in a namespace its cluster admits (`namespaceSelector`, checked when it is
+//! created or moved to another cluster), and is checked against its cluster's guardrails (`lxd_operator_crds::guardrails`, the
 //! same rules the controller applies) when it is created and when its spec changes. A refusal
 //! is a 422 naming the field, the value and the rule, and nothing is stored.
 //!
@@ -9,7 +10,9 @@
 //! controller reports that it would now be refused.
 
 use lxd_operator_crds::container::LxdContainerSpec;
-use lxd_operator_crds::guardrails::{Guardrails, Violation};
+use std::collections::BTreeMap;
+
+use lxd_operator_crds::guardrails::{Violation, namespace_refusal};
 use lxd_operator_crds::{GROUP, LxdClusterSpec};
 use serde_json::Value;
 
@@ -41,7 +44,26 @@ impl ApiState {
             return Ok(());
         };
         let cluster = &spec.cluster_ref.name;
-        let guardrails = self.guardrails_of(cluster)?;
+        let cluster_spec = self.cluster_spec(cluster)?;
+        if previous.is_none() || cluster_changed(object, previous, pointer) {
+            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+            if let Some(refusal) = namespace_refusal(
+                cluster,
+                cluster_spec
+                    .as_ref()
+                    .and_then(|c| c.namespace_selector.as_ref()),
+                namespace,
+                &self.namespace_labels(namespace)?,
+            ) {
+                return Err(ApiError::invalid(
+                    &resource.group,
+                    &resource.kind,
+                    name,
+                    &[field_error(refusal)],
+                ));
+            }
+        }
+        let guardrails = cluster_spec.and_then(|c| c.guardrails).unwrap_or_default();
         let path = pointer.trim_start_matches('/').replace('/', ".");
         let before: Vec<Violation> = previous
             .and_then(|previous| container_spec(previous, pointer))
@@ -51,11 +73,7 @@ impl ApiState {
             .check(cluster, &path, &spec)
             .into_iter()
             .filter(|violation| !before.contains(violation))
-            .map(|violation| FieldError {
-                field: violation.field,
-                kind: FieldErrorKind::Invalid,
-                message: format!("Invalid value: {:?}: {}", violation.value, violation.rule),
-            })
+            .map(field_error)
             .collect();
         if errors.is_empty() {
             return Ok(());
@@ -68,16 +86,38 @@ impl ApiState {
         ))
     }
 
-    /// The guardrails of the LxdCluster `name`: the safe defaults when it has none, or does not
-    /// exist (yet).
-    fn guardrails_of(&self, name: &str) -> Result<Guardrails, ApiError> {
+    /// The spec of the LxdCluster `name`, if it exists (yet).
+    fn cluster_spec(&self, name: &str) -> Result<Option<LxdClusterSpec>, ApiError> {
         let stored = self.store.get(&cluster_key(name))?;
+        Ok(stored.and_then(|cluster| serde_json::from_value(cluster["spec"].clone()).ok()))
+    }
+
+    /// The labels of the Namespace `name`.
+    fn namespace_labels(&self, name: &str) -> Result<BTreeMap<String, String>, ApiError> {
+        let stored = self.store.get(&format!("/namespaces/-/{name}"))?;
         Ok(stored
-            .and_then(|cluster| {
-                serde_json::from_value::<LxdClusterSpec>(cluster["spec"].clone()).ok()
+            .and_then(|namespace| {
+                serde_json::from_value(namespace["metadata"]["labels"].clone()).ok()
             })
-            .and_then(|spec| spec.guardrails)
             .unwrap_or_default())
+    }
+}
+
+/// Whether a write moves the object to another cluster.
+fn cluster_changed(object: &Value, previous: Option<&Value>, pointer: &str) -> bool {
+    let cluster_of = |object: &Value| {
+        object
+            .pointer(&format!("{pointer}/clusterRef/name"))
+            .cloned()
+    };
+    previous.is_some_and(|previous| cluster_of(previous) != cluster_of(object))
+}
+
+fn field_error(violation: Violation) -> FieldError {
+    FieldError {
+        field: violation.field,
+        kind: FieldErrorKind::Invalid,
+        message: format!("Invalid value: {:?}: {}", violation.value, violation.rule),
     }
 }
 

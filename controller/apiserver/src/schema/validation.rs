@@ -12,7 +12,7 @@
 //! checked (the API server checks only a few, and none our CRDs use). Unknown fields are not an
 //! error here: pruning and strict field validation are separate steps.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::LazyLock;
 
@@ -20,6 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool, ValidationRule,
 };
 use lxd_operator_crds::set::SELECTOR_MATCHES_TEMPLATE_RULE;
+use lxd_operator_crds::shared::{LabelSelector, selector_matches};
 use regex::Regex;
 use serde_json::Value;
 
@@ -535,7 +536,6 @@ fn selector_rule(
         .and_then(|template| template.get("metadata"))
         .and_then(|metadata| metadata.get("labels"))
         .and_then(Value::as_object);
-    let label = |key: &str| labels.and_then(|labels| labels.get(key));
     let match_labels = selector.get("matchLabels").and_then(Value::as_object);
     let expressions = selector.get("matchExpressions").and_then(Value::as_array);
     let message = if match_labels.is_none_or(serde_json::Map::is_empty)
@@ -543,23 +543,13 @@ fn selector_rule(
     {
         "empty selector is invalid for lxdcontainerset".to_owned()
     } else {
-        let labels_match = match_labels
-            .into_iter()
-            .flatten()
-            .all(|(key, value)| label(key) == Some(value));
-        let expressions_match = expressions.into_iter().flatten().all(|expression| {
-            let value = expression["key"].as_str().and_then(label);
-            let values = expression["values"].as_array();
-            let listed = || values.is_some_and(|values| value.is_some_and(|v| values.contains(v)));
-            match expression["operator"].as_str() {
-                Some("In") => listed(),
-                Some("NotIn") => !listed(),
-                Some("Exists") => value.is_some(),
-                Some("DoesNotExist") => value.is_none(),
-                _ => false,
-            }
-        });
-        if labels_match && expressions_match {
+        // Shapes the schema refuses are reported there; here they match nothing.
+        let typed: Option<LabelSelector> =
+            serde_json::from_value(Value::Object(selector.clone())).ok();
+        let labels: BTreeMap<String, String> = labels
+            .and_then(|labels| serde_json::from_value(Value::Object(labels.clone())).ok())
+            .unwrap_or_default();
+        if typed.is_some_and(|selector| selector_matches(&selector, &labels)) {
             return None;
         }
         rule.message

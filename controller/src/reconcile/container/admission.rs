@@ -2,7 +2,9 @@
 //! them at admission; a Kubernetes without our admission, or a policy tightened since, is why
 //! this check is here too). Pure.
 
-use lxd_operator_crds::guardrails::Violation;
+use std::collections::BTreeMap;
+
+use lxd_operator_crds::guardrails::{Violation, namespace_refusal};
 use lxd_operator_crds::{LxdCluster, LxdContainer};
 
 /// What the guardrails say of a container.
@@ -17,18 +19,26 @@ pub(super) enum Admission {
     WouldNowBeRefused { message: String },
 }
 
-/// Checks `container` against the guardrails of `cluster` (the safe defaults when the cluster
-/// is not known yet or sets none). `placed`: the container has (or had) a member.
+/// Checks `container` against the namespace selector and guardrails of `cluster` (the safe
+/// defaults when the cluster is not known yet or sets none). `namespace_labels`: the labels of
+/// the container's namespace. `placed`: the container has (or had) a member.
 pub(super) fn admit(
     container: &LxdContainer,
     cluster: Option<&LxdCluster>,
+    namespace_labels: &BTreeMap<String, String>,
     placed: bool,
 ) -> Admission {
     let name = &container.spec.cluster_ref.name;
     let guardrails = cluster
         .and_then(|c| c.spec.guardrails.clone())
         .unwrap_or_default();
-    let violations = guardrails.check(name, "spec", &container.spec);
+    let namespace = container.metadata.namespace.as_deref().unwrap_or("default");
+    let selector = cluster.and_then(|c| c.spec.namespace_selector.as_ref());
+    let mut violations: Vec<Violation> =
+        namespace_refusal(name, selector, namespace, namespace_labels)
+            .into_iter()
+            .collect();
+    violations.extend(guardrails.check(name, "spec", &container.spec));
     if violations.is_empty() {
         return Admission::Admitted;
     }
@@ -72,12 +82,19 @@ mod tests {
         let nested = LxdContainer::builder("ci")
             .config("security.nesting", "true")
             .build();
+        let no_labels = BTreeMap::new();
         assert_eq!(
-            admit(&nested, Some(&cluster(&["security.nesting"])), false),
+            admit(
+                &nested,
+                Some(&cluster(&["security.nesting"])),
+                &no_labels,
+                false
+            ),
             Admission::Admitted
         );
         let tightened = cluster(&[]);
-        let Admission::Refused { message } = admit(&nested, Some(&tightened), false) else {
+        let Admission::Refused { message } = admit(&nested, Some(&tightened), &no_labels, false)
+        else {
             panic!("refused");
         };
         assert!(
@@ -87,12 +104,25 @@ mod tests {
             "{message}"
         );
         assert!(matches!(
-            admit(&nested, Some(&tightened), true),
+            admit(&nested, Some(&tightened), &no_labels, true),
             Admission::WouldNowBeRefused { .. }
         ));
-        // An unknown cluster: the safe defaults.
+        // A namespace the cluster does not select.
+        let mut closed = cluster(&["security.nesting"]);
+        closed.spec.namespace_selector = Some(lxd_operator_crds::shared::LabelSelector {
+            match_labels: Some([("tenant".to_owned(), "yes".to_owned())].into()),
+            match_expressions: None,
+        });
+        let Admission::Refused { message } = admit(&nested, Some(&closed), &no_labels, false)
+        else {
+            panic!("refused");
+        };
+        assert!(
+            message.contains("namespace default is not admitted to cluster local"),
+            "{message}"
+        );
         assert!(matches!(
-            admit(&nested, None, false),
+            admit(&nested, None, &no_labels, false),
             Admission::Refused { .. }
         ));
     }
