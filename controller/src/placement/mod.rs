@@ -140,14 +140,19 @@ pub fn evaluate<'a>(
     snapshot: &'a Snapshot,
 ) -> Evaluation<'a> {
     let context = Context::new(request, snapshot, policy.overcommit);
+    let filters: Vec<&dyn plugins::Filter> = policy
+        .filters
+        .iter()
+        .map(|filter| &**filter)
+        .filter(|filter| filter.applies(&context))
+        .collect();
     // Members stay in snapshot order: sorting them by name would make every decision
     // O(n log n); names only order ties and explanations.
     let mut passed: Vec<MemberRef<'_>> = Vec::with_capacity(snapshot.members().len());
     let mut filtered = Vec::new();
     for (index, member) in snapshot.members().iter().enumerate() {
         let member = MemberRef { index, member };
-        match policy
-            .filters
+        match filters
             .iter()
             .find_map(|filter| filter.filter(&context, member))
         {

@@ -251,6 +251,12 @@ impl Filter for TopologySpread {
         "topology-spread"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        constraints(context, WhenUnsatisfiable::DoNotSchedule)
+            .next()
+            .is_some()
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         for (position, constraint, counts) in constraints(context, WhenUnsatisfiable::DoNotSchedule)
         {
