@@ -162,6 +162,10 @@ pub fn evaluate<'a>(
     }
     let mut totals = vec![0.0; passed.len()];
     for (scorer, weight) in &policy.scorers {
+        if let Some(score) = scorer.uniform(&context) {
+            totals.iter_mut().for_each(|total| *total += weight * score);
+            continue;
+        }
         let scores = scorer.score(&context, &passed);
         for (total, score) in totals.iter_mut().zip(scores) {
             *total += weight * score;

@@ -242,6 +242,11 @@ pub trait Filter: Debug + Send + Sync {
 pub trait Scorer: Debug + Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &'static str;
+    /// The score every candidate gets for this request, when it is the same for all (asked
+    /// once per decision): the scorer is then not run member by member.
+    fn uniform(&self, _context: &Context<'_>) -> Option<f64> {
+        None
+    }
     /// One score per candidate, in the same order.
     fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64>;
     /// A line for the decision's explanation about what decided, if any (once per decision).

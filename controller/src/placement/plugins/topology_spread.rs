@@ -288,6 +288,13 @@ impl Scorer for TopologySpread {
         "topology-spread"
     }
 
+    fn uniform(&self, context: &Context<'_>) -> Option<f64> {
+        constraints(context, WhenUnsatisfiable::ScheduleAnyway)
+            .next()
+            .is_none()
+            .then_some(0.0)
+    }
+
     fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         let soft: Vec<_> = constraints(context, WhenUnsatisfiable::ScheduleAnyway).collect();
         if soft.is_empty() {
