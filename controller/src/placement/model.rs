@@ -311,11 +311,19 @@ impl Snapshot {
             return;
         }
         self.count(group, member);
-        self.index
-            .placed_by_name
-            .entry(container.namespace.clone())
-            .or_default()
-            .insert(container.name.clone(), (self.placed.len(), group));
+        let entry = (self.placed.len(), group);
+        // The namespace is cloned once per namespace, not once per container.
+        match self.index.placed_by_name.get_mut(&container.namespace) {
+            Some(names) => {
+                names.insert(container.name.clone(), entry);
+            }
+            None => {
+                self.index.placed_by_name.insert(
+                    container.namespace.clone(),
+                    HashMap::from([(container.name.clone(), entry)]),
+                );
+            }
+        }
         self.placed.push(container);
     }
 
