@@ -12,6 +12,13 @@
 //! [`reservations::Reservations`] for decisions whose instance LXD does not show yet, applies
 //! them to the snapshot, and serializes the decisions of one cluster (it holds the reservations
 //! lock from snapshot to decision), so that a burst spreads as the policy says.
+//!
+//! Cost: a decision goes through the members, never through the placed containers per member.
+//! The snapshot keeps the placed containers counted per member by (namespace, labels) group,
+//! current as decisions land ([`model::Snapshot::land`]); what the request's terms and spread
+//! constraints need is summed once per decision ([`plugins::Context::new`]); filters and scorers
+//! that cannot tell members apart for the request are skipped; members are kept by index and
+//! names written out only for what an explanation shows. `hack/bench placement` measures it.
 
 pub mod burst;
 pub mod model;
@@ -140,14 +147,19 @@ pub fn evaluate<'a>(
     snapshot: &'a Snapshot,
 ) -> Evaluation<'a> {
     let context = Context::new(request, snapshot, policy.overcommit);
+    let filters: Vec<&dyn plugins::Filter> = policy
+        .filters
+        .iter()
+        .map(|filter| &**filter)
+        .filter(|filter| filter.applies(&context))
+        .collect();
     // Members stay in snapshot order: sorting them by name would make every decision
     // O(n log n); names only order ties and explanations.
     let mut passed: Vec<MemberRef<'_>> = Vec::with_capacity(snapshot.members().len());
     let mut filtered = Vec::new();
     for (index, member) in snapshot.members().iter().enumerate() {
         let member = MemberRef { index, member };
-        match policy
-            .filters
+        match filters
             .iter()
             .find_map(|filter| filter.filter(&context, member))
         {
@@ -157,6 +169,10 @@ pub fn evaluate<'a>(
     }
     let mut totals = vec![0.0; passed.len()];
     for (scorer, weight) in &policy.scorers {
+        if let Some(score) = scorer.uniform(&context) {
+            totals.iter_mut().for_each(|total| *total += weight * score);
+            continue;
+        }
         let scores = scorer.score(&context, &passed);
         for (total, score) in totals.iter_mut().zip(scores) {
             *total += weight * score;

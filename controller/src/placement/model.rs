@@ -180,10 +180,11 @@ struct Index {
     label_domains: HashMap<String, Domains>,
     /// Placed containers grouped by namespace and labels.
     groups: Vec<PlacedGroup>,
-    /// Group number by (namespace, labels).
-    group_by_labels: HashMap<(String, BTreeMap<String, String>), usize>,
-    /// Per placed container (by namespace and name): its position in `placed` and its group.
-    placed_by_name: HashMap<(String, String), (usize, usize)>,
+    /// Group number by namespace, then labels (two levels, so that a lookup borrows its keys
+    /// instead of building an owned pair).
+    group_by_labels: HashMap<String, HashMap<BTreeMap<String, String>, usize>>,
+    /// Per placed container (by namespace, then name): its position in `placed` and its group.
+    placed_by_name: HashMap<String, HashMap<String, (usize, usize)>>,
 }
 
 impl Snapshot {
@@ -249,11 +250,7 @@ impl Snapshot {
     /// The group and member index (if the member is known) of the placed container
     /// `namespace`/`name`.
     pub fn placed_at(&self, namespace: &str, name: &str) -> Option<(usize, Option<usize>)> {
-        // The key is owned: a lookup allocates, once per decision.
-        let (position, group) = *self
-            .index
-            .placed_by_name
-            .get(&(namespace.to_owned(), name.to_owned()))?;
+        let (position, group) = *self.index.placed_by_name.get(namespace)?.get(name)?;
         let member = self
             .placed
             .get(position)
@@ -287,24 +284,46 @@ impl Snapshot {
     pub fn add_placed(&mut self, container: Placed) {
         let group = self.group_of(&container.namespace, &container.labels);
         let member = self.member_index(&container.member);
-        let key = (container.namespace.clone(), container.name.clone());
-        if let Some(&(position, old_group)) = self.index.placed_by_name.get(&key) {
+        let known = self
+            .index
+            .placed_by_name
+            .get(&container.namespace)
+            .and_then(|names| names.get(&container.name))
+            .copied();
+        if let Some((position, old_group)) = known {
             let old_member = self
                 .placed
                 .get(position)
                 .and_then(|old| self.member_index(&old.member));
             self.uncount(old_group, old_member);
             self.count(group, member);
-            self.index.placed_by_name.insert(key, (position, group));
+            if let Some(entry) = self
+                .index
+                .placed_by_name
+                .get_mut(&container.namespace)
+                .and_then(|names| names.get_mut(&container.name))
+            {
+                *entry = (position, group);
+            }
             if let Some(slot) = self.placed.get_mut(position) {
                 *slot = container;
             }
             return;
         }
         self.count(group, member);
-        self.index
-            .placed_by_name
-            .insert(key, (self.placed.len(), group));
+        let entry = (self.placed.len(), group);
+        // The namespace is cloned once per namespace, not once per container.
+        match self.index.placed_by_name.get_mut(&container.namespace) {
+            Some(names) => {
+                names.insert(container.name.clone(), entry);
+            }
+            None => {
+                self.index.placed_by_name.insert(
+                    container.namespace.clone(),
+                    HashMap::from([(container.name.clone(), entry)]),
+                );
+            }
+        }
         self.placed.push(container);
     }
 
@@ -321,8 +340,12 @@ impl Snapshot {
 
     /// The number of the group of `namespace` and `labels`, made if new.
     fn group_of(&mut self, namespace: &str, labels: &BTreeMap<String, String>) -> usize {
-        let key = (namespace.to_owned(), labels.clone());
-        if let Some(group) = self.index.group_by_labels.get(&key) {
+        if let Some(group) = self
+            .index
+            .group_by_labels
+            .get(namespace)
+            .and_then(|by_labels| by_labels.get(labels))
+        {
             return *group;
         }
         self.index.groups.push(PlacedGroup {
@@ -331,7 +354,11 @@ impl Snapshot {
             ..PlacedGroup::default()
         });
         let group = self.index.groups.len() - 1;
-        self.index.group_by_labels.insert(key, group);
+        self.index
+            .group_by_labels
+            .entry(namespace.to_owned())
+            .or_default()
+            .insert(labels.clone(), group);
         group
     }
 

@@ -18,7 +18,7 @@ const SPEC_FILTERS: &[&str] = &[
 ];
 /// The weight of the `topology-spread` scorer in every built-in strategy: as Kubernetes weighs
 /// PodTopologySpread (2) against its resource scores (1). It scores only `ScheduleAnyway`
-/// constraints and is neutral (the same for every member) without them.
+/// constraints, and 0 for every member without them (changing no ranking and no total).
 const TOPOLOGY_SPREAD_WEIGHT: f64 = 2.0;
 
 /// A policy ready to decide with.
@@ -257,6 +257,22 @@ mod tests {
             let policy = strategy(s);
             assert!(policy.filters.len() >= ALWAYS.len(), "{}", policy.name);
             assert_eq!(policy.name, strategy_name(s));
+            // What a container's spec asks is carried out whatever the strategy.
+            for spec_filter in SPEC_FILTERS {
+                assert!(
+                    policy.filters.iter().any(|f| f.name() == *spec_filter),
+                    "{} lacks {spec_filter}",
+                    policy.name
+                );
+            }
+            assert!(
+                policy
+                    .scorers
+                    .iter()
+                    .any(|(s, w)| s.name() == "topology-spread" && *w > 0.0),
+                "{}",
+                policy.name
+            );
         }
     }
 

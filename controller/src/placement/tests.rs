@@ -691,3 +691,73 @@ fn a_container_seen_in_the_api_and_reserved_counts_once() {
         (0, 1, 1)
     );
 }
+
+/// The domain of `member` under `key`, read from the member as a user would.
+fn domain_by_hand(member: &Member, key: &str) -> Option<String> {
+    match key {
+        "member" => Some(member.name.clone()),
+        "failureDomain" => Some(member.failure_domain.clone()),
+        label => member.labels.get(label).cloned(),
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_decision_keeps_every_do_not_schedule_constraint_counted_by_hand(
+        snapshot in arbitrary_snapshot(),
+        zones in prop::collection::vec(prop::option::weighted(0.8, 0u8..3), 12),
+        webs in prop::collection::vec((0usize..12, any::<bool>()), 0..20),
+        key in prop_oneof![Just("member"), Just("failureDomain"), Just("zone")],
+        max_skew in 1u32..3,
+    ) {
+        let mut members = snapshot.members().to_vec();
+        for (member, zone) in members.iter_mut().zip(&zones) {
+            if let Some(zone) = zone {
+                member.labels = [("zone".to_owned(), format!("z{zone}"))].into();
+            }
+        }
+        let count = members.len();
+        let placed: Vec<Placed> = webs.iter().enumerate().map(|(i, (at, is_web))| Placed {
+            namespace: "default".into(),
+            name: format!("c-{i}"),
+            labels: [("app".to_owned(), if *is_web { "web" } else { "db" }.to_owned())].into(),
+            member: members[at % count].name.clone(),
+        }).collect();
+        let snapshot = Snapshot::with_placed(members, placed);
+        let mut wanted = request(0.0, 0.0);
+        wanted.labels = [("app".to_owned(), "web".to_owned())].into();
+        let mut constraint = spread_over(key, WhenUnsatisfiable::DoNotSchedule);
+        constraint.max_skew = max_skew;
+        wanted.placement.topology_spread_constraints = vec![constraint];
+        let mut per_domain: BTreeMap<String, u32> = BTreeMap::new();
+        for placed in snapshot.placed().iter().filter(|p| p.labels["app"] == "web") {
+            if let Some(domain) = snapshot.member(&placed.member).and_then(|m| domain_by_hand(m, key)) {
+                *per_domain.entry(domain).or_default() += 1;
+            }
+        }
+        let min = snapshot.members().iter()
+            .filter(|m| m.status == "Online" && !m.cordoned)
+            .filter_map(|m| domain_by_hand(m, key))
+            .map(|d| per_domain.get(&d).copied().unwrap_or(0))
+            .min()
+            .unwrap_or(0);
+        match decide(&strategy(PlacementStrategy::LeastLoaded), &wanted, &snapshot, 0) {
+            Ok(decision) => {
+                let chosen = snapshot.member(&decision.member).unwrap();
+                let domain = domain_by_hand(chosen, key);
+                prop_assert!(domain.is_some(), "{} has no {}", decision.member, key);
+                let here = per_domain.get(&domain.unwrap()).copied().unwrap_or(0);
+                prop_assert!(here + 1 - min <= max_skew, "{}: {} here, min {}", decision.member, here, min);
+            }
+            Err(error) => {
+                // Then no online member keeps the constraint.
+                for member in snapshot.members().iter().filter(|m| m.status == "Online") {
+                    if let Some(domain) = domain_by_hand(member, key) {
+                        let here = per_domain.get(&domain).copied().unwrap_or(0);
+                        prop_assert!(here + 1 - min > max_skew, "{} was free: {}", member.name, error);
+                    }
+                }
+            }
+        }
+    }
+}

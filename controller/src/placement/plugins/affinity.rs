@@ -16,6 +16,15 @@ impl Filter for Affinity {
         "affinity"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        context
+            .request
+            .placement
+            .affinity
+            .iter()
+            .any(|t| t.mode == AffinityMode::Required)
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         for (term, holders) in context
             .request

@@ -13,6 +13,15 @@ impl Filter for AntiAffinity {
         "anti-affinity"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        context
+            .request
+            .placement
+            .anti_affinity
+            .iter()
+            .any(|t| t.mode == AffinityMode::Required)
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         for (term, holders) in context
             .request

@@ -10,6 +10,10 @@ impl Filter for Architecture {
         "architecture"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        context.request.architecture.is_some()
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         let wanted = context.request.architecture.as_deref()?;
         (!member.architecture.is_empty() && member.architecture != wanted)

@@ -13,6 +13,10 @@ impl Filter for MemberSelector {
         "member-selector"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        context.request.placement.member_selector.is_some()
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         unselected(context.request, &member).map(Reason::Fixed)
     }

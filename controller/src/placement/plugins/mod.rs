@@ -224,6 +224,12 @@ pub type Args = BTreeMap<String, String>;
 pub trait Filter: Debug + Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &'static str;
+    /// Whether the filter can leave any member out for this request (asked once per
+    /// decision): a filter of what the request does not ask for (no target, no affinity
+    /// terms) is skipped, so that it costs nothing per member.
+    fn applies(&self, _context: &Context<'_>) -> bool {
+        true
+    }
     /// `None` when `member` passes, else the reason it is left out.
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason>;
     /// A line for the decision's explanation about what decided, if any (once per decision).
@@ -236,6 +242,11 @@ pub trait Filter: Debug + Send + Sync {
 pub trait Scorer: Debug + Send + Sync {
     /// The plugin's name.
     fn name(&self) -> &'static str;
+    /// The score every candidate gets for this request, when it is the same for all (asked
+    /// once per decision): the scorer is then not run member by member.
+    fn uniform(&self, _context: &Context<'_>) -> Option<f64> {
+        None
+    }
     /// One score per candidate, in the same order.
     fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64>;
     /// A line for the decision's explanation about what decided, if any (once per decision).

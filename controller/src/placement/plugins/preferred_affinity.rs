@@ -14,6 +14,16 @@ impl Scorer for PreferredAffinity {
         "preferred-affinity"
     }
 
+    fn uniform(&self, context: &Context<'_>) -> Option<f64> {
+        let placement = &context.request.placement;
+        let preferred = placement
+            .affinity
+            .iter()
+            .chain(&placement.anti_affinity)
+            .any(|t| t.mode == AffinityMode::Preferred);
+        (!preferred).then_some(100.0)
+    }
+
     fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {
         let placement = &context.request.placement;
         let terms: Vec<(bool, &lxd_operator_crds::container::AffinityTerm, &Holders)> = placement

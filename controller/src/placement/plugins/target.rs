@@ -10,6 +10,10 @@ impl Filter for Target {
         "target"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        context.request.placement.target.is_some()
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         let target = context.request.placement.target.as_deref()?;
         (member.name != target).then_some(Reason::Fixed("not the pinned target"))

@@ -251,6 +251,12 @@ impl Filter for TopologySpread {
         "topology-spread"
     }
 
+    fn applies(&self, context: &Context<'_>) -> bool {
+        constraints(context, WhenUnsatisfiable::DoNotSchedule)
+            .next()
+            .is_some()
+    }
+
     fn filter(&self, context: &Context<'_>, member: MemberRef<'_>) -> Option<Reason> {
         for (position, constraint, counts) in constraints(context, WhenUnsatisfiable::DoNotSchedule)
         {
@@ -280,6 +286,13 @@ impl Filter for TopologySpread {
 impl Scorer for TopologySpread {
     fn name(&self) -> &'static str {
         "topology-spread"
+    }
+
+    fn uniform(&self, context: &Context<'_>) -> Option<f64> {
+        constraints(context, WhenUnsatisfiable::ScheduleAnyway)
+            .next()
+            .is_none()
+            .then_some(0.0)
     }
 
     fn score(&self, context: &Context<'_>, candidates: &[MemberRef<'_>]) -> Vec<f64> {

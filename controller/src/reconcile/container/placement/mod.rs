@@ -198,6 +198,9 @@ async fn decide(
     for member in snapshot.members_mut() {
         member.cordoned = cordoned.contains(&member.name);
     }
+    // The snapshot counts them per member as they are added. A container decided but not yet
+    // shown by LXD is both here (its status names its member) and among the reservations
+    // applied below: the snapshot counts it once.
     snapshot.set_placed(
         waits
             .time(
