@@ -492,31 +492,12 @@ async fn concurrent_writers_lose_nothing_and_one_create_of_a_name_wins() {
 
 #[tokio::test]
 async fn get_patch_and_replace_scale_through_kube_rs() {
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-    use lxd_operator_crds::set::{
-        ContainerTemplate, LxdContainerSet, LxdContainerSetSpec, TemplateMetadata,
-    };
+    use lxd_operator_crds::LxdContainerSet;
+    use lxd_operator_crds::testing::container_set;
 
     let operator = Operator::start(Mode::Apiserver);
     let api: Api<LxdContainerSet> = Api::namespaced(client(&operator).await, "default");
-    let labels: std::collections::BTreeMap<String, String> =
-        [("app".to_owned(), "web".to_owned())].into();
-    let spec = LxdContainerSetSpec {
-        replicas: 2,
-        selector: LabelSelector {
-            match_labels: Some(labels.clone()),
-            match_expressions: None,
-        },
-        template: ContainerTemplate {
-            metadata: TemplateMetadata {
-                labels,
-                annotations: Default::default(),
-            },
-            spec: container("web").spec,
-        },
-        update_strategy: Default::default(),
-    };
-    api.create(&PostParams::default(), &LxdContainerSet::new("web", spec))
+    api.create(&PostParams::default(), &container_set("web", 2))
         .await
         .unwrap();
     let scale = api.get_scale("web").await.unwrap();

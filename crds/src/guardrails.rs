@@ -13,7 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::container::LxdContainerSpec;
-use crate::shared::{LabelSelector, selector_matches};
+use crate::shared::{LabelSelector, selector_matches, selector_query};
 
 /// What containers on a cluster may ask of LXD beyond the safe defaults. Without it (or with
 /// every field empty) the defaults hold: config keys that hand out the host (`security.*`
@@ -118,27 +118,9 @@ pub fn namespace_refusal(
         value: cluster.to_owned(),
         rule: format!(
             "namespace {namespace} is not admitted to cluster {cluster} (its namespaceSelector {} does not select the namespace's labels)",
-            describe_selector(selector)
+            selector_query(selector)
         ),
     })
-}
-
-/// `tenant=a, tier in (x,y)`, for messages.
-fn describe_selector(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    for requirement in selector.match_expressions.iter().flatten() {
-        let values = requirement.values.clone().unwrap_or_default().join(",");
-        parts.push(format!(
-            "{} {} ({values})",
-            requirement.key, requirement.operator
-        ));
-    }
-    parts.join(", ")
 }
 
 /// Whether `key` is matched by `pattern` (exact, or a prefix ending in `*`).

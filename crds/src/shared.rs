@@ -43,6 +43,27 @@ pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, Stri
     by_labels && by_expressions
 }
 
+/// A label selector as a Kubernetes label query (`app=web,tier in (a,b),!legacy`), as the
+/// scale subresource reports a selector and as messages show one.
+pub fn selector_query(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(key, value)| format!("{key}={value}"))
+        .collect();
+    for requirement in selector.match_expressions.iter().flatten() {
+        let values = requirement.values.clone().unwrap_or_default().join(",");
+        parts.push(match requirement.operator.as_str() {
+            "In" => format!("{} in ({values})", requirement.key),
+            "NotIn" => format!("{} notin ({values})", requirement.key),
+            "Exists" => requirement.key.clone(),
+            _ => format!("!{}", requirement.key),
+        });
+    }
+    parts.join(",")
+}
+
 /// A Kubernetes object name (RFC 1123 subdomain): lower-case alphanumerics, `-` and `.`,
 /// starting and ending with an alphanumeric, at most 253 characters.
 pub const DNS_SUBDOMAIN_PATTERN: &str =

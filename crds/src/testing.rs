@@ -24,7 +24,10 @@ use crate::container::{
     ContainerResources, DesiredState, ImageSource, LxdContainer, LxdContainerSpec,
     MemberFailurePolicy, Placement, PlacementStrategy,
 };
-use crate::shared::{ClusterReference, IntOrString};
+use crate::set::{
+    ContainerTemplate, LxdContainerSet, LxdContainerSetSpec, TemplateMetadata, UpdateStrategy,
+};
+use crate::shared::{ClusterReference, IntOrString, LabelSelector};
 
 /// The LxdCluster every built container refers to unless told otherwise.
 pub const CLUSTER: &str = "local";
@@ -44,6 +47,30 @@ pub fn image(alias: &str) -> ImageSource {
         alias: Some(alias.to_owned()),
         fingerprint: None,
     }
+}
+
+/// A set `name` of `replicas` [`container_spec`] children labelled `app: <name>`, selected by
+/// that label.
+pub fn container_set(name: &str, replicas: i32) -> LxdContainerSet {
+    let labels: BTreeMap<String, String> = [("app".to_owned(), name.to_owned())].into();
+    LxdContainerSet::new(
+        name,
+        LxdContainerSetSpec {
+            replicas,
+            selector: LabelSelector {
+                match_labels: Some(labels.clone()),
+                match_expressions: None,
+            },
+            template: ContainerTemplate {
+                metadata: TemplateMetadata {
+                    labels,
+                    annotations: BTreeMap::new(),
+                },
+                spec: container_spec(),
+            },
+            update_strategy: UpdateStrategy::default(),
+        },
+    )
 }
 
 /// The smallest valid spec: a Running [`IMAGE`] container on [`CLUSTER`], nothing else set.

@@ -11,7 +11,7 @@ use lxd_operator_crds::shared::LabelSelector;
 use proptest::prelude::*;
 
 use super::model::{Member, Placed, Request, Resources, Snapshot};
-use super::plugins::testing::{gib, member, request};
+use super::plugins::testing::{gib, member, request, spread_over};
 use super::policy::strategy;
 use super::reservations::Reservations;
 use super::webhook::WebhookResponse;
@@ -475,18 +475,6 @@ fn zoned_cluster() -> Snapshot {
         zoned("node02", "a"),
         zoned("node03", "b"),
     ])
-}
-
-fn spread_over(key: &str, when: WhenUnsatisfiable) -> TopologySpreadConstraint {
-    TopologySpreadConstraint {
-        max_skew: 1,
-        topology_key: key.to_owned(),
-        when_unsatisfiable: when,
-        label_selector: Some(LabelSelector {
-            match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
-            match_expressions: None,
-        }),
-    }
 }
 
 /// Container `web-<index>` of app web with `constraints`; its size varies with the index, so

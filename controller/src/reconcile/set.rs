@@ -19,7 +19,7 @@ use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Resource, ResourceExt};
 use lxd_operator_crds::container::ContainerPhase;
 use lxd_operator_crds::set::{CONDITION_AVAILABLE, CONDITION_PROGRESSING, SET_LABEL};
-use lxd_operator_crds::shared::{CONDITION_READY, CONDITION_SCHEDULED};
+use lxd_operator_crds::shared::{CONDITION_READY, CONDITION_SCHEDULED, selector_query};
 use lxd_operator_crds::{LxdContainer, LxdContainerSet, LxdContainerSetStatus};
 
 use self::children::{child_labels, child_spec, controlled_by, new_child, observe, revision};
@@ -80,19 +80,13 @@ pub async fn reconcile(set: Arc<LxdContainerSet>, ctx: Arc<Context>) -> Result<A
     let status = status_of(&set, &observed, &update_revision, Some(&plan), None);
     let mut status = with_unschedulable(status, &set, &unschedulable);
     if let Some(refusal) = refused.first() {
-        let previous = set.status.clone().unwrap_or_default();
-        set_condition(
-            &mut status.conditions,
-            condition(
-                &previous.conditions,
-                CONDITION_PROGRESSING,
-                true,
-                "ChildRefused",
-                format!(
-                    "{} children refused by the API server: {refusal}",
-                    refused.len()
-                ),
-                set.metadata.generation,
+        progressing(
+            &mut status,
+            &set,
+            "ChildRefused",
+            format!(
+                "{} children refused by the API server: {refusal}",
+                refused.len()
             ),
         );
     }
@@ -372,7 +366,7 @@ fn status_of(
         updated_replicas: updated,
         current_revision,
         update_revision: Some(update_revision.to_owned()),
-        selector: Some(selector_string(&set.spec.selector)),
+        selector: Some(selector_query(&set.spec.selector)),
         observed_generation: generation,
         conditions,
     }
@@ -387,7 +381,6 @@ fn with_unschedulable(
     if unschedulable.is_empty() {
         return status;
     }
-    let previous = set.status.clone().unwrap_or_default();
     let mut reasons: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (child, message) in unschedulable {
         reasons.entry(message).or_default().push(child);
@@ -396,23 +389,35 @@ fn with_unschedulable(
         .iter()
         .map(|(message, children)| format!("{} ({message})", children.join(", ")))
         .collect();
+    let message = format!(
+        "{} of {} children cannot be placed: {}",
+        unschedulable.len(),
+        set.spec.replicas,
+        why.join("; ")
+    );
+    progressing(&mut status, set, "Unschedulable", message);
+    status
+}
+
+/// Sets `Progressing` True with what holds the set up.
+fn progressing(
+    status: &mut LxdContainerSetStatus,
+    set: &LxdContainerSet,
+    reason: &str,
+    message: String,
+) {
+    let previous = set.status.clone().unwrap_or_default();
     set_condition(
         &mut status.conditions,
         condition(
             &previous.conditions,
             CONDITION_PROGRESSING,
             true,
-            "Unschedulable",
-            format!(
-                "{} of {} children cannot be placed: {}",
-                unschedulable.len(),
-                set.spec.replicas,
-                why.join("; ")
-            ),
+            reason,
+            message,
             set.metadata.generation,
         ),
     );
-    status
 }
 
 fn most_common_revision(children: &[&Child], update_revision: &str) -> Option<String> {
@@ -428,55 +433,15 @@ fn most_common_revision(children: &[&Child], update_revision: &str) -> Option<St
         .map(|(revision, _)| revision.to_owned())
 }
 
-/// A label selector as a query string (`app=web,tier in (a,b)`), as the scale subresource
-/// reports it.
-fn selector_string(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(key, value)| format!("{key}={value}"))
-        .collect();
-    for requirement in selector.match_expressions.iter().flatten() {
-        let values = requirement.values.clone().unwrap_or_default().join(",");
-        parts.push(match requirement.operator.as_str() {
-            "In" => format!("{} in ({values})", requirement.key),
-            "NotIn" => format!("{} notin ({values})", requirement.key),
-            "Exists" => requirement.key.clone(),
-            _ => format!("!{}", requirement.key),
-        });
-    }
-    parts.join(",")
-}
-
 #[cfg(test)]
 mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
-    use lxd_operator_crds::set::{ContainerTemplate, LxdContainerSetSpec, TemplateMetadata};
-    use lxd_operator_crds::testing::container_spec;
+    use lxd_operator_crds::testing::{container_set, container_spec};
 
     use super::*;
 
     fn set(replicas: i32) -> LxdContainerSet {
-        let labels: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
-        let mut set = LxdContainerSet::new(
-            "web",
-            LxdContainerSetSpec {
-                replicas,
-                selector: LabelSelector {
-                    match_labels: Some(labels.clone()),
-                    match_expressions: None,
-                },
-                template: ContainerTemplate {
-                    metadata: TemplateMetadata {
-                        labels,
-                        annotations: BTreeMap::new(),
-                    },
-                    spec: container_spec(),
-                },
-                update_strategy: Default::default(),
-            },
-        );
+        let mut set = container_set("web", replicas);
         set.metadata.generation = Some(3);
         set
     }

@@ -391,8 +391,24 @@ fn free_share(used: f64, capacity: f64) -> f64 {
 #[cfg(test)]
 pub(crate) mod testing {
     //! Small clusters for plugin tests.
+    use lxd_operator_crds::container::{TopologySpreadConstraint, WhenUnsatisfiable};
+    use lxd_operator_crds::shared::LabelSelector;
+
     use super::super::model::{Member, Placed, Request, Resources, Snapshot};
     use super::{Args, Context, Filter, MemberRef, Scorer};
+
+    /// Spread `app: web` containers over `key` with a skew of at most 1.
+    pub(crate) fn spread_over(key: &str, when: WhenUnsatisfiable) -> TopologySpreadConstraint {
+        TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: key.to_owned(),
+            when_unsatisfiable: when,
+            label_selector: Some(LabelSelector {
+                match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
+                match_expressions: None,
+            }),
+        }
+    }
 
     /// The filter plugin `name`, as a policy without arguments gets it.
     pub fn filter(name: &str) -> Box<dyn Filter> {

@@ -329,7 +329,6 @@ impl Scorer for TopologySpread {
 #[cfg(test)]
 mod tests {
     use lxd_operator_crds::container::TopologySpreadConstraint;
-    use lxd_operator_crds::shared::LabelSelector;
 
     use super::super::testing::*;
     use super::*;
@@ -341,18 +340,6 @@ mod tests {
             member.labels = [("zone".to_owned(), zone.to_owned())].into();
         }
         member
-    }
-
-    fn constraint(key: &str, when: WhenUnsatisfiable) -> TopologySpreadConstraint {
-        TopologySpreadConstraint {
-            max_skew: 1,
-            topology_key: key.to_owned(),
-            when_unsatisfiable: when,
-            label_selector: Some(LabelSelector {
-                match_labels: Some([("app".to_owned(), "web".to_owned())].into()),
-                match_expressions: None,
-            }),
-        }
     }
 
     fn web(constraints: Vec<TopologySpreadConstraint>) -> Request {
@@ -376,7 +363,7 @@ mod tests {
             placed("web-3", "web", "node3"),
             placed("db-1", "db", "node3"),
         ]);
-        let wanted = web(vec![constraint("zone", WhenUnsatisfiable::DoNotSchedule)]);
+        let wanted = web(vec![spread_over("zone", WhenUnsatisfiable::DoNotSchedule)]);
         let context = context_for(&wanted, &snapshot);
         let filter = filter("topology-spread");
         let reasons: Vec<Option<String>> = all(&snapshot)
@@ -410,7 +397,7 @@ mod tests {
             placed("web-1", "web", "node1"),
             placed("web-2", "web", "node2"),
         ]);
-        let wanted = web(vec![constraint("zone", WhenUnsatisfiable::DoNotSchedule)]);
+        let wanted = web(vec![spread_over("zone", WhenUnsatisfiable::DoNotSchedule)]);
         let filter = filter("topology-spread");
         let passing = |snapshot: &Snapshot| {
             let context = context_for(&wanted, snapshot);
@@ -439,7 +426,7 @@ mod tests {
             placed("web-2", "web", "node1"),
         ]);
         let scorer = scorer("topology-spread");
-        let soft = web(vec![constraint("zone", WhenUnsatisfiable::ScheduleAnyway)]);
+        let soft = web(vec![spread_over("zone", WhenUnsatisfiable::ScheduleAnyway)]);
         let context = context_for(&soft, &snapshot);
         assert_eq!(scorer.score(&context, &all(&snapshot)), [0.0, 100.0, 0.0]);
         let plain = web(vec![]);
@@ -457,7 +444,7 @@ mod tests {
             // An earlier decision for the request itself.
             placed("new", "web", "node1"),
         ]);
-        let mut peers = constraint("zone", WhenUnsatisfiable::DoNotSchedule);
+        let mut peers = spread_over("zone", WhenUnsatisfiable::DoNotSchedule);
         peers.label_selector = None;
         let wanted = web(vec![peers]);
         let context = context_for(&wanted, &snapshot);

@@ -130,15 +130,13 @@ pub fn observe(set_name: &str, container: &LxdContainer) -> Child {
 #[cfg(test)]
 mod tests {
     use lxd_operator_crds::container::{Placement, WhenUnsatisfiable};
-    use lxd_operator_crds::set::{ContainerTemplate, LxdContainerSetSpec, TemplateMetadata};
-    use lxd_operator_crds::testing::container_spec;
+    use lxd_operator_crds::testing::container_set;
 
     use super::*;
 
     fn web() -> LxdContainerSet {
-        let labels: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
-        let mut spec = container_spec();
-        spec.placement = Some(Placement {
+        let mut set = container_set("web", 3);
+        set.spec.template.spec.placement = Some(Placement {
             topology_spread_constraints: vec![TopologySpreadConstraint {
                 max_skew: 1,
                 topology_key: "zone".into(),
@@ -147,24 +145,6 @@ mod tests {
             }],
             ..Placement::default()
         });
-        let mut set = LxdContainerSet::new(
-            "web",
-            LxdContainerSetSpec {
-                replicas: 3,
-                selector: LabelSelector {
-                    match_labels: Some(labels.clone()),
-                    match_expressions: None,
-                },
-                template: ContainerTemplate {
-                    metadata: TemplateMetadata {
-                        labels,
-                        annotations: BTreeMap::new(),
-                    },
-                    spec,
-                },
-                update_strategy: Default::default(),
-            },
-        );
         set.metadata.namespace = Some("shop".into());
         set.metadata.uid = Some("set-uid".into());
         set
