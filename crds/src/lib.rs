@@ -20,6 +20,7 @@ pub mod container;
 pub mod generate;
 pub mod guardrails;
 pub mod policy;
+pub mod quantity;
 pub mod set;
 pub mod shared;
 #[cfg(any(test, feature = "testing"))]
