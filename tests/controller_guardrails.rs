@@ -278,3 +278,80 @@ fn a_cluster_admits_only_the_namespaces_its_selector_selects() {
     assert!(operator.containers(&team_b).is_empty());
     operator.delete_containers(&team_a, Duration::from_secs(120));
 }
+
+#[test]
+fn a_namespace_over_its_quota_is_refused_with_the_figures_and_a_set_says_so() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let namespace = operator.namespace("quota");
+    operator.patch_cluster(&format!(
+        r#"{{"quotas":{{"namespaces":{{"{namespace}":{{"containers":3,"cpu":2}}}}}}}}"#
+    ));
+    let half_a_core = r#""resources": {"cpu": 0.5, "memory": "64Mi"}"#;
+    for name in ["q-1", "q-2", "q-3"] {
+        operator.apply(&container(&namespace, name, half_a_core));
+    }
+    let fourth = operator.kubectl_with_input(
+        &["apply", "-f", "-"],
+        &container(&namespace, "q-4", half_a_core),
+    );
+    let stderr = String::from_utf8_lossy(&fourth.stderr);
+    assert!(!fourth.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "exceeded quota of namespace {namespace} on cluster local: requested: containers=1,cpu=0.5, used: containers=3,cpu=1.5, limited: containers=3,cpu=2"
+        )),
+        "{stderr}"
+    );
+    // Under a CPU quota a container must say what it asks.
+    let without_resources =
+        operator.kubectl_with_input(&["apply", "-f", "-"], &container(&namespace, "q-5", ""));
+    assert!(
+        String::from_utf8_lossy(&without_resources.stderr).contains("must specify resources.cpu")
+    );
+    wait_for(Duration::from_secs(120), "the three Running", || {
+        let statuses = operator.statuses(&namespace);
+        (statuses.len() == 3 && statuses.values().all(|s| s["phase"] == "Running")).then_some(())
+    });
+    assert_eq!(managed_instances(cluster, &namespace).len(), 3);
+
+    // Room for two more containers, a set asks for four: two children, and the set says why.
+    operator.patch_cluster(&format!(
+        r#"{{"quotas":{{"namespaces":{{"{namespace}":{{"containers":5,"cpu":null}}}}}}}}"#
+    ));
+    operator.apply(&format!(
+        r#"{{"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainerSet",
+  "metadata": {{"name": "pool", "namespace": "{namespace}"}},
+  "spec": {{"replicas": 4, "selector": {{"matchLabels": {{"app": "pool"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "pool"}}}},
+      "spec": {{"clusterRef": {{"name": "local"}}, "image": {{"alias": "busybox"}}}}}}}}}}"#
+    ));
+    let progressing = wait_for(
+        Duration::from_secs(60),
+        "the set saying the quota holds it",
+        || {
+            let set: serde_json::Value = serde_json::from_str(
+                &operator.kubectl_ok(&["get", "lxdcs", "pool", "-n", &namespace, "-o", "json"]),
+            )
+            .ok()?;
+            condition(&set["status"], "Progressing").filter(|c| c["reason"] == "QuotaExceeded")
+        },
+    );
+    let message = progressing["message"].as_str().unwrap();
+    assert!(message.contains("exceeded quota"), "{message}");
+    assert_eq!(operator.containers(&namespace).len(), 5);
+    operator.kubectl_ok(&[
+        "delete",
+        "lxdcs",
+        "pool",
+        "-n",
+        &namespace,
+        "--timeout=120s",
+    ]);
+    operator.delete_containers(&namespace, Duration::from_secs(120));
+    wait_for(Duration::from_secs(120), "nothing left in LXD", || {
+        managed_instances(cluster, &namespace)
+            .is_empty()
+            .then_some(())
+    });
+}

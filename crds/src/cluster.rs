@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::guardrails::Guardrails;
+use crate::quota::NamespaceQuotas;
 use crate::shared::{
     Condition, DNS_SUBDOMAIN_PATTERN, LabelSelector, MEMBER_NAME_PATTERN, SecretReference,
 };
@@ -194,6 +195,12 @@ pub struct LxdClusterSpec {
     /// admission, and never created by the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
+
+    /// How much of this cluster each namespace may hold: LxdContainers, CPU cores and memory
+    /// (their `resources`), in total. A container that would take its namespace over is
+    /// refused at admission with the figures (a set says so for the children it cannot make).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quotas: Option<NamespaceQuotas>,
 }
 
 /// One LXD server the operator forms into the cluster.

@@ -21,6 +21,7 @@ pub mod generate;
 pub mod guardrails;
 pub mod policy;
 pub mod quantity;
+pub mod quota;
 pub mod set;
 pub mod shared;
 #[cfg(any(test, feature = "testing"))]

@@ -131,6 +131,7 @@ pub fn open(data_dir: &Path, history: i64) -> Result<ApiState, ServerError> {
         store: Arc::new(store),
         registry: registry::Registry::default(),
         watch_slots: Arc::new(tokio::sync::Semaphore::new(Limits::default().max_watches)),
+        admission: Arc::default(),
     };
     let crds = state
         .registry

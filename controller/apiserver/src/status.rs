@@ -61,6 +61,17 @@ impl ApiError {
         .with_details(json!({"name": name, "group": group, "kind": plural}))
     }
 
+    /// 403 for a write admission refuses (a quota), as Kubernetes words it.
+    pub fn forbidden(group: &str, plural: &str, name: &str, why: &str) -> ApiError {
+        let resource = qualified(group, plural);
+        ApiError::new(
+            403,
+            "Forbidden",
+            format!("{resource} \"{name}\" is forbidden: {why}"),
+        )
+        .with_details(json!({"name": name, "group": group, "kind": plural}))
+    }
+
     /// 409 on a stale resourceVersion.
     pub fn conflict(group: &str, plural: &str, name: &str) -> ApiError {
         let resource = qualified(group, plural);

@@ -80,10 +80,15 @@ pub async fn reconcile(set: Arc<LxdContainerSet>, ctx: Arc<Context>) -> Result<A
     let status = status_of(&set, &observed, &update_revision, Some(&plan), None);
     let mut status = with_unschedulable(status, &set, &unschedulable);
     if let Some(refusal) = refused.first() {
+        let reason = if refusal.contains("exceeded quota") {
+            "QuotaExceeded"
+        } else {
+            "ChildRefused"
+        };
         progressing(
             &mut status,
             &set,
-            "ChildRefused",
+            reason,
             format!(
                 "{} children refused by the API server: {refusal}",
                 refused.len()
@@ -156,8 +161,9 @@ async fn apply(
             match containers.create(&params, &child).await {
                 Ok(_) => Ok(true),
                 Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-                // Refused at admission (its cluster's guardrails): the set says so.
-                Err(kube::Error::Api(status)) if status.code == 422 => {
+                // Refused at admission (its cluster's guardrails, 422, or its namespace's
+                // quota, 403): the set says so.
+                Err(kube::Error::Api(status)) if status.code == 422 || status.code == 403 => {
                     if let Ok(mut refused) = refusals.lock() {
                         refused.push(status.message.clone());
                     }

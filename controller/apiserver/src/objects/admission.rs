@@ -4,6 +4,10 @@
 //! same rules the controller applies) when it is created and when its spec changes. A refusal
 //! is a 422 naming the field, the value and the rule, and nothing is stored.
 //!
+//! An LxdContainer is also held to its namespace's quota on the cluster (403 with the figures,
+//! as a Kubernetes ResourceQuota refuses), when it is created, moved to another cluster or
+//! asks for more.
+//!
 //! Only what a write adds is refused (as Kubernetes ratchets CRD validation): an object
 //! admitted before its cluster's policy tightened keeps the values it had, so the controller's
 //! own writes (finalizers, status) and a user's unrelated edits still go through; the
@@ -11,8 +15,10 @@
 
 use lxd_operator_crds::container::LxdContainerSpec;
 use std::collections::BTreeMap;
+use std::sync::MutexGuard;
 
 use lxd_operator_crds::guardrails::{Violation, namespace_refusal};
+use lxd_operator_crds::quota::{Usage, quota_refusal};
 use lxd_operator_crds::{GROUP, LxdClusterSpec};
 use serde_json::Value;
 
@@ -21,6 +27,9 @@ use crate::registry::{Resource, Role};
 use crate::schema::validation::{FieldError, FieldErrorKind};
 use crate::status::ApiError;
 
+/// Where an LxdContainer's own spec is.
+const CONTAINER_SPEC: &str = "/spec";
+
 /// The storage key of the LxdCluster `name` (cluster-scoped).
 fn cluster_key(name: &str) -> String {
     format!("/{GROUP}/lxdclusters/-/{name}")
@@ -28,20 +37,23 @@ fn cluster_key(name: &str) -> String {
 
 impl ApiState {
     /// Refuses `object` when its container spec asks what its cluster's guardrails deny and
-    /// `previous` (the object before this write) did not already ask.
+    /// `previous` (the object before this write) did not already ask, or takes its namespace
+    /// over its quota. A write checked against a quota gets the admission turn, to hold until
+    /// it is stored: quotas count what is stored, and two writes checked at the same moment
+    /// must not each see the room the other takes.
     pub(super) fn admit(
         &self,
         resource: &Resource,
         object: &Value,
         previous: Option<&Value>,
         name: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<Option<MutexGuard<'_, ()>>, ApiError> {
         let Role::ContainerSpecAt(pointer) = resource.role else {
-            return Ok(());
+            return Ok(None);
         };
         let Some(spec) = container_spec(object, pointer) else {
             // The schema has refused a spec of the wrong shape already.
-            return Ok(());
+            return Ok(None);
         };
         let cluster = &spec.cluster_ref.name;
         let cluster_spec = self.cluster_spec(cluster)?;
@@ -63,6 +75,7 @@ impl ApiState {
                 ));
             }
         }
+        let quotas = cluster_spec.as_ref().and_then(|c| c.quotas.clone());
         let guardrails = cluster_spec.and_then(|c| c.guardrails).unwrap_or_default();
         let path = pointer.trim_start_matches('/').replace('/', ".");
         let before: Vec<Violation> = previous
@@ -75,15 +88,66 @@ impl ApiState {
             .filter(|violation| !before.contains(violation))
             .map(field_error)
             .collect();
-        if errors.is_empty() {
-            return Ok(());
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(
+                &resource.group,
+                &resource.kind,
+                name,
+                &errors,
+            ));
         }
-        Err(ApiError::invalid(
-            &resource.group,
-            &resource.kind,
-            name,
-            &errors,
-        ))
+        // A set holds nothing itself: its children are admitted one by one.
+        if pointer != CONTAINER_SPEC {
+            return Ok(None);
+        }
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        let Some(quota) = quotas.as_ref().and_then(|q| q.of(namespace)) else {
+            return Ok(None);
+        };
+        let grows = match previous.and_then(|p| container_spec(p, pointer)) {
+            None => true,
+            Some(before) => {
+                before.cluster_ref != spec.cluster_ref || {
+                    let (was, is) = (Usage::of([&before]), Usage::of([&spec]));
+                    is.cpu > was.cpu || is.memory > was.memory
+                }
+            }
+        };
+        if !grows {
+            return Ok(None);
+        }
+        let turn = self
+            .admission
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let used = self.usage(resource, namespace, cluster, name)?;
+        match quota_refusal(cluster, namespace, quota, used, &spec) {
+            Some(why) => Err(ApiError::forbidden(
+                &resource.group,
+                &resource.plural,
+                name,
+                &why,
+            )),
+            None => Ok(Some(turn)),
+        }
+    }
+
+    /// What the other LxdContainers of `namespace` on `cluster` hold.
+    fn usage(
+        &self,
+        resource: &Resource,
+        namespace: &str,
+        cluster: &str,
+        name: &str,
+    ) -> Result<Usage, ApiError> {
+        let (objects, _) = self.store.list(&resource.prefix(Some(namespace)))?;
+        let specs: Vec<LxdContainerSpec> = objects
+            .iter()
+            .filter(|object| object["metadata"]["name"].as_str() != Some(name))
+            .filter_map(|object| container_spec(object, CONTAINER_SPEC))
+            .filter(|spec| spec.cluster_ref.name == cluster)
+            .collect();
+        Ok(Usage::of(specs.iter()))
     }
 
     /// The spec of the LxdCluster `name`, if it exists (yet).

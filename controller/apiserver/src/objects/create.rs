@@ -87,7 +87,7 @@ impl ApiState {
         }
         let warnings = self.normalize(resource, &mut object, options.field_validation)?;
         self.validate(resource, &object, &name)?;
-        self.admit(resource, &object, None, &name)?;
+        let _admitted = self.admit(resource, &object, None, &name)?;
         let key = resource.key(namespace.as_deref(), &name);
         if self.store.contains(&key)? {
             return Err(ApiError::already_exists(

@@ -39,6 +39,9 @@ pub struct ApiState {
     pub registry: Registry,
     /// One permit per watch that may be open ([`crate::Limits::max_watches`]).
     pub watch_slots: Arc<tokio::sync::Semaphore>,
+    /// Held from a container's admission to its store write, so that writes checked against
+    /// a quota at the same moment do not each see the room the other takes.
+    pub admission: Arc<std::sync::Mutex<()>>,
 }
 
 /// The patch formats.

@@ -260,9 +260,11 @@ impl ApiState {
             next["metadata"]["generation"] = json!(generation + 1);
         }
         self.validate(resource, &next, name)?;
-        if !status_only && spec_part(&next) != spec_part(&current) {
-            self.admit(resource, &next, Some(&current), name)?;
-        }
+        let _admitted = if !status_only && spec_part(&next) != spec_part(&current) {
+            self.admit(resource, &next, Some(&current), name)?
+        } else {
+            None
+        };
         // A write that changes nothing bumps nothing and wakes no watcher.
         if comparable(&next) == comparable(&current) {
             return Ok(Written::new(events::present(resource, current), warnings));
