@@ -57,13 +57,16 @@ impl ApiState {
         };
         let cluster = &spec.cluster_ref.name;
         let cluster_spec = self.cluster_spec(cluster)?;
-        if previous.is_none() || cluster_changed(object, previous, pointer) {
+        let selector = cluster_spec
+            .as_ref()
+            .and_then(|c| c.namespace_selector.as_ref());
+        if let Some(selector) = selector
+            && (previous.is_none() || cluster_changed(object, previous, pointer))
+        {
             let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
             if let Some(refusal) = namespace_refusal(
                 cluster,
-                cluster_spec
-                    .as_ref()
-                    .and_then(|c| c.namespace_selector.as_ref()),
+                Some(selector),
                 namespace,
                 &self.namespace_labels(namespace)?,
             ) {
