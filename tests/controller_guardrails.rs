@@ -276,6 +276,48 @@ fn a_cluster_admits_only_the_namespaces_its_selector_selects() {
     assert_eq!(managed_instances(cluster, &team_a).len(), 1);
     assert!(managed_instances(cluster, &team_b).is_empty());
     assert!(operator.containers(&team_b).is_empty());
+
+    // team-a may not move its container to a cluster that admits no namespace of it, and a
+    // set's refusal names the template's field.
+    operator.apply(
+        r#"{"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
+  "metadata": {"name": "closed"},
+  "spec": {"endpoints": ["https://127.0.0.9:1"], "insecureSkipTlsVerify": true,
+    "namespaceSelector": {"matchLabels": {"nobody": "yes"}}}}"#,
+    );
+    let moved = operator.kubectl(&[
+        "patch",
+        "lxdc",
+        "app",
+        "-n",
+        &team_a,
+        "--type",
+        "merge",
+        "-p",
+        r#"{"spec":{"clusterRef":{"name":"closed"}}}"#,
+    ]);
+    let stderr = String::from_utf8_lossy(&moved.stderr);
+    assert!(
+        !moved.status.success()
+            && stderr.contains(&format!(
+                "namespace {team_a} is not admitted to cluster closed"
+            )),
+        "{stderr}"
+    );
+    let set = format!(
+        r#"{{"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdContainerSet",
+  "metadata": {{"name": "s", "namespace": "{team_b}"}},
+  "spec": {{"replicas": 1, "selector": {{"matchLabels": {{"app": "s"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "s"}}}},
+      "spec": {{"clusterRef": {{"name": "local"}}, "image": {{"alias": "busybox"}}}}}}}}}}"#
+    );
+    let refused = operator.kubectl_with_input(&["apply", "-f", "-"], &set);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("spec.template.spec.clusterRef.name"),
+        "{stderr}"
+    );
+    operator.kubectl_ok(&["delete", "lxdcluster", "closed"]);
     operator.delete_containers(&team_a, Duration::from_secs(120));
 }
 

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::LxdClusterSpec;
 use crate::container::LxdContainerSpec;
 use crate::shared::{LabelSelector, selector_matches, selector_query};
 
@@ -101,20 +102,44 @@ impl std::fmt::Display for Violation {
     }
 }
 
+/// Everything the cluster `cluster` (its spec, when it exists) refuses of a container in
+/// `namespace` (with `namespace_labels`) whose spec is `container`, each named under `path`
+/// (`spec` for a container, `spec.template.spec` for a set): the namespace, when the cluster's
+/// `namespaceSelector` does not select it, and what its guardrails (or the safe defaults) deny.
+/// The one check the API server's admission and the controller both make.
+pub fn refusals(
+    cluster: &str,
+    spec: Option<&LxdClusterSpec>,
+    namespace: &str,
+    namespace_labels: &BTreeMap<String, String>,
+    path: &str,
+    container: &LxdContainerSpec,
+) -> Vec<Violation> {
+    let selector = spec.and_then(|s| s.namespace_selector.as_ref());
+    let mut violations: Vec<Violation> =
+        namespace_refusal(cluster, selector, namespace, namespace_labels, path)
+            .into_iter()
+            .collect();
+    let guardrails = spec.and_then(|s| s.guardrails.clone()).unwrap_or_default();
+    violations.extend(guardrails.check(cluster, path, container));
+    violations
+}
+
 /// Why a namespace may not use a cluster, if it may not: the cluster's `namespaceSelector`
 /// does not select the namespace's labels.
-pub fn namespace_refusal(
+fn namespace_refusal(
     cluster: &str,
     selector: Option<&LabelSelector>,
     namespace: &str,
     labels: &BTreeMap<String, String>,
+    path: &str,
 ) -> Option<Violation> {
     let selector = selector?;
     if selector_matches(selector, labels) {
         return None;
     }
     Some(Violation {
-        field: "spec.clusterRef.name".to_owned(),
+        field: format!("{path}.clusterRef.name"),
         value: cluster.to_owned(),
         rule: format!(
             "namespace {namespace} is not admitted to cluster {cluster} (its namespaceSelector {} does not select the namespace's labels)",
@@ -455,15 +480,16 @@ mod tests {
         };
         let admitted: BTreeMap<String, String> = [("tenant".to_owned(), "yes".to_owned())].into();
         assert_eq!(
-            namespace_refusal("local", Some(&selector), "team-a", &admitted),
+            namespace_refusal("local", Some(&selector), "team-a", &admitted, "spec"),
             None
         );
         assert_eq!(
-            namespace_refusal("local", None, "team-b", &BTreeMap::new()),
+            namespace_refusal("local", None, "team-b", &BTreeMap::new(), "spec"),
             None
         );
         let refusal =
-            namespace_refusal("local", Some(&selector), "team-b", &BTreeMap::new()).unwrap();
+            namespace_refusal("local", Some(&selector), "team-b", &BTreeMap::new(), "spec")
+                .unwrap();
         assert_eq!(
             refusal.to_string(),
             "spec.clusterRef.name: \"local\": namespace team-b is not admitted to cluster local (its namespaceSelector tenant=yes does not select the namespace's labels)"

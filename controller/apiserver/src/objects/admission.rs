@@ -1,8 +1,8 @@
 //! Admission of what a container asks of LXD: an LxdContainer (or an LxdContainerSet's
-//! template) must be in a namespace its cluster admits (`namespaceSelector`, checked when it is
-//! created or moved to another cluster), and is checked against its cluster's guardrails (`lxd_operator_crds::guardrails`, the
-//! same rules the controller applies) when it is created and when its spec changes. A refusal
-//! is a 422 naming the field, the value and the rule, and nothing is stored.
+//! template) must be in a namespace its cluster admits (`namespaceSelector`) and within its
+//! cluster's guardrails (`lxd_operator_crds::guardrails::refusals`, the same check the
+//! controller makes), checked when it is created and when its spec changes. A refusal is a 422
+//! naming the field, the value and the rule, and nothing is stored.
 //!
 //! An LxdContainer is also held to its namespace's quota on the cluster (403 with the figures,
 //! as a Kubernetes ResourceQuota refuses), when it is created, moved to another cluster or
@@ -17,7 +17,7 @@ use lxd_operator_crds::container::LxdContainerSpec;
 use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 
-use lxd_operator_crds::guardrails::{Violation, namespace_refusal};
+use lxd_operator_crds::guardrails::{Violation, refusals};
 use lxd_operator_crds::quota::{Usage, quota_refusal};
 use lxd_operator_crds::{GROUP, LxdClusterSpec};
 use serde_json::Value;
@@ -57,36 +57,33 @@ impl ApiState {
         };
         let cluster = &spec.cluster_ref.name;
         let cluster_spec = self.cluster_spec(cluster)?;
-        let selector = cluster_spec
+        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
+        let namespace_labels = match cluster_spec
             .as_ref()
-            .and_then(|c| c.namespace_selector.as_ref());
-        if let Some(selector) = selector
-            && (previous.is_none() || cluster_changed(object, previous, pointer))
+            .and_then(|c| c.namespace_selector.as_ref())
         {
-            let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-            if let Some(refusal) = namespace_refusal(
-                cluster,
-                Some(selector),
-                namespace,
-                &self.namespace_labels(namespace)?,
-            ) {
-                return Err(ApiError::invalid(
-                    &resource.group,
-                    &resource.kind,
-                    name,
-                    &[field_error(refusal)],
-                ));
-            }
-        }
-        let quotas = cluster_spec.as_ref().and_then(|c| c.quotas.clone());
-        let guardrails = cluster_spec.and_then(|c| c.guardrails).unwrap_or_default();
+            Some(_) => self.namespace_labels(namespace)?,
+            None => BTreeMap::new(),
+        };
         let path = pointer.trim_start_matches('/').replace('/', ".");
+        let refused = |spec: &LxdContainerSpec| {
+            refusals(
+                cluster,
+                cluster_spec.as_ref(),
+                namespace,
+                &namespace_labels,
+                &path,
+                spec,
+            )
+        };
+        // What the object asked before of the same cluster is not refused again; moved to
+        // another cluster, it is checked anew against that one.
         let before: Vec<Violation> = previous
             .and_then(|previous| container_spec(previous, pointer))
-            .map(|previous| guardrails.check(cluster, &path, &previous))
+            .filter(|previous| previous.cluster_ref == spec.cluster_ref)
+            .map(|previous| refused(&previous))
             .unwrap_or_default();
-        let errors: Vec<FieldError> = guardrails
-            .check(cluster, &path, &spec)
+        let errors: Vec<FieldError> = refused(&spec)
             .into_iter()
             .filter(|violation| !before.contains(violation))
             .map(field_error)
@@ -103,8 +100,11 @@ impl ApiState {
         if pointer != CONTAINER_SPEC {
             return Ok(None);
         }
-        let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-        let Some(quota) = quotas.as_ref().and_then(|q| q.of(namespace)) else {
+        let Some(quota) = cluster_spec
+            .as_ref()
+            .and_then(|c| c.quotas.as_ref())
+            .and_then(|q| q.of(namespace))
+        else {
             return Ok(None);
         };
         let grows = match previous.and_then(|p| container_spec(p, pointer)) {
@@ -168,16 +168,6 @@ impl ApiState {
             })
             .unwrap_or_default())
     }
-}
-
-/// Whether a write moves the object to another cluster.
-fn cluster_changed(object: &Value, previous: Option<&Value>, pointer: &str) -> bool {
-    let cluster_of = |object: &Value| {
-        object
-            .pointer(&format!("{pointer}/clusterRef/name"))
-            .cloned()
-    };
-    previous.is_some_and(|previous| cluster_of(previous) != cluster_of(object))
 }
 
 fn field_error(violation: Violation) -> FieldError {

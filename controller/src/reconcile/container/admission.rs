@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use lxd_operator_crds::guardrails::{Violation, namespace_refusal};
+use lxd_operator_crds::guardrails::{Violation, refusals};
 use lxd_operator_crds::{LxdCluster, LxdContainer};
 
 /// What the guardrails say of a container.
@@ -28,17 +28,15 @@ pub(super) fn admit(
     namespace_labels: &BTreeMap<String, String>,
     placed: bool,
 ) -> Admission {
-    let name = &container.spec.cluster_ref.name;
-    let guardrails = cluster
-        .and_then(|c| c.spec.guardrails.clone())
-        .unwrap_or_default();
     let namespace = container.metadata.namespace.as_deref().unwrap_or("default");
-    let selector = cluster.and_then(|c| c.spec.namespace_selector.as_ref());
-    let mut violations: Vec<Violation> =
-        namespace_refusal(name, selector, namespace, namespace_labels)
-            .into_iter()
-            .collect();
-    violations.extend(guardrails.check(name, "spec", &container.spec));
+    let violations = refusals(
+        &container.spec.cluster_ref.name,
+        cluster.map(|c| &c.spec),
+        namespace,
+        namespace_labels,
+        "spec",
+        &container.spec,
+    );
     if violations.is_empty() {
         return Admission::Admitted;
     }
