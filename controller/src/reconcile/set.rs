@@ -148,33 +148,31 @@ async fn apply(
     containers: &Api<LxdContainer>,
     ctx: &Context,
 ) -> Result<Vec<String>, Error> {
-    let refusals = std::sync::Mutex::new(Vec::new());
-    let refusals = &refusals;
     let params = PostParams {
         field_manager: Some(FIELD_MANAGER.to_owned()),
         ..PostParams::default()
     };
+    // Each create: whether it made the child, and why admission refused it (its cluster's
+    // guardrails, 422, or its namespace's quota, 403), which the set reports.
     let created = futures::future::join_all(plan.create.iter().map(|ordinal| {
         let child = new_child(set, *ordinal, revision);
         let params = params.clone();
         async move {
             match containers.create(&params, &child).await {
-                Ok(_) => Ok(true),
-                Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-                // Refused at admission (its cluster's guardrails, 422, or its namespace's
-                // quota, 403): the set says so.
+                Ok(_) => Ok((true, None)),
+                Err(kube::Error::Api(status)) if status.code == 409 => Ok((false, None)),
                 Err(kube::Error::Api(status)) if status.code == 422 || status.code == 403 => {
-                    if let Ok(mut refused) = refusals.lock() {
-                        refused.push(status.message.clone());
-                    }
-                    Ok(false)
+                    Ok((false, Some(status.message)))
                 }
                 Err(error) => Err(error),
             }
         }
     }))
-    .await;
-    let made = count_ok(created)?;
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, kube::Error>>()?;
+    let made = created.iter().filter(|(made, _)| *made).count();
+    let refusals: Vec<String> = created.into_iter().filter_map(|(_, why)| why).collect();
     if made > 0 {
         publish(
             set,
@@ -218,7 +216,7 @@ async fn apply(
         )
         .await;
     }
-    Ok(refusals.lock().map(|r| r.clone()).unwrap_or_default())
+    Ok(refusals)
 }
 
 fn count_ok(results: Vec<Result<bool, kube::Error>>) -> Result<usize, kube::Error> {
