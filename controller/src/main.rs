@@ -225,7 +225,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async {
+    let outcome = runtime.block_on(async {
         let client = kube::Client::try_default()
             .await
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
@@ -254,8 +254,16 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
                 anyhow::bail!("leadership lost; exiting so that this replica restarts as a standby")
             }
         }
-    })
+    });
+    // A replica that lost its lease must go now, whatever its tasks wait for: dropping the
+    // runtime would wait for every blocking task, and one stuck on an API that hangs kept a
+    // deposed leader alive past its lease (seen once in CI).
+    runtime.shutdown_timeout(SHUTDOWN_GRACE);
+    outcome
 }
+
+/// How long the runtime's remaining tasks get when the controller ends.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// SIGTERM or SIGINT.
 async fn shutdown_signal() {
