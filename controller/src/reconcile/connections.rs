@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use lxd_operator_crds::LxdCluster;
-use lxd_operator_crds::cluster::{ServerCertificatePin, ServerPhase};
+use lxd_operator_crds::cluster::{ProjectMode, ServerCertificatePin, ServerPhase};
 use lxd_operator_crds::shared::SecretReference;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -272,6 +272,7 @@ async fn client_config(
     };
     let mut config = ClientConfig::new(endpoints, identity, trust);
     config.project.clone_from(&spec.project);
+    config.all_projects = spec.project_mode == ProjectMode::PerNamespace;
     config.creates_per_member = usize::try_from(spec.creates_per_member).unwrap_or(usize::MAX);
     Ok((config, secret_version))
 }

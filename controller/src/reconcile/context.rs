@@ -125,6 +125,8 @@ pub struct Context {
     pub moves: super::container::moves::MoveSlots,
     /// Disruptions of sets' children granted against their sets' `maxUnavailable`.
     pub budgets: super::container::budget::Budgets,
+    /// Namespaces' LXD projects known to be as intended.
+    pub projects: super::container::project::ProjectsMade,
 }
 
 impl std::fmt::Debug for Context {
@@ -170,6 +172,7 @@ impl Context {
             wake,
             moves: Default::default(),
             budgets: Default::default(),
+            projects: Default::default(),
         }
     }
 
