@@ -467,3 +467,55 @@ fn a_namespace_with_a_project_of_its_own_finds_exactly_its_containers_there() {
     assert_eq!(left.trim(), "", "instances left in project {team_a}");
     cluster.lxc(&["project", "delete", &team_a]);
 }
+
+#[test]
+fn an_lxd_cluster_cannot_have_the_operator_read_a_secret_outside_its_namespace() {
+    TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    // A tenant copies the operator's client certificate into its own namespace and points a
+    // cluster of its own at it: the operator reads Secrets only in its namespace (here the
+    // standalone default, `default`), so it refuses, naming the field, and reads nothing.
+    let team = operator.namespace("team");
+    let secret = operator.kubectl_ok(&[
+        "get",
+        "secret",
+        "lxd-local-client",
+        "-n",
+        "default",
+        "-o",
+        "json",
+    ]);
+    let mut secret: serde_json::Value = serde_json::from_str(&secret).unwrap();
+    secret["metadata"] = serde_json::json!({"name": "lxd-local-client", "namespace": team});
+    operator.apply(&secret.to_string());
+    let mut cluster: serde_json::Value =
+        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdcluster", "local", "-o", "json"]))
+            .unwrap();
+    cluster["metadata"] = serde_json::json!({"name": "borrowed"});
+    cluster["spec"]["clientCertSecretRef"]["namespace"] = serde_json::json!(team);
+    cluster.as_object_mut().unwrap().remove("status");
+    operator.apply(&cluster.to_string());
+    let ready = wait_for(
+        Duration::from_secs(30),
+        "the cluster refusing the Secret",
+        || {
+            let cluster: serde_json::Value = serde_json::from_str(&operator.kubectl_ok(&[
+                "get",
+                "lxdcluster",
+                "borrowed",
+                "-o",
+                "json",
+            ]))
+            .ok()?;
+            condition(&cluster["status"], "Ready").filter(|c| c["reason"] == "SecretOutOfScope")
+        },
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "spec.clientCertSecretRef.namespace: Secret in namespace \"{team}\", but the operator reads Secrets only in namespace \"default\""
+        )),
+        "{message}"
+    );
+    operator.kubectl_ok(&["delete", "lxdcluster", "borrowed"]);
+}

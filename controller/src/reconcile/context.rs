@@ -149,6 +149,7 @@ impl Context {
         wake: UnboundedSender<ObjectRef<LxdContainer>>,
         leadership: Leadership,
         readiness: Arc<Readiness>,
+        secret_scope: super::secrets::SecretScope,
     ) -> Self {
         let reporter = Reporter {
             controller: "lxd-operator".to_owned(),
@@ -157,7 +158,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            connections: Connections::new(signals, metrics.clone(), leadership),
+            connections: Connections::new(signals, metrics.clone(), leadership, secret_scope),
             resync: RESYNC_INTERVAL,
             metrics,
             instances: Mutex::new(HashMap::new()),
