@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use lxd_operator_tests::operator::{Operator, wait_for};
-use lxd_operator_tests::{TestCluster, condition, managed_instances};
+use lxd_operator_tests::{TestCluster, condition, http_get, managed_instances};
 
 /// An LxdContainer `name` whose spec has `fields` (JSON members) beside cluster and image.
 fn container(namespace: &str, name: &str, fields: &str) -> String {
@@ -356,6 +356,42 @@ fn a_namespace_over_its_quota_is_refused_with_the_figures_and_a_set_says_so() {
         (statuses.len() == 3 && statuses.values().all(|s| s["phase"] == "Running")).then_some(())
     });
     assert_eq!(managed_instances(cluster, &namespace).len(), 3);
+    // The cluster's status and the metrics say what the namespace holds against its quota.
+    let reported = wait_for(Duration::from_secs(60), "quota usage in status", || {
+        let local: serde_json::Value = serde_json::from_str(&operator.kubectl_ok(&[
+            "get",
+            "lxdcluster",
+            "local",
+            "-o",
+            "json",
+        ]))
+        .ok()?;
+        local["status"]["quotas"]
+            .as_array()?
+            .iter()
+            .find(|q| q["namespace"] == namespace.as_str() && q["used"]["containers"] == 3)
+            .cloned()
+    });
+    assert_eq!(reported["used"]["cpu"], 1.5);
+    assert_eq!(reported["hard"]["containers"], 3);
+    assert_eq!(reported["hard"]["cpu"].as_f64(), Some(2.0));
+    let (_, metrics) = http_get(&format!(
+        "{}/metrics",
+        operator.metrics_url.as_ref().unwrap()
+    ));
+    for line in [
+        format!(
+            r#"lxd_operator_quota_used{{cluster="local",namespace="{namespace}",resource="cpu"}} 1.5"#
+        ),
+        format!(
+            r#"lxd_operator_quota_hard{{cluster="local",namespace="{namespace}",resource="containers"}} 3"#
+        ),
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(&line)),
+            "{line} not in\n{metrics}"
+        );
+    }
 
     // Room for two more containers, a set asks for four: two children, and the set says why.
     operator.patch_cluster(&format!(

@@ -12,7 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::guardrails::Guardrails;
-use crate::quota::NamespaceQuotas;
+use crate::quota::{NamespaceQuotaStatus, NamespaceQuotas};
 use crate::shared::{
     Condition, DNS_SUBDOMAIN_PATTERN, LabelSelector, MEMBER_NAME_PATTERN, SecretReference,
 };
@@ -447,6 +447,11 @@ pub struct LxdClusterStatus {
     /// cluster formed from `servers` (unless `spec.serverCertificate` names one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_certificate_fingerprint: Option<String>,
+    /// What each namespace with a quota (`spec.quotas`) holds on this cluster, beside its
+    /// quota, as a Kubernetes ResourceQuota reports `hard` and `used`. Refreshed at every sync
+    /// of the cluster (`memberSyncIntervalSeconds`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quotas: Vec<NamespaceQuotaStatus>,
 }
 
 /// One server of `spec.servers` as the operator last saw it.

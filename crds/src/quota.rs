@@ -80,6 +80,54 @@ impl Usage {
     }
 }
 
+/// One namespace's quota on a cluster, and what its containers hold.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NamespaceQuotaStatus {
+    /// The namespace.
+    pub namespace: String,
+    /// Its quota.
+    pub hard: Quota,
+    /// What its LxdContainers on the cluster hold: how many, CPU cores and memory (bytes)
+    /// summed over their `resources`.
+    pub used: Quota,
+}
+
+/// What every namespace with a quota holds, from `containers` (namespace and spec of each
+/// LxdContainer on the cluster): the namespaces `quotas` names, and those with containers when
+/// a default quota holds. Sorted by namespace.
+pub fn usage_by_namespace<'a>(
+    quotas: &NamespaceQuotas,
+    containers: impl IntoIterator<Item = (&'a str, &'a LxdContainerSpec)>,
+) -> Vec<NamespaceQuotaStatus> {
+    let mut specs: BTreeMap<&str, Vec<&LxdContainerSpec>> = quotas
+        .namespaces
+        .keys()
+        .map(|namespace| (namespace.as_str(), Vec::new()))
+        .collect();
+    for (namespace, spec) in containers {
+        if quotas.of(namespace).is_some() {
+            specs.entry(namespace).or_default().push(spec);
+        }
+    }
+    specs
+        .into_iter()
+        .filter_map(|(namespace, specs)| {
+            let hard = quotas.of(namespace)?.clone();
+            let usage = Usage::of(specs);
+            Some(NamespaceQuotaStatus {
+                namespace: namespace.to_owned(),
+                hard,
+                used: Quota {
+                    containers: Some(usage.containers),
+                    cpu: Some(usage.cpu),
+                    memory: Some(IntOrString::String(usage.memory.to_string())),
+                },
+            })
+        })
+        .collect()
+}
+
 /// Why `asked` may not join `used` in `namespace` on `cluster` under `quota`, if it may not:
 /// `exceeded quota of namespace team-a on cluster local: requested: containers=1,cpu=1, used:
 /// containers=3,cpu=2, limited: containers=3,cpu=2`, or that the container must say how much it
@@ -174,6 +222,29 @@ mod tests {
             None
         );
         assert!(quota_refusal("local", "team-a", &quota, two, &sized(1.5, "64Mi")).is_some());
+    }
+
+    #[test]
+    fn usage_is_reported_for_named_namespaces_and_those_under_the_default_quota() {
+        let quotas: NamespaceQuotas = serde_json::from_value(serde_json::json!({
+            "default": {"containers": 2},
+            "namespaces": {"team-a": {"containers": 3, "cpu": 2}, "idle": {"memory": "1Gi"}}
+        }))
+        .unwrap();
+        let (a, b) = (sized(0.5, "64Mi"), sized(1.0, "128Mi"));
+        let statuses =
+            usage_by_namespace(&quotas, [("team-a", &a), ("team-a", &b), ("team-b", &a)]);
+        let names: Vec<&str> = statuses.iter().map(|s| s.namespace.as_str()).collect();
+        assert_eq!(names, ["idle", "team-a", "team-b"]);
+        assert_eq!(statuses[0].used.containers, Some(0));
+        assert_eq!(statuses[1].hard.containers, Some(3));
+        assert_eq!(statuses[1].used.containers, Some(2));
+        assert_eq!(statuses[1].used.cpu, Some(1.5));
+        assert_eq!(
+            statuses[1].used.memory,
+            Some(IntOrString::String((192u64 << 20).to_string()))
+        );
+        assert_eq!(statuses[2].hard.containers, Some(2));
     }
 
     #[test]

@@ -16,6 +16,8 @@ use kube::{Resource, ResourceExt};
 use lxd_operator_crds::cluster::{
     DrainProgress, MemberCapacity, MemberLoad, MemberStatus, MemberUsage,
 };
+use lxd_operator_crds::quantity::parse_bytes;
+use lxd_operator_crds::quota::{Quota, usage_by_namespace};
 use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_EVENT_STREAM, CONDITION_READY};
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus, LxdContainer};
 
@@ -26,6 +28,7 @@ use super::context::{Context, Error, EventStreamState};
 use super::status::{condition, set_condition, write_status};
 use crate::lxd::LxdError;
 use crate::lxd::observe::{Allocation, MemberObservation};
+use crate::telemetry::metrics::QuotaLabels;
 
 /// Reconciles one LxdCluster.
 #[tracing::instrument(skip_all, fields(object = %cluster.name_any()))]
@@ -146,6 +149,7 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
     }
     let members_changed = announce_member_changes(&cluster, &previous, &status, &ctx).await;
     report_drains(&cluster, &mut status, &ctx);
+    report_quotas(&cluster, &mut status, &ctx);
     let api: Api<LxdCluster> = Api::all(ctx.client.clone());
     write_status(&api, &cluster, cluster.status.as_ref(), &status).await?;
     if members_changed || previous.observed_generation != generation {
@@ -378,6 +382,63 @@ async fn announce_member_changes(
 }
 
 /// Each drained member's progress, from the containers as the watch last saw them.
+/// What each namespace with a quota holds, into status and metrics.
+fn report_quotas(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Context) {
+    let name = cluster.name_any();
+    let Some(quotas) = &cluster.spec.quotas else {
+        status.quotas.clear();
+        return;
+    };
+    let containers = ctx
+        .containers
+        .state_filter(|c| c.spec.cluster_ref.name == name);
+    status.quotas = usage_by_namespace(
+        quotas,
+        containers.iter().map(|c| {
+            (
+                c.metadata.namespace.as_deref().unwrap_or("default"),
+                &c.spec,
+            )
+        }),
+    );
+    for namespace in &status.quotas {
+        let figures = |quota: &Quota| {
+            [
+                ("containers", quota.containers.map(f64::from)),
+                ("cpu", quota.cpu),
+                (
+                    "memory",
+                    quota
+                        .memory
+                        .as_ref()
+                        .and_then(|m| parse_bytes(m).ok())
+                        .map(|bytes| bytes as f64),
+                ),
+            ]
+        };
+        for (family, quota) in [
+            (&ctx.metrics.quota_hard, &namespace.hard),
+            (&ctx.metrics.quota_used, &namespace.used),
+        ] {
+            for (resource, value) in figures(quota) {
+                let labels = QuotaLabels {
+                    cluster: name.clone(),
+                    namespace: namespace.namespace.clone(),
+                    resource: resource.to_owned(),
+                };
+                match value {
+                    Some(value) => {
+                        family.get_or_create(&labels).set(value);
+                    }
+                    None => {
+                        family.remove(&labels);
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn report_drains(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Context) {
     let name = cluster.name_any();
     let containers = ctx

@@ -61,6 +61,9 @@ pub const FINALIZER: &str = "lxd-operator.dev/instance";
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(120);
 /// How often a container with an instance left behind on an offline member looks again.
 const LEFT_BEHIND_RECHECK: Duration = Duration::from_secs(10);
+/// How often a container waiting for room in its namespace's quota looks again (nothing wakes it
+/// when another container of the namespace goes).
+const QUOTA_RECHECK: Duration = Duration::from_secs(10);
 /// How long a graceful stop may take before it is forced.
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -209,6 +212,22 @@ async fn apply(
             }
             return Ok(Action::requeue(ctx.resync));
         }
+    }
+    if let Some(message) = cluster
+        .as_deref()
+        .filter(|_| !placed)
+        .and_then(|c| admission::over_quota(container, c, &ctx.containers.state()))
+    {
+        status.condition(CONDITION_ADMITTED, false, "QuotaExceeded", message.clone());
+        status.not_ready(ContainerPhase::Pending, "QuotaExceeded", message.clone());
+        status.write().await?;
+        if ctx
+            .backoffs
+            .warn_once(&uid_of(container), "QuotaExceeded", &message)
+        {
+            publish(ctx, container, EventType::Warning, "QuotaExceeded", message).await;
+        }
+        return Ok(Action::requeue(QUOTA_RECHECK));
     }
     ctx.index_instance(cluster_name, &desired.name, container);
     let Some(client) = ctx.connections.get(cluster_name).map(|c| c.client.clone()) else {

@@ -1,5 +1,6 @@
 //! The operator's Prometheus metrics (prefix `lxd_operator_`).
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -111,6 +112,21 @@ pub struct Metrics {
     pub moves: Family<MoveLabels, Counter>,
     /// Seconds a move took, from stopping the instance to running it on its new member.
     pub move_duration: Histogram,
+    /// What each namespace with a quota holds, by cluster, namespace and resource.
+    pub quota_used: Family<QuotaLabels, Gauge<f64, AtomicU64>>,
+    /// Each namespace's quota, by cluster, namespace and resource.
+    pub quota_hard: Family<QuotaLabels, Gauge<f64, AtomicU64>>,
+}
+
+/// Labels of a namespace's quota figure.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QuotaLabels {
+    /// The LxdCluster.
+    pub cluster: String,
+    /// The namespace.
+    pub namespace: String,
+    /// `containers`, `cpu` (cores) or `memory` (bytes).
+    pub resource: String,
 }
 
 /// Labels of a move: its cluster, and `moved` or `failed`.
@@ -235,6 +251,18 @@ impl Metrics {
             "Members online by cluster",
             members_online.clone(),
         );
+        let quota_used = Family::default();
+        registry.register(
+            "quota_used",
+            "What a namespace's LxdContainers hold on a cluster (containers, cpu cores, memory bytes)",
+            quota_used.clone(),
+        );
+        let quota_hard = Family::default();
+        registry.register(
+            "quota_hard",
+            "A namespace's quota on a cluster (containers, cpu cores, memory bytes)",
+            quota_hard.clone(),
+        );
         registry.register(
             "leader",
             "1 while this process reconciles (leader)",
@@ -258,6 +286,8 @@ impl Metrics {
             reschedules,
             moves,
             move_duration,
+            quota_used,
+            quota_hard,
         }
     }
 

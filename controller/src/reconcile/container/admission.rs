@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+
 use lxd_operator_crds::guardrails::{Violation, refusals};
+use lxd_operator_crds::quota::{Usage, quota_refusal};
 use lxd_operator_crds::{LxdCluster, LxdContainer};
 
 /// What the guardrails say of a container.
@@ -50,6 +53,41 @@ pub(super) fn admit(
     }
 }
 
+/// Why `container`, not placed yet, waits: it would take its namespace over its quota on
+/// `cluster`, counting the namespace's containers on that cluster that came before it (older
+/// first, then by name). The API server refuses such a container at admission; on a
+/// Kubernetes without that admission the first ones created fit and the others wait here,
+/// with nothing made in LXD, until room frees or the quota grows.
+pub(super) fn over_quota(
+    container: &LxdContainer,
+    cluster: &LxdCluster,
+    containers: &[Arc<LxdContainer>],
+) -> Option<String> {
+    let namespace = container.metadata.namespace.as_deref().unwrap_or("default");
+    let quota = cluster.spec.quotas.as_ref()?.of(namespace)?;
+    let cluster_name = &container.spec.cluster_ref.name;
+    let order = |c: &LxdContainer| {
+        (
+            c.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            c.metadata.name.clone(),
+        )
+    };
+    let ours = order(container);
+    let before = containers.iter().filter(|other| {
+        other.metadata.namespace.as_deref().unwrap_or("default") == namespace
+            && &other.spec.cluster_ref.name == cluster_name
+            && other.metadata.uid != container.metadata.uid
+            && order(other) < ours
+    });
+    quota_refusal(
+        cluster_name,
+        namespace,
+        quota,
+        Usage::of(before.map(|c| &c.spec)),
+        &container.spec,
+    )
+}
+
 fn describe(violations: &[Violation]) -> String {
     violations
         .iter()
@@ -72,6 +110,44 @@ mod tests {
             ..Guardrails::default()
         });
         LxdCluster::new("local", spec)
+    }
+
+    #[test]
+    fn without_admission_the_oldest_containers_fit_the_quota_and_the_others_wait() {
+        let mut spec: LxdClusterSpec = serde_json::from_value(serde_json::json!({
+            "quotas": {"namespaces": {"team-a": {"containers": 2, "cpu": 2}}}
+        }))
+        .unwrap();
+        spec.guardrails = None;
+        let local = LxdCluster::new("local", spec);
+        let containers: Vec<Arc<LxdContainer>> = ["c-1", "c-2", "c-3"]
+            .into_iter()
+            .map(|name| {
+                let mut c = LxdContainer::builder(name)
+                    .namespace("team-a")
+                    .uid(name)
+                    .cpu(0.5)
+                    .build();
+                // Made at the same second: by name.
+                c.metadata.creation_timestamp =
+                    Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                        "2026-12-05T01:00:00Z".parse().unwrap(),
+                    ));
+                Arc::new(c)
+            })
+            .collect();
+        assert_eq!(over_quota(&containers[0], &local, &containers), None);
+        assert_eq!(over_quota(&containers[1], &local, &containers), None);
+        let third = over_quota(&containers[2], &local, &containers).expect("waits");
+        assert_eq!(
+            third,
+            "exceeded quota of namespace team-a on cluster local: requested: containers=1,cpu=0.5, used: containers=2,cpu=1, limited: containers=2,cpu=2"
+        );
+        let other_namespace = LxdContainer::builder("c-9")
+            .namespace("team-b")
+            .cpu(9.0)
+            .build();
+        assert_eq!(over_quota(&other_namespace, &local, &containers), None);
     }
 
     #[test]
