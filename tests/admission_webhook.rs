@@ -44,22 +44,9 @@ impl Drop for Webhook {
 
 impl Webhook {
     fn start(api: &Operator) -> Webhook {
-        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::default();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = ca_params.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca_params, ca_key);
-        let serving_key = KeyPair::generate().unwrap();
-        let serving = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-            .unwrap()
-            .signed_by(&serving_key, &issuer)
-            .unwrap();
         let tls = tempfile::tempdir().unwrap();
         let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
-        std::fs::write(&cert, serving.pem()).unwrap();
-        std::fs::write(&key, serving_key.serialize_pem()).unwrap();
-
+        let ca = write_serving_pair(&cert, &key);
         let mut child = Command::new(operator_binary())
             .args(["admission-webhook", "--listen", "127.0.0.1:0", "--cert"])
             .arg(&cert)
@@ -86,26 +73,21 @@ impl Webhook {
             }
         };
 
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .tls_backend_preconfigured(tls_config)
-            .build()
-            .unwrap();
+        let client = client_trusting(ca);
         Webhook {
             child,
             url,
             client,
             _tls: tls,
         }
+    }
+
+    /// Renews the serving certificate in place, from another CA, as a renewed Secret reaches
+    /// a pod's mount; the client trusts the new CA only.
+    fn renew(&mut self) {
+        let dir = self._tls.path();
+        let ca = write_serving_pair(&dir.join("tls.crt"), &dir.join("tls.key"));
+        self.client = client_trusting(ca);
     }
 
     /// Posts `body` as is; the HTTP status and the JSON answer.
@@ -150,6 +132,46 @@ impl Webhook {
         );
         answer["response"].clone()
     }
+}
+
+/// Writes a serving certificate for 127.0.0.1 and its key, signed by a new CA; returns the CA.
+fn write_serving_pair(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> rustls::pki_types::CertificateDer<'static> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::default();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let serving_key = KeyPair::generate().unwrap();
+    let serving = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&serving_key, &issuer)
+        .unwrap();
+    // The key first, then the certificate: the webhook reads the pair once both are new.
+    std::fs::write(key, serving_key.serialize_pem()).unwrap();
+    std::fs::write(cert, serving.pem()).unwrap();
+    ca.der().clone()
+}
+
+/// An HTTPS client that trusts `ca` only.
+fn client_trusting(ca: rustls::pki_types::CertificateDer<'static>) -> reqwest::Client {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca).unwrap();
+    let tls_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .no_proxy()
+        .tls_backend_preconfigured(tls_config)
+        .build()
+        .unwrap()
 }
 
 /// An LxdContainer asking for `cpu` cores, with `extra` spec fields.
@@ -394,4 +416,22 @@ async fn a_request_that_is_no_review_is_answered_with_a_clear_error_and_the_webh
         .review("CREATE", &container(&team, "web", 0.5, json!({})), None)
         .await;
     assert_eq!(response["allowed"], true, "{response}");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_served_without_a_restart() {
+    let api = Operator::start(Mode::Apiserver);
+    api.apply(CLUSTER);
+    let mut webhook = Webhook::start(&api);
+    let team = tenant_namespace(&api, "renew");
+    let object = container(&team, "web", 0.5, json!({}));
+    assert_eq!(
+        webhook.review("CREATE", &object, None).await["allowed"],
+        true
+    );
+    webhook.renew();
+    assert_eq!(
+        webhook.review("CREATE", &object, None).await["allowed"],
+        true
+    );
 }

@@ -17,6 +17,7 @@
 //! Not to be confused with placement webhooks (`reconcile::container::placement::webhook`),
 //! which the controller calls.
 
+mod certificate;
 pub mod review;
 
 use std::collections::BTreeMap;
@@ -32,15 +33,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, ListParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 use lxd_operator_apiserver::objects::refusal;
 use lxd_operator_apiserver::status::ApiError;
 use lxd_operator_crds::admission::{ContainerWrite, container_spec_pointer};
 use lxd_operator_crds::container::LxdContainerSpec;
 use lxd_operator_crds::quota::Usage;
-use lxd_operator_crds::{GROUP, LxdCluster, LxdContainer};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use lxd_operator_crds::{GROUP, LxdCluster, LxdClusterSpec, LxdContainer};
 
 use review::Request;
 
@@ -147,13 +146,13 @@ impl std::fmt::Debug for AdmissionWebhook {
 
 impl AdmissionWebhook {
     /// Reads the serving certificate (PEM, its chain after it) and key, and binds `listen`
-    /// (port 0 picks a free one).
+    /// (port 0 picks a free one). The files are read again when they change.
     pub async fn bind(
         listen: SocketAddr,
         cert: &Path,
         key: &Path,
     ) -> Result<AdmissionWebhook, WebhookError> {
-        let tls = tls_config(cert, key)?;
+        let tls = certificate::tls_config(cert, key)?;
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|source| WebhookError::Listen {
@@ -189,35 +188,6 @@ impl AdmissionWebhook {
         )
         .await;
     }
-}
-
-fn tls_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig, WebhookError> {
-    let read = |path: &Path| {
-        std::fs::read(path).map_err(|source| WebhookError::Read {
-            path: path.to_owned(),
-            source,
-        })
-    };
-    let pem_error = |path: &Path| {
-        let path = path.to_owned();
-        move |source| WebhookError::Pem { path, source }
-    };
-    let chain = CertificateDer::pem_slice_iter(&read(cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem_error(cert))?;
-    if chain.is_empty() {
-        return Err(pem_error(cert)(rustls_pki_types::pem::Error::NoItemsFound));
-    }
-    let key = PrivateKeyDer::from_pem_slice(&read(key)?).map_err(pem_error(key))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(WebhookError::Tls)?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .map_err(WebhookError::Tls)?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// The webhook's routes, for tests and for [`AdmissionWebhook::serve`].
@@ -283,14 +253,19 @@ impl Webhook {
             .and_then(|old| old.pointer(pointer).cloned())
             .and_then(|old| serde_json::from_value(old).ok());
         let cluster = spec.cluster_ref.name.clone();
-        let cluster_spec = Api::<LxdCluster>::all(self.client.clone())
-            .get_opt(&cluster)
-            .await
-            .map_err(|source| LookupError::Cluster {
-                name: cluster.clone(),
-                source,
-            })?
-            .map(|c| c.spec);
+        // Read as the embedded server reads its store: a spec that cannot be read counts as
+        // none (the safe defaults), and an unreadable object never stalls admission.
+        let cluster_spec: Option<LxdClusterSpec> = Api::<DynamicObject>::all_with(
+            self.client.clone(),
+            &ApiResource::erase::<LxdCluster>(&()),
+        )
+        .get_opt(&cluster)
+        .await
+        .map_err(|source| LookupError::Cluster {
+            name: cluster.clone(),
+            source,
+        })?
+        .and_then(|c| serde_json::from_value(c.data["spec"].clone()).ok());
         let namespace_labels = if ContainerWrite::needs_namespace_labels(cluster_spec.as_ref()) {
             self.namespace_labels(&request.namespace).await?
         } else {
@@ -317,17 +292,28 @@ impl Webhook {
             return Ok(refuse(write.decide(Usage::default())));
         }
         let mut admitted = self.admitted.lock().await;
-        let listed = Api::<LxdContainer>::namespaced(self.client.clone(), &request.namespace)
-            .list(&ListParams::default())
-            .await
-            .map_err(|source| LookupError::Containers {
-                namespace: request.namespace.clone(),
-                source,
-            })?;
+        let listed: Vec<(String, LxdContainerSpec)> = Api::<DynamicObject>::namespaced_with(
+            self.client.clone(),
+            &request.namespace,
+            &ApiResource::erase::<LxdContainer>(&()),
+        )
+        .list(&ListParams::default())
+        .await
+        .map_err(|source| LookupError::Containers {
+            namespace: request.namespace.clone(),
+            source,
+        })?
+        .items
+        .into_iter()
+        .filter_map(|c| {
+            let spec = serde_json::from_value(c.data["spec"].clone()).ok()?;
+            Some((c.metadata.name.unwrap_or_default(), spec))
+        })
+        .collect();
         let now = Instant::now();
         admitted.retain(|write| now.duration_since(write.at) < ADMITTED_HELD);
         let used = usage(
-            &listed.items,
+            &listed,
             &admitted,
             &request.namespace,
             &cluster,
@@ -372,8 +358,9 @@ fn unreadable(request: &Request, pointer: &str, why: &str) -> ApiError {
 
 /// What the LxdContainers of `namespace` on `cluster` other than `name` hold: those listed, and
 /// those admitted lately that the listing does not show yet.
+/// `listed`: each container's name and spec.
 fn usage(
-    listed: &[LxdContainer],
+    listed: &[(String, LxdContainerSpec)],
     admitted: &[AdmittedWrite],
     namespace: &str,
     cluster: &str,
@@ -381,18 +368,13 @@ fn usage(
 ) -> Usage {
     let others = listed
         .iter()
-        .filter(|c| c.metadata.name.as_deref() != Some(name))
-        .filter(|c| c.spec.cluster_ref.name == cluster);
-    let stored = Usage::of(others.map(|c| &c.spec));
+        .filter(|(listed, spec)| listed != name && spec.cluster_ref.name == cluster);
+    let stored = Usage::of(others.map(|(_, spec)| spec));
     admitted
         .iter()
         .filter(|write| write.namespace == namespace && write.cluster == cluster)
         .filter(|write| write.name != name)
-        .filter(|write| {
-            !listed
-                .iter()
-                .any(|c| c.metadata.name.as_deref() == Some(write.name.as_str()))
-        })
+        .filter(|write| !listed.iter().any(|(listed, _)| *listed == write.name))
         .fold(stored, |sum, write| Usage {
             containers: sum.containers + write.usage.containers,
             cpu: sum.cpu + write.usage.cpu,
@@ -404,13 +386,9 @@ fn usage(
 mod tests {
     use super::*;
 
-    fn container(name: &str, cpu: f64) -> LxdContainer {
-        let mut container = LxdContainer::builder(name).build();
-        container.spec.resources = Some(lxd_operator_crds::container::ContainerResources {
-            cpu: Some(cpu),
-            memory: None,
-        });
-        container
+    fn container(name: &str, cpu: f64) -> (String, LxdContainerSpec) {
+        let container = LxdContainer::builder(name).cpu(cpu).build();
+        (name.to_owned(), container.spec)
     }
 
     fn admitted(name: &str, cpu: f64) -> AdmittedWrite {
@@ -439,19 +417,5 @@ mod tests {
         // The object itself is not counted: an update replaces what it held.
         let used = usage(&listed, &pending, "default", "local", "a");
         assert_eq!(used.containers, 2);
-    }
-
-    #[test]
-    fn a_certificate_file_without_a_certificate_is_refused_naming_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
-        std::fs::write(&cert, "not a certificate").unwrap();
-        std::fs::write(&key, "not a key").unwrap();
-        let error = tls_config(&cert, &key).unwrap_err().to_string();
-        assert!(error.contains("tls.crt"), "{error}");
-        let error = tls_config(&dir.path().join("missing"), &key)
-            .unwrap_err()
-            .to_string();
-        assert!(error.starts_with("cannot read"), "{error}");
     }
 }
