@@ -212,11 +212,11 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response 
     match webhook.admit(&request).await {
         Ok(None) => Json(review::allowed(&request.uid)).into_response(),
         Ok(Some(refused)) => {
-            tracing::info!(kind = %request.kind, namespace = %request.namespace, name = %request.name, refusal = %refused.message, "admission webhook refused a write");
+            tracing::info!(kind = %request.kind, namespace = %request.namespace, name = %request.display_name, refusal = %refused.message, "admission webhook refused a write");
             Json(review::denied(&request.uid, refused.status())).into_response()
         }
         Err(error) => {
-            tracing::warn!(%error, kind = %request.kind, namespace = %request.namespace, name = %request.name, "admission webhook cannot decide");
+            tracing::warn!(%error, kind = %request.kind, namespace = %request.namespace, name = %request.display_name, "admission webhook cannot decide");
             let status = ApiError::internal(&error).status();
             (StatusCode::INTERNAL_SERVER_ERROR, Json(status)).into_response()
         }
@@ -285,7 +285,7 @@ impl Webhook {
                 &request.group,
                 &request.kind,
                 &request.plural,
-                &request.name,
+                &request.display_name,
             )
         };
         if write.quota().is_none() {
@@ -320,7 +320,8 @@ impl Webhook {
             &request.name,
         );
         let refused = refuse(write.decide(used));
-        if refused.is_none() {
+        // A dry run stores nothing: it takes no room.
+        if refused.is_none() && !request.dry_run {
             admitted.push(AdmittedWrite {
                 namespace: request.namespace.clone(),
                 cluster,
@@ -352,12 +353,13 @@ fn unreadable(request: &Request, pointer: &str, why: &str) -> ApiError {
     let field = pointer.trim_start_matches('/').replace('/', ".");
     ApiError::bad_request(format!(
         "{}.{} \"{}\": {field}: cannot be read as a container spec: {why}",
-        request.kind, request.group, request.name
+        request.kind, request.group, request.display_name
     ))
 }
 
-/// What the LxdContainers of `namespace` on `cluster` other than `name` hold: those listed, and
-/// those admitted lately that the listing does not show yet.
+/// What the LxdContainers of `namespace` on `cluster` other than `name` (none when it is empty:
+/// an object the API server names itself) hold: those listed, and those admitted lately that
+/// the listing does not show yet.
 /// `listed`: each container's name and spec.
 fn usage(
     listed: &[(String, LxdContainerSpec)],
@@ -373,7 +375,7 @@ fn usage(
     admitted
         .iter()
         .filter(|write| write.namespace == namespace && write.cluster == cluster)
-        .filter(|write| write.name != name)
+        .filter(|write| name.is_empty() || write.name != name)
         .filter(|write| !listed.iter().any(|(listed, _)| *listed == write.name))
         .fold(stored, |sum, write| Usage {
             containers: sum.containers + write.usage.containers,
@@ -417,5 +419,8 @@ mod tests {
         // The object itself is not counted: an update replaces what it held.
         let used = usage(&listed, &pending, "default", "local", "a");
         assert_eq!(used.containers, 2);
+        // Objects the API server names (generateName) are all counted.
+        let unnamed = [admitted("", 0.5), admitted("", 0.5)];
+        assert_eq!(usage(&[], &unnamed, "default", "local", "").containers, 2);
     }
 }

@@ -20,8 +20,12 @@ pub struct Request {
     pub plural: String,
     /// The object's namespace.
     pub namespace: String,
-    /// The object's name (its `generateName` while the API server has not named it yet).
+    /// The object's name; empty while the API server has not named it yet (`generateName`).
     pub name: String,
+    /// How messages name the object: its name, else its `generateName`.
+    pub display_name: String,
+    /// A dry run: nothing will be stored.
+    pub dry_run: bool,
     /// The object as the write would store it.
     pub object: Value,
     /// The object before an update.
@@ -64,13 +68,21 @@ pub fn read(body: &[u8]) -> Result<Request, ReviewError> {
         .get("object")
         .filter(|object| object.is_object())
         .cloned();
+    let metadata = |field: &str| {
+        object
+            .as_ref()
+            .and_then(|o| o["metadata"][field].as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
     let name = match request["name"].as_str().filter(|name| !name.is_empty()) {
         Some(name) => name.to_owned(),
-        None => object
-            .as_ref()
-            .and_then(|o| o["metadata"]["generateName"].as_str())
-            .unwrap_or_default()
-            .to_owned(),
+        None => metadata("name"),
+    };
+    let display_name = if name.is_empty() {
+        metadata("generateName")
+    } else {
+        name.clone()
     };
     Ok(Request {
         uid: required("/uid", "request.uid")?,
@@ -80,6 +92,8 @@ pub fn read(body: &[u8]) -> Result<Request, ReviewError> {
         plural: text(&request["resource"]["resource"]),
         namespace: text(&request["namespace"]),
         name,
+        display_name,
+        dry_run: request["dryRun"].as_bool().unwrap_or(false),
         object: object.unwrap_or(Value::Null),
         old_object: request
             .get("oldObject")
@@ -134,12 +148,23 @@ mod tests {
         assert_eq!(create.old_object, None);
         let update = read(&review(json!({
             "uid": "u2", "operation": "UPDATE", "kind": {"group": "lxd-operator.dev", "kind": "LxdContainer"},
-            "namespace": "team-a",
-            "object": {"metadata": {"generateName": "web-"}},
+            "namespace": "team-a", "dryRun": true,
+            "object": {"metadata": {"name": "web"}},
             "oldObject": {"metadata": {"name": "web"}},
         })))
         .unwrap();
-        assert_eq!(update.name, "web-");
+        assert_eq!(update.name, "web");
+        assert!(update.dry_run && !create.dry_run);
+        let generated = read(&review(json!({
+            "uid": "u3", "operation": "CREATE", "kind": {"group": "lxd-operator.dev", "kind": "LxdContainer"},
+            "namespace": "team-a", "name": "",
+            "object": {"metadata": {"generateName": "web-"}},
+        })))
+        .unwrap();
+        assert_eq!(
+            (generated.name.as_str(), generated.display_name.as_str()),
+            ("", "web-")
+        );
         assert!(update.old_object.is_some());
     }
 
