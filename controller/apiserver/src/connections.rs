@@ -41,8 +41,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// Serves `app` on `listener` (HTTPS through `acceptor`, else plain HTTP) within `limits` until
 /// `shutdown` completes; then open connections get a few seconds to finish. The API server's
-/// loop, and the operator's admission webhook's.
+/// loop, and the operator's admission webhook's; `server` names which in logs.
 pub async fn serve(
+    server: &'static str,
     listener: tokio::net::TcpListener,
     app: axum::Router,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
@@ -59,7 +60,7 @@ pub async fn serve(
                 Ok(accepted) => accepted,
                 Err(error) => {
                     // Out of file descriptors, say: wait instead of spinning.
-                    tracing::warn!(%error, "API server cannot accept a connection");
+                    tracing::warn!(%error, server, "cannot accept a connection");
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     continue;
                 }
@@ -69,7 +70,7 @@ pub async fn serve(
         let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
             // Closed at once: a client that holds every slot gets nothing more.
             if last_refusal_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                tracing::warn!(%peer, max = limits.max_connections, "API server at its connection limit: refusing connections");
+                tracing::warn!(%peer, server, max = limits.max_connections, "at the connection limit: refusing connections");
                 last_refusal_logged = Some(std::time::Instant::now());
             }
             continue;
@@ -88,7 +89,7 @@ pub async fn serve(
                     let stream = match handshake {
                         Ok(Ok(stream)) => stream,
                         Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            tracing::debug!(%peer, %error, server, "TLS handshake failed");
                             return;
                         }
                         Err(_) => return,
@@ -98,7 +99,7 @@ pub async fn serve(
                 None => serve_connection(stream, app, watcher, limits).await,
             };
             if let Err(error) = served {
-                tracing::debug!(%peer, %error, "API connection ended");
+                tracing::debug!(%peer, %error, server, "connection ended");
             }
         });
     }

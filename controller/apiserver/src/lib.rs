@@ -302,7 +302,15 @@ impl Server {
             ))),
             Transport::InsecureHttp => None,
         };
-        connections::serve(self.listener, app, acceptor, self.limits, shutdown).await;
+        connections::serve(
+            "API server",
+            self.listener,
+            app,
+            acceptor,
+            self.limits,
+            shutdown,
+        )
+        .await;
         expiring.abort();
         Ok(())
     }

@@ -180,6 +180,7 @@ impl AdmissionWebhook {
     ) {
         tracing::info!(address = %self.address, "serving the admission webhook");
         lxd_operator_apiserver::connections::serve(
+            "admission webhook",
             self.listener,
             router(client),
             Some(self.acceptor),
