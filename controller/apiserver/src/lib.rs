@@ -10,7 +10,8 @@
 //! - [`router`](mod@router): the HTTP layer; [`discovery`], [`table`], [`watch`].
 //! - [`schema`]: CRD schema validation and name rules, pruning and defaults, OpenAPI;
 //!   [`managed_fields`]: field ownership and server-side apply.
-//! - [`connections`]: timeouts and caps of what clients may hold.
+//! - [`connections`]: the accept loop (also the operator's admission webhook's), timeouts and
+//!   caps of what clients may hold.
 //! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
 
 #![forbid(unsafe_code)]

@@ -254,19 +254,7 @@ impl Webhook {
             .and_then(|old| old.pointer(pointer).cloned())
             .and_then(|old| serde_json::from_value(old).ok());
         let cluster = spec.cluster_ref.name.clone();
-        // Read as the embedded server reads its store: a spec that cannot be read counts as
-        // none (the safe defaults), and an unreadable object never stalls admission.
-        let cluster_spec: Option<LxdClusterSpec> = Api::<DynamicObject>::all_with(
-            self.client.clone(),
-            &ApiResource::erase::<LxdCluster>(&()),
-        )
-        .get_opt(&cluster)
-        .await
-        .map_err(|source| LookupError::Cluster {
-            name: cluster.clone(),
-            source,
-        })?
-        .and_then(|c| serde_json::from_value(c.data["spec"].clone()).ok());
+        let cluster_spec = self.cluster_spec(&cluster).await?;
         let namespace_labels = if ContainerWrite::needs_namespace_labels(cluster_spec.as_ref()) {
             self.namespace_labels(&request.namespace).await?
         } else {
@@ -293,24 +281,7 @@ impl Webhook {
             return Ok(refuse(write.decide(Usage::default())));
         }
         let mut admitted = self.admitted.lock().await;
-        let listed: Vec<(String, LxdContainerSpec)> = Api::<DynamicObject>::namespaced_with(
-            self.client.clone(),
-            &request.namespace,
-            &ApiResource::erase::<LxdContainer>(&()),
-        )
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| LookupError::Containers {
-            namespace: request.namespace.clone(),
-            source,
-        })?
-        .items
-        .into_iter()
-        .filter_map(|c| {
-            let spec = serde_json::from_value(c.data["spec"].clone()).ok()?;
-            Some((c.metadata.name.unwrap_or_default(), spec))
-        })
-        .collect();
+        let listed = self.containers(&request.namespace).await?;
         let now = Instant::now();
         admitted.retain(|write| now.duration_since(write.at) < ADMITTED_HELD);
         let used = usage(
@@ -332,6 +303,45 @@ impl Webhook {
             });
         }
         Ok(refused)
+    }
+
+    /// The spec of the LxdCluster `name`, if it exists. Read as the embedded server reads its
+    /// store: a spec that cannot be read counts as none (the safe defaults), so that an
+    /// unreadable object never stalls admission.
+    async fn cluster_spec(&self, name: &str) -> Result<Option<LxdClusterSpec>, LookupError> {
+        let resource = ApiResource::erase::<LxdCluster>(&());
+        let cluster = Api::<DynamicObject>::all_with(self.client.clone(), &resource)
+            .get_opt(name)
+            .await
+            .map_err(|source| LookupError::Cluster {
+                name: name.to_owned(),
+                source,
+            })?;
+        Ok(cluster.and_then(|c| serde_json::from_value(c.data["spec"].clone()).ok()))
+    }
+
+    /// The name and spec of each LxdContainer of `namespace` (those whose spec can be read).
+    async fn containers(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<(String, LxdContainerSpec)>, LookupError> {
+        let resource = ApiResource::erase::<LxdContainer>(&());
+        let listed =
+            Api::<DynamicObject>::namespaced_with(self.client.clone(), namespace, &resource)
+                .list(&ListParams::default())
+                .await
+                .map_err(|source| LookupError::Containers {
+                    namespace: namespace.to_owned(),
+                    source,
+                })?;
+        Ok(listed
+            .items
+            .into_iter()
+            .filter_map(|c| {
+                let spec = serde_json::from_value(c.data["spec"].clone()).ok()?;
+                Some((c.metadata.name.unwrap_or_default(), spec))
+            })
+            .collect())
     }
 
     async fn namespace_labels(&self, name: &str) -> Result<BTreeMap<String, String>, LookupError> {
