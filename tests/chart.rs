@@ -506,6 +506,26 @@ fn the_admission_webhook_is_registered_for_containers_and_sets_and_served_with_i
         &data["tls.crt"].0,
         &format!("{}.lxd-system.svc", reference.name),
     );
+
+    // The pods' ServiceAccount may read what the webhook reads: the cluster, the namespace's
+    // labels, the namespace's containers.
+    let role: ClusterRole =
+        serde_json::from_value(of_kind(&rendered, "ClusterRole")[0].clone()).unwrap();
+    let rules = role.rules.unwrap();
+    for (group, resource, verb) in [
+        ("lxd-operator.dev", "lxdclusters", "get"),
+        ("", "namespaces", "get"),
+        ("lxd-operator.dev", "lxdcontainers", "list"),
+    ] {
+        assert!(
+            rules.iter().any(|rule| {
+                rule.api_groups.iter().flatten().any(|g| g == group)
+                    && rule.resources.iter().flatten().any(|r| r == resource)
+                    && rule.verbs.iter().any(|v| v == verb)
+            }),
+            "the ClusterRole does not grant {verb} {resource}"
+        );
+    }
 }
 
 /// `certificate` (PEM) is valid for `name` under the CA in `ca` (PEM), as the API server checks
