@@ -3,7 +3,8 @@
 //! the embedded API server as its Kubernetes API, and the test posts AdmissionReviews to it as
 //! a Kubernetes API server would: guardrails, a namespace the cluster does not admit, a quota
 //! with its figures, an update that only keeps what was admitted before, and requests that are
-//! no reviews at all. No LXD is needed: nothing is reconciled.
+//! no reviews at all; and the controller serving it as the chart runs it. No LXD is needed: the
+//! LxdCluster points where no LXD listens, and has no client Secret.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -17,10 +18,10 @@ use lxd_operator_tests::operator_binary;
 use serde_json::{Value, json};
 
 /// The LxdCluster `local`: the default guardrails, namespaces labelled `tenant: "yes"`, and a
-/// quota of two containers and two CPUs per namespace.
+/// quota of two containers and two CPUs per namespace; no LXD behind it.
 const CLUSTER: &str = r#"{"apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
   "metadata": {"name": "local"},
-  "spec": {"endpoints": ["https://127.0.0.1:8443"],
+  "spec": {"endpoints": ["https://127.0.0.1:1"],
     "clientCertSecretRef": {"namespace": "default", "name": "lxd-local-client"},
     "serverCertificate": {"fingerprint": "abababababababababababababababababababababababababababababababab"},
     "namespaceSelector": {"matchLabels": {"tenant": "yes"}},
@@ -43,20 +44,46 @@ impl Drop for Webhook {
 }
 
 impl Webhook {
+    /// `lxd-operator admission-webhook`: the webhook alone.
     fn start(api: &Operator) -> Webhook {
+        Self::spawn(api, |cert, key| {
+            vec![
+                "admission-webhook".to_owned(),
+                "--listen=127.0.0.1:0".to_owned(),
+                format!("--cert={cert}"),
+                format!("--key={key}"),
+            ]
+        })
+    }
+
+    /// `lxd-operator run` with the flags the chart gives it: the controller, with the webhook
+    /// beside it.
+    fn start_in_controller(api: &Operator) -> Webhook {
+        Self::spawn(api, |cert, key| {
+            vec![
+                "run".to_owned(),
+                "--metrics-addr=127.0.0.1:0".to_owned(),
+                "--leader-election".to_owned(),
+                "--admission-webhook-listen=127.0.0.1:0".to_owned(),
+                format!("--admission-webhook-cert={cert}"),
+                format!("--admission-webhook-key={key}"),
+            ]
+        })
+    }
+
+    /// Runs the binary with the arguments `args` makes of the certificate and key paths.
+    fn spawn(api: &Operator, args: impl Fn(&str, &str) -> Vec<String>) -> Webhook {
         let tls = tempfile::tempdir().unwrap();
         let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
         let ca = write_serving_pair(&cert, &key);
         let mut child = Command::new(operator_binary())
-            .args(["admission-webhook", "--listen", "127.0.0.1:0", "--cert"])
-            .arg(&cert)
-            .arg("--key")
-            .arg(&key)
+            .args(args(cert.to_str().unwrap(), key.to_str().unwrap()))
             .env("KUBECONFIG", api.kubeconfig())
+            .env("POD_NAMESPACE", "default")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("start lxd-operator admission-webhook");
+            .expect("start lxd-operator");
         let stdout = child.stdout.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -432,6 +459,30 @@ async fn a_renewed_certificate_is_served_without_a_restart() {
     webhook.renew();
     assert_eq!(
         webhook.review("CREATE", &object, None).await["allowed"],
+        true
+    );
+}
+
+#[tokio::test]
+async fn the_controller_serves_the_webhook_as_the_chart_runs_it() {
+    let api = Operator::start(Mode::Apiserver);
+    api.apply(CLUSTER);
+    let webhook = Webhook::start_in_controller(&api);
+    let team = tenant_namespace(&api, "run");
+    let privileged = container(
+        &team,
+        "root",
+        0.5,
+        json!({"config": {"security.privileged": "true"}}),
+    );
+    let message = refused(&webhook.review("CREATE", &privileged, None).await, 422);
+    assert!(
+        message.contains(r#"spec.config["security.privileged"]"#),
+        "{message}"
+    );
+    let ordinary = container(&team, "web", 0.5, json!({}));
+    assert_eq!(
+        webhook.review("CREATE", &ordinary, None).await["allowed"],
         true
     );
 }
