@@ -46,7 +46,12 @@ impl Drop for Webhook {
 impl Webhook {
     /// `lxd-operator admission-webhook`: the webhook alone.
     fn start(api: &Operator) -> Webhook {
-        Self::spawn(api, |cert, key| {
+        Self::start_against(&api.kubeconfig())
+    }
+
+    /// `lxd-operator admission-webhook` against the API in `kubeconfig`.
+    fn start_against(kubeconfig: &std::path::Path) -> Webhook {
+        Self::spawn(kubeconfig, |cert, key| {
             vec![
                 "admission-webhook".to_owned(),
                 "--listen=127.0.0.1:0".to_owned(),
@@ -59,7 +64,7 @@ impl Webhook {
     /// `lxd-operator run` with the flags the chart gives it: the controller, with the webhook
     /// beside it.
     fn start_in_controller(api: &Operator) -> Webhook {
-        Self::spawn(api, |cert, key| {
+        Self::spawn(&api.kubeconfig(), |cert, key| {
             vec![
                 "run".to_owned(),
                 "--metrics-addr=127.0.0.1:0".to_owned(),
@@ -71,14 +76,15 @@ impl Webhook {
         })
     }
 
-    /// Runs the binary with the arguments `args` makes of the certificate and key paths.
-    fn spawn(api: &Operator, args: impl Fn(&str, &str) -> Vec<String>) -> Webhook {
+    /// Runs the binary against the API in `kubeconfig`, with the arguments `args` makes of the
+    /// certificate and key paths.
+    fn spawn(kubeconfig: &std::path::Path, args: impl Fn(&str, &str) -> Vec<String>) -> Webhook {
         let tls = tempfile::tempdir().unwrap();
         let (cert, key) = (tls.path().join("tls.crt"), tls.path().join("tls.key"));
         let ca = write_serving_pair(&cert, &key);
         let mut child = Command::new(operator_binary())
             .args(args(cert.to_str().unwrap(), key.to_str().unwrap()))
-            .env("KUBECONFIG", api.kubeconfig())
+            .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", "default")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -439,10 +445,30 @@ async fn a_request_that_is_no_review_is_answered_with_a_clear_error_and_the_webh
 
     // Still serving.
     let team = tenant_namespace(&api, "after");
-    let response = webhook
-        .review("CREATE", &container(&team, "web", 0.5, json!({})), None)
-        .await;
+    let object = container(&team, "web", 0.5, json!({}));
+    let response = webhook.review("CREATE", &object, None).await;
     assert_eq!(response["allowed"], true, "{response}");
+
+    // A webhook that may not read the API answers 500 saying what it could not read, and the
+    // webhook configuration's failurePolicy decides.
+    let kubeconfig = std::fs::read_to_string(api.kubeconfig()).unwrap();
+    let refused_token = kubeconfig.replace(&api.token(), "not-the-token");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let refused_kubeconfig = elsewhere.path().join("kubeconfig");
+    std::fs::write(&refused_kubeconfig, refused_token).unwrap();
+    let blind = Webhook::start_against(&refused_kubeconfig);
+    let review = json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "operation": "CREATE", "namespace": team, "name": "web",
+            "kind": {"group": "lxd-operator.dev", "version": "v1alpha1", "kind": "LxdContainer"},
+            "resource": {"group": "lxd-operator.dev", "version": "v1alpha1", "resource": "lxdcontainers"},
+            "object": object}});
+    let (code, status) = blind.post(review.to_string()).await;
+    assert_eq!(code, 500, "{status}");
+    let message = status["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("the admission webhook cannot decide: cannot read LxdCluster local"),
+        "{message}"
+    );
 }
 
 #[tokio::test]

@@ -218,7 +218,16 @@ async fn validate(State(webhook): State<Arc<Webhook>>, body: Bytes) -> Response 
         }
         Err(error) => {
             tracing::warn!(%error, kind = %request.kind, namespace = %request.namespace, name = %request.display_name, "admission webhook cannot decide");
-            let status = ApiError::internal(&error).status();
+            // Said in full: what could not be read, and why (an RBAC rule missing, say), is
+            // what whoever reads the API server's "failed calling webhook" needs.
+            let status = ApiError {
+                code: 500,
+                reason: "InternalError",
+                message: format!("the admission webhook cannot decide: {error}"),
+                details: None,
+                allow: None,
+            }
+            .status();
             (StatusCode::INTERNAL_SERVER_ERROR, Json(status)).into_response()
         }
     }
