@@ -17,6 +17,9 @@ use lxd_operator_crds::LxdCluster;
 use lxd_operator_tests::repo_root;
 use serde_json::{Value, json};
 
+/// The namespace hack/chart.py installs the release into.
+const NAMESPACE: &str = "lxd-system";
+
 struct Rendered {
     objects: Vec<Value>,
     crds: Vec<String>,
@@ -206,9 +209,12 @@ fn the_default_chart_renders_lints_and_every_object_is_a_valid_kubernetes_object
             ("ClusterRole", 1),
             ("ClusterRoleBinding", 1),
             ("Deployment", 1),
-            ("Role", 1),
-            ("RoleBinding", 1),
+            // Leader election's Lease, and Secrets in the release's namespace.
+            ("Role", 2),
+            ("RoleBinding", 2),
+            // The admission webhook's TLS.
             ("Secret", 1),
+            // Metrics and the admission webhook.
             ("Service", 2),
             ("ServiceAccount", 1),
             ("ValidatingWebhookConfiguration", 1)
@@ -254,24 +260,55 @@ fn rbac_grants_what_the_controller_uses_and_secrets_can_be_narrowed_to_one_names
     assert!(grants("lxdcontainersets/status").contains(&"patch".to_owned()));
     assert_eq!(grants("lxdcontainersets/finalizers"), ["update"]);
     assert!(grants("events").contains(&"create".to_owned()));
-    assert_eq!(grants("secrets"), ["get"]);
     assert!(grants("pods").is_empty() && grants("deployments").is_empty());
 
-    let narrowed = render(json!({"rbac": {"secretsNamespace": "lxd-secrets"}})).unwrap();
-    let cluster_role: ClusterRole =
-        serde_json::from_value(of_kind(&narrowed, "ClusterRole")[0].clone()).unwrap();
+    // Secrets are read in one namespace only: the release's own by default, another when
+    // rbac.secretsNamespace names it, every one only when it says "*". The controller is told
+    // the same namespace, and refuses references elsewhere.
+    let secrets_role_namespace = |rendered: &Rendered| -> Vec<String> {
+        of_kind(rendered, "Role")
+            .iter()
+            .filter(|r| {
+                r["rules"].as_array().into_iter().flatten().any(|rule| {
+                    rule["resources"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|x| x == "secrets"))
+                })
+            })
+            .map(|r| r["metadata"]["namespace"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let controller_args = |rendered: &Rendered| -> Vec<String> {
+        of_kind(rendered, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
     assert!(
-        cluster_role.rules.unwrap().iter().all(|r| !r
+        grants("secrets").is_empty(),
+        "no Secrets everywhere by default"
+    );
+    assert_eq!(secrets_role_namespace(&rendered), [NAMESPACE]);
+    assert!(controller_args(&rendered).contains(&format!("--secrets-namespace={NAMESPACE}")));
+
+    let narrowed = render(json!({"rbac": {"secretsNamespace": "lxd-secrets"}})).unwrap();
+    assert_eq!(secrets_role_namespace(&narrowed), ["lxd-secrets"]);
+    assert!(controller_args(&narrowed).contains(&"--secrets-namespace=lxd-secrets".to_owned()));
+
+    let everywhere = render(json!({"rbac": {"secretsNamespace": "*"}})).unwrap();
+    let cluster_role: ClusterRole =
+        serde_json::from_value(of_kind(&everywhere, "ClusterRole")[0].clone()).unwrap();
+    assert!(
+        cluster_role.rules.unwrap().iter().any(|r| r
             .resources
             .iter()
             .flatten()
             .any(|x| x == "secrets"))
     );
-    assert!(
-        of_kind(&narrowed, "Role")
-            .iter()
-            .any(|r| r["metadata"]["namespace"] == "lxd-secrets")
-    );
+    assert!(secrets_role_namespace(&everywhere).is_empty());
+    assert!(controller_args(&everywhere).contains(&"--secrets-namespace=*".to_owned()));
 }
 
 #[test]

@@ -397,3 +397,125 @@ fn a_namespace_over_its_quota_is_refused_with_the_figures_and_a_set_says_so() {
             .then_some(())
     });
 }
+
+#[test]
+fn a_namespace_with_a_project_of_its_own_finds_exactly_its_containers_there() {
+    let cluster = TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    let team_a = operator.namespace("team-a");
+    operator.patch_cluster(&format!(
+        r#"{{"projectMode":"PerNamespace","quotas":{{"namespaces":{{"{team_a}":{{"containers":3,"memory":"512Mi"}}}}}}}}"#
+    ));
+    let small = r#""resources": {"memory": "64Mi"}"#;
+    for name in ["app-1", "app-2"] {
+        operator.apply(&container(&team_a, name, small));
+    }
+    wait_for(Duration::from_secs(120), "team-a's two Running", || {
+        let statuses = operator.statuses(&team_a);
+        (statuses.len() == 2 && statuses.values().all(|s| s["phase"] == "Running")).then_some(())
+    });
+
+    // `lxc list --project team-a` shows the team exactly its own containers; the default
+    // project none of them.
+    let listing: serde_json::Value =
+        serde_json::from_str(&cluster.lxc(&["list", "--project", &team_a, "--format", "json"]))
+            .unwrap();
+    let mut owners: Vec<(String, String)> = listing
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            assert_eq!(i["status"], "Running", "{i}");
+            (
+                i["config"]["user.lxd-operator.namespace"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+                i["config"]["user.lxd-operator.name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect();
+    owners.sort();
+    assert_eq!(
+        owners,
+        [
+            (team_a.clone(), "app-1".to_owned()),
+            (team_a.clone(), "app-2".to_owned())
+        ]
+    );
+    assert!(managed_instances(cluster, &team_a).is_empty());
+    for status in operator.statuses(&team_a).values() {
+        assert_eq!(status["project"], team_a.as_str());
+    }
+    // LXD's project limits hold the namespace's quota as a second wall.
+    let limit = |key: &str| {
+        cluster
+            .lxc(&["project", "get", &team_a, key])
+            .trim()
+            .to_owned()
+    };
+    assert_eq!(limit("limits.containers"), "3");
+    assert_eq!(limit("limits.memory"), (512u64 << 20).to_string());
+    assert_eq!(limit("features.images"), "false");
+    assert_eq!(limit("features.profiles"), "false");
+
+    operator.delete_containers(&team_a, Duration::from_secs(120));
+    let left = cluster.lxc(&["list", "--project", &team_a, "--format", "csv", "-c", "n"]);
+    assert_eq!(left.trim(), "", "instances left in project {team_a}");
+    cluster.lxc(&["project", "delete", &team_a]);
+}
+
+#[test]
+fn an_lxd_cluster_cannot_have_the_operator_read_a_secret_outside_its_namespace() {
+    TestCluster::get();
+    let operator = Operator::standalone_with_cluster();
+    // A tenant copies the operator's client certificate into its own namespace and points a
+    // cluster of its own at it: the operator reads Secrets only in its namespace (here the
+    // standalone default, `default`), so it refuses, naming the field, and reads nothing.
+    let team = operator.namespace("team");
+    let secret = operator.kubectl_ok(&[
+        "get",
+        "secret",
+        "lxd-local-client",
+        "-n",
+        "default",
+        "-o",
+        "json",
+    ]);
+    let mut secret: serde_json::Value = serde_json::from_str(&secret).unwrap();
+    secret["metadata"] = serde_json::json!({"name": "lxd-local-client", "namespace": team});
+    operator.apply(&secret.to_string());
+    let mut cluster: serde_json::Value =
+        serde_json::from_str(&operator.kubectl_ok(&["get", "lxdcluster", "local", "-o", "json"]))
+            .unwrap();
+    cluster["metadata"] = serde_json::json!({"name": "borrowed"});
+    cluster["spec"]["clientCertSecretRef"]["namespace"] = serde_json::json!(team);
+    cluster.as_object_mut().unwrap().remove("status");
+    operator.apply(&cluster.to_string());
+    let ready = wait_for(
+        Duration::from_secs(30),
+        "the cluster refusing the Secret",
+        || {
+            let cluster: serde_json::Value = serde_json::from_str(&operator.kubectl_ok(&[
+                "get",
+                "lxdcluster",
+                "borrowed",
+                "-o",
+                "json",
+            ]))
+            .ok()?;
+            condition(&cluster["status"], "Ready").filter(|c| c["reason"] == "SecretOutOfScope")
+        },
+    );
+    let message = ready["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "spec.clientCertSecretRef.namespace: Secret in namespace \"{team}\", but the operator reads Secrets only in namespace \"default\""
+        )),
+        "{message}"
+    );
+    operator.kubectl_ok(&["delete", "lxdcluster", "borrowed"]);
+}

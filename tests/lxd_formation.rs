@@ -92,7 +92,8 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
     let namespace = operator.namespace("formation");
 
     // node5 asks for a failure domain, a group and a label; node7's token is spoiled.
-    let manifest = bare.manifest(&namespace, "formed");
+    // Its Secrets where the operator reads Secrets (the standalone default).
+    let manifest = bare.manifest("default", "formed");
     let manifest = with_settings(
         &manifest,
         "node5",
@@ -100,11 +101,9 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
     );
     let manifest = manifest.replace(&bare.token(7), &spoiled(&bare.token(7)));
     // node8 is left out for now (its token Secret is applied all the same).
-    let node8 = format!(
-        "  - name: node8\n    address: https://127.0.0.8:8443\n    trustTokenSecretRef: {{namespace: {namespace}, name: lxd-formed-node8-token}}\n"
-    );
-    assert!(manifest.contains(&node8), "{manifest}");
-    let manifest = manifest.replace(&node8, "");
+    let node8 = "  - name: node8\n    address: https://127.0.0.8:8443\n    trustTokenSecretRef: {namespace: default, name: lxd-formed-node8-token}\n";
+    assert!(manifest.contains(node8), "{manifest}");
+    let manifest = manifest.replace(node8, "");
     // A name or an address twice is refused at admission, naming the field; nothing is made.
     for (duplicate, says) in [
         (
@@ -184,7 +183,7 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
 
     // node7 gets its real token: it joins. node8 is added to the spec: it joins too.
     operator.apply(&format!(
-        "apiVersion: v1\nkind: Secret\nmetadata: {{name: lxd-formed-node7-token, namespace: {namespace}}}\nstringData: {{token: {}}}\n",
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: lxd-formed-node7-token, namespace: default}}\nstringData: {{token: {}}}\n",
         bare.token(7)
     ));
     wait_for(Duration::from_secs(60), "node7 Online", || {
@@ -194,7 +193,7 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
     let mut servers_now = serde_json::from_str::<Value>(&text).unwrap()["spec"]["servers"].clone();
     servers_now.as_array_mut().unwrap().push(serde_json::json!({
         "name": "node8", "address": "https://127.0.0.8:8443",
-        "trustTokenSecretRef": {"namespace": namespace, "name": "lxd-formed-node8-token"}}));
+        "trustTokenSecretRef": {"namespace": "default", "name": "lxd-formed-node8-token"}}));
     let patch = serde_json::json!({"spec": {"servers": servers_now}}).to_string();
     operator.kubectl_ok(&["patch", "lxdcl", "formed", "--type", "merge", "-p", &patch]);
     wait_for(Duration::from_secs(60), "node8 Online", || {
@@ -215,8 +214,8 @@ fn bare_servers_become_one_cluster_as_written_and_its_membership_follows_the_spe
     let output = std::process::Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "printf '%s' \"$EDITED\" | LXD_DIR={}/target/lxd-bare/node4 lxc cluster edit node5",
-            lxd_operator_tests::repo_root().display()
+            "printf '%s' \"$EDITED\" | LXD_DIR={}/node4 lxc cluster edit node5",
+            lxd_operator_tests::bare::bare_dir().display()
         ))
         .env("EDITED", &edited)
         .output()
@@ -264,8 +263,8 @@ fn a_formation_survives_the_operator_killed_during_joins_three_times() {
         .unwrap_or_else(|e| e.into_inner());
     let bare = BareServers::up(5, 4);
     let mut operator = Operator::start(Mode::Standalone);
-    let namespace = operator.namespace("formcrash");
-    let manifest = bare.manifest(&namespace, "formed");
+    // Its Secrets where the operator reads Secrets (the standalone default).
+    let manifest = bare.manifest("default", "formed");
     let mut killed_during: Vec<String> = Vec::new();
     for kill in 1..=3 {
         // A watch of the LxdCluster: the operator records `Joining` before each join.

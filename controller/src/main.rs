@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use lxd_operator::lxd::{ClientIdentity, ServerTrust, trust};
+use lxd_operator::reconcile::secrets::SecretScope;
 use lxd_operator::telemetry::{Metrics, http};
 
 /// Runs LXD containers declaratively, on a Kubernetes cluster or standalone.
@@ -92,6 +93,10 @@ struct StandaloneArgs {
     /// there are containers, or no sign of life from a cluster's event stream).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..))]
     stall_seconds: u64,
+    /// The namespace whose Secrets LxdClusters may refer to (client certificates, trust
+    /// tokens), or `*` for every namespace. A reference elsewhere is refused, naming the field.
+    #[arg(long, default_value = "default")]
+    secrets_namespace: SecretScope,
 }
 
 #[derive(Debug, Args)]
@@ -103,6 +108,11 @@ struct RunArgs {
     /// there are containers, or no sign of life from a cluster's event stream).
     #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(30..))]
     stall_seconds: u64,
+    /// The namespace whose Secrets LxdClusters may refer to (client certificates, trust
+    /// tokens), or `*` for every namespace: the operator's own namespace unless widened, so
+    /// that who may write an LxdCluster cannot have the operator read a Secret elsewhere.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    secrets_namespace: SecretScope,
     /// Reconcile only while holding a Lease, so that one of several replicas is active.
     #[arg(long)]
     leader_election: bool,
@@ -267,7 +277,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             tokio::spawn(webhook.serve(client.clone(), std::future::pending()));
         }
         let Some(lease) = args.lease() else {
-            reconcile_as_sole_replica(client, metrics, readiness).await;
+            reconcile_as_sole_replica(client, metrics, readiness, &args.secrets_namespace).await;
             return Ok(());
         };
         lease.validate()?;
@@ -281,7 +291,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
         readiness.set_synced(false);
         let leadership = lease.leadership();
         tokio::select! {
-            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership) => {
+            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership, args.secrets_namespace.clone()) => {
                 lease.release().await;
                 Ok(())
             }
@@ -403,7 +413,7 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         }));
         let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
-        reconcile_as_sole_replica(client, metrics, readiness).await;
+        reconcile_as_sole_replica(client, metrics, readiness, &args.secrets_namespace).await;
         let _ = stop_server.send(());
         serving.await??;
         Ok(())
@@ -435,6 +445,7 @@ async fn reconcile_as_sole_replica(
     client: kube::Client,
     metrics: Arc<Metrics>,
     readiness: Arc<http::Readiness>,
+    secret_scope: &SecretScope,
 ) {
     metrics.leader.set(1);
     lxd_operator::reconcile::run(
@@ -442,6 +453,7 @@ async fn reconcile_as_sole_replica(
         metrics,
         readiness,
         lxd_operator::leader::Leadership::unconditional(),
+        secret_scope.clone(),
     )
     .await;
 }

@@ -120,13 +120,33 @@ pub struct LxdClusterSpec {
     #[serde(default, skip_serializing_if = "is_false")]
     pub insecure_skip_tls_verify: bool,
 
-    /// LXD project the operator creates and looks for instances in.
+    /// LXD project the operator creates and looks for instances in (with `projectMode:
+    /// Shared`, the project of every container).
     #[serde(default = "default_project")]
     #[schemars(
         length(min = 1, max = 63),
         regex(pattern = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]*$")
     )]
     pub project: String,
+
+    /// How namespaces map to LXD projects. `Shared` (the default): every container in
+    /// `project`. `PerNamespace`: each namespace's containers in an LXD project of its own,
+    /// named `<projectPrefix><namespace>`, which the operator creates when the namespace's
+    /// first container is made (sharing the images and profiles of LXD's `default` project),
+    /// and whose limits it keeps at the namespace's quota (`limits.containers`,
+    /// `limits.memory`), so that `lxc list --project <it>` shows a team exactly its own
+    /// containers and LXD's project limits hold as a second wall. The project `default` is
+    /// used as it is and never changed. A container keeps living in the project its instance
+    /// was made in (`status.project`) when the mode changes; new ones follow the new mode.
+    #[serde(default, skip_serializing_if = "ProjectMode::is_shared")]
+    pub project_mode: ProjectMode,
+
+    /// With `projectMode: PerNamespace`, what the name of each namespace's LXD project starts
+    /// with (e.g. `k8s-`, so that namespace `team-a` gets project `k8s-team-a`), to keep
+    /// apart the projects of several LxdClusters on one LXD cluster or projects made by hand.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[schemars(length(max = 16), regex(pattern = r"^([a-z0-9][a-z0-9-]*)?$"))]
+    pub project_prefix: String,
 
     /// Name of the LxdPlacementPolicy used by containers on this cluster that name neither a
     /// policy nor a strategy. Without it, the built-in `least-loaded` strategy applies.
@@ -325,6 +345,35 @@ fn default_max_concurrent_moves() -> u32 {
 
 fn default_member_failure_grace_period_seconds() -> u32 {
     300
+}
+
+/// How namespaces map to LXD projects.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ProjectMode {
+    /// Every container in the cluster's `project`.
+    #[default]
+    Shared,
+    /// Each namespace's containers in an LXD project of its own.
+    PerNamespace,
+}
+
+impl ProjectMode {
+    fn is_shared(&self) -> bool {
+        *self == ProjectMode::Shared
+    }
+}
+
+/// LXD's own project: used as it is when a namespace maps to it, never reconfigured.
+pub const LXD_DEFAULT_PROJECT: &str = "default";
+
+impl LxdClusterSpec {
+    /// The LXD project where a new container of `namespace` is made.
+    pub fn project_for(&self, namespace: &str) -> String {
+        match self.project_mode {
+            ProjectMode::Shared => self.project.clone(),
+            ProjectMode::PerNamespace => format!("{}{namespace}", self.project_prefix),
+        }
+    }
 }
 
 fn default_project() -> String {

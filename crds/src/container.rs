@@ -330,6 +330,9 @@ pub struct LxdContainerStatus {
     /// The LXD instance's name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instance_name: Option<String>,
+    /// The LXD project the instance lives in (`lxc list --project <it>` shows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// IPv4 addresses of the container's interfaces (loopback excluded).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ipv4: Vec<String>,

@@ -77,7 +77,8 @@ impl Drop for BareServers {
     }
 }
 
-fn bare_dir() -> PathBuf {
+/// Where the bare servers keep their state (`LXD_BARE_DIR`, as hack/lxd-cluster.sh has it).
+pub fn bare_dir() -> PathBuf {
     std::env::var_os("LXD_BARE_DIR")
         .map_or_else(|| repo_root().join("target/lxd-bare"), PathBuf::from)
 }

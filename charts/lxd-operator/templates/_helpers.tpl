@@ -46,3 +46,11 @@ app.kubernetes.io/component: controller
 {{- define "lxd-operator.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
+
+{{/*
+The namespace whose Secrets LxdClusters may refer to: rbac.secretsNamespace, or the release's
+own namespace; "*" for every namespace.
+*/}}
+{{- define "lxd-operator.secretsNamespace" -}}
+{{- .Values.rbac.secretsNamespace | default .Release.Namespace -}}
+{{- end }}

@@ -113,8 +113,13 @@ pub struct ClientConfig {
     pub identity: Option<ClientIdentity>,
     /// How the server certificate is checked.
     pub trust: ServerTrust,
-    /// The LXD project of every instance, profile, image and operation call.
+    /// The LXD project of every instance, profile, image and operation call, unless a view
+    /// names its own ([`LxdClient::in_project`]).
     pub project: String,
+    /// Whether instance listings and the event stream span every project (a cluster with a
+    /// project per namespace keeps its instances in many). A view of one project
+    /// ([`LxdClient::in_project`]) still lists only that project.
+    pub all_projects: bool,
     /// Timeout of a call that does not set its own.
     pub request_timeout: Duration,
     /// Timeout of connecting to one endpoint.
@@ -147,6 +152,7 @@ impl ClientConfig {
             identity,
             trust,
             project: "default".to_owned(),
+            all_projects: false,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             events_idle_timeout: DEFAULT_EVENTS_IDLE_TIMEOUT,
@@ -163,6 +169,8 @@ pub struct LxdClient {
     pub(crate) inner: Arc<Inner>,
     /// The endpoint this view sends to first while it answers ([`LxdClient::on_member`]).
     route: Option<usize>,
+    /// The LXD project of this view's calls ([`LxdClient::in_project`]).
+    project: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -346,6 +354,7 @@ impl LxdClient {
                 in_flight: tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT),
             }),
             route: None,
+            project: None,
         })
     }
 
@@ -356,6 +365,48 @@ impl LxdClient {
         LxdClient {
             inner: self.inner.clone(),
             route: self.inner.routes.endpoint_of(member).or(self.route),
+            project: self.project.clone(),
+        }
+    }
+
+    /// This client, with every call in LXD project `project`: calls about one container's
+    /// instance go to the project it lives in.
+    pub fn in_project(&self, project: &str) -> LxdClient {
+        LxdClient {
+            inner: self.inner.clone(),
+            route: self.route,
+            project: Some(Arc::from(project)),
+        }
+    }
+
+    /// This client, for calls about `instance`: to its member first, in its project.
+    pub fn for_instance(&self, instance: &super::types::Instance) -> LxdClient {
+        let client = self.on_member(&instance.location);
+        if instance.project.is_empty() {
+            client
+        } else {
+            client.in_project(&instance.project)
+        }
+    }
+
+    /// The LXD project of this client's calls.
+    pub fn project(&self) -> &str {
+        self.project
+            .as_deref()
+            .unwrap_or(&self.inner.config.project)
+    }
+
+    /// Whether listings from this client span every project.
+    pub(crate) fn lists_all_projects(&self) -> bool {
+        self.project.is_none() && self.inner.config.all_projects
+    }
+
+    /// `call`, listing instances of every project when this client spans them.
+    pub(crate) fn listing(&self, call: Call) -> Call {
+        if self.lists_all_projects() {
+            call.query("all-projects", "true")
+        } else {
+            call
         }
     }
 
@@ -386,7 +437,15 @@ impl LxdClient {
     /// that it is unavailable (502, 503, 504). A member that answers with an error of LXD's own
     /// (400, 404, a 500 with LXD's message, ...) is not asked again elsewhere: another member
     /// would give the same answer, and a create might run twice.
-    pub(crate) async fn send(&self, call: Call) -> Result<Answer> {
+    pub(crate) async fn send(&self, mut call: Call) -> Result<Answer> {
+        if !call
+            .query
+            .iter()
+            .any(|(key, _)| key == "project" || key == "all-projects")
+        {
+            call.query
+                .push(("project".to_owned(), self.project().to_owned()));
+        }
         if call.method != Method::GET && !self.inner.config.leadership.holds() {
             return Err(LxdError::NotLeader {
                 message: format!(
@@ -560,10 +619,7 @@ impl EndpointClient {
     ) -> std::result::Result<Answer, Failure> {
         let display = self.endpoint.display();
         let url = format!("{}{}", self.base, call.path);
-        let mut query = call.query.clone();
-        if !query.iter().any(|(key, _)| key == "project") {
-            query.push(("project".to_owned(), config.project.clone()));
-        }
+        let query = &call.query;
         let timeout = call.timeout.unwrap_or(config.request_timeout);
         let mut request = self
             .http

@@ -295,7 +295,11 @@ impl LxdClient {
             .ok_or_else(|| LxdError::Config {
                 message: "no such endpoint".to_owned(),
             })?;
-        let query = format!("type={types}&project={}", config.project);
+        let query = if config.all_projects {
+            format!("type={types}&all-projects=true")
+        } else {
+            format!("type={types}&project={}", config.project)
+        };
         let connect_timeout = config.connect_timeout;
         let unavailable = |what: String| LxdError::Unavailable {
             message: format!("{}: {what}", endpoint.display()),

@@ -26,7 +26,7 @@ impl LxdClient {
     /// Every instance of the project with its config (no runtime state: that costs about 20 ms
     /// per running instance; read it per instance where it is needed).
     pub async fn instances(&self) -> Result<Vec<Instance>> {
-        self.fetch(Call::get("/1.0/instances").query("recursion", "1"))
+        self.fetch(self.listing(Call::get("/1.0/instances").query("recursion", "1")))
             .await
     }
 
@@ -34,9 +34,11 @@ impl LxdClient {
     pub async fn instances_with_config(&self, key: &str, value: &str) -> Result<Vec<Instance>> {
         let filter = format!("config.{key} eq {value}");
         self.fetch(
-            Call::get("/1.0/instances")
-                .query("recursion", "1")
-                .query("filter", filter),
+            self.listing(
+                Call::get("/1.0/instances")
+                    .query("recursion", "1")
+                    .query("filter", filter),
+            ),
         )
         .await
     }

@@ -11,6 +11,7 @@
 //! - [`usage`]: how often a member's usage is re-read (metrics cost LXD CPU per instance).
 //! - [`trust`]: redeeming trust tokens.
 //! - [`membership`]: forming a cluster and changing its members.
+//! - [`projects`]: a namespace's own project, made and kept at its limits.
 //! - `routes` and `pacing`: calls about an instance go to its member's own endpoint, and creates
 //!   take turns per member.
 
@@ -24,6 +25,7 @@ pub mod metrics;
 pub mod observe;
 pub mod operations;
 mod pacing;
+pub mod projects;
 mod routes;
 pub mod tls;
 pub mod trust;

@@ -198,6 +198,8 @@ pub struct Instance {
     pub status_code: u16,
     /// The member it is on.
     pub location: String,
+    /// The LXD project it is in.
+    pub project: String,
     /// `container` or `virtual-machine`.
     #[serde(rename = "type")]
     pub instance_type: String,

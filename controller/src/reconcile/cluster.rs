@@ -225,6 +225,7 @@ impl NotReady {
         match self {
             NotReady::Connection(ConnectionError::InvalidSpec { .. }) => "InvalidSpec",
             NotReady::Connection(ConnectionError::Forming) => "Forming",
+            NotReady::Connection(ConnectionError::SecretOutOfScope { .. }) => "SecretOutOfScope",
             NotReady::Connection(ConnectionError::Secret { .. } | ConnectionError::Kube(_)) => {
                 "SecretUnavailable"
             }

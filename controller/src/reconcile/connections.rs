@@ -8,8 +8,10 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::ResourceExt;
 use kube::api::Api;
 use lxd_operator_crds::LxdCluster;
-use lxd_operator_crds::cluster::{ServerCertificatePin, ServerPhase};
+use lxd_operator_crds::cluster::{ProjectMode, ServerCertificatePin, ServerPhase};
 use lxd_operator_crds::shared::SecretReference;
+
+use super::secrets::SecretScope;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -24,6 +26,9 @@ pub enum ConnectionError {
     /// The spec is unusable (names the field and the rule).
     #[error("{field}: {rule}")]
     InvalidSpec { field: String, rule: String },
+    /// The spec refers to a Secret in a namespace whose Secrets the operator does not read.
+    #[error("{field}: {rule}")]
+    SecretOutOfScope { field: String, rule: String },
     /// The client certificate Secret cannot be read.
     #[error("Secret {namespace}/{name}: {reason}")]
     Secret {
@@ -74,6 +79,7 @@ pub struct Connections {
     signals: mpsc::UnboundedSender<ClusterSignal>,
     observer: Arc<dyn RequestObserver>,
     leadership: Leadership,
+    secret_scope: SecretScope,
 }
 
 impl Connections {
@@ -83,13 +89,20 @@ impl Connections {
         signals: mpsc::UnboundedSender<ClusterSignal>,
         observer: Arc<dyn RequestObserver>,
         leadership: Leadership,
+        secret_scope: SecretScope,
     ) -> Self {
         Connections {
             by_cluster: Mutex::new(HashMap::new()),
             signals,
             observer,
             leadership,
+            secret_scope,
         }
+    }
+
+    /// Whose Secrets LxdClusters may refer to.
+    pub fn secret_scope(&self) -> &SecretScope {
+        &self.secret_scope
     }
 
     /// The clusters with a client set up.
@@ -120,7 +133,7 @@ impl Connections {
         cluster: &LxdCluster,
     ) -> Result<Arc<Connection>, ConnectionError> {
         let name = cluster.name_any();
-        let (mut config, secret_version) = client_config(kube, cluster).await?;
+        let (mut config, secret_version) = client_config(kube, cluster, &self.secret_scope).await?;
         config.observer = Some(self.observer.clone());
         config.leadership = self.leadership.clone();
         let key = connection_key(cluster, &secret_version);
@@ -211,6 +224,7 @@ pub(super) fn invalid(field: &str, rule: impl Into<String>) -> ConnectionError {
 async fn client_config(
     kube: &kube::Client,
     cluster: &LxdCluster,
+    scope: &SecretScope,
 ) -> Result<(ClientConfig, String), ConnectionError> {
     let spec = &cluster.spec;
     let mut endpoints = spec
@@ -259,7 +273,7 @@ async fn client_config(
     };
     let (identity, secret_version) = match &spec.client_cert_secret_ref {
         Some(reference) => {
-            let (identity, version) = read_identity(kube, reference).await?;
+            let (identity, version) = read_identity(kube, reference, scope).await?;
             (Some(identity), version)
         }
         None if needs_tls => {
@@ -272,6 +286,7 @@ async fn client_config(
     };
     let mut config = ClientConfig::new(endpoints, identity, trust);
     config.project.clone_from(&spec.project);
+    config.all_projects = spec.project_mode == ProjectMode::PerNamespace;
     config.creates_per_member = usize::try_from(spec.creates_per_member).unwrap_or(usize::MAX);
     Ok((config, secret_version))
 }
@@ -320,7 +335,14 @@ pub(super) fn pinned_certificate(
 pub(super) async fn read_identity(
     kube: &kube::Client,
     reference: &SecretReference,
+    scope: &SecretScope,
 ) -> Result<(ClientIdentity, String), ConnectionError> {
+    scope
+        .check(&reference.namespace)
+        .map_err(|rule| ConnectionError::SecretOutOfScope {
+            field: "spec.clientCertSecretRef.namespace".to_owned(),
+            rule,
+        })?;
     let secrets: Api<Secret> = Api::namespaced(kube.clone(), &reference.namespace);
     let secret = secrets.get(&reference.name).await.map_err(|e| match &e {
         kube::Error::Api(status) if status.code == 404 => ConnectionError::Secret {

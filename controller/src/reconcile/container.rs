@@ -26,6 +26,7 @@ pub mod moves;
 pub mod naming;
 pub mod place;
 pub mod placement;
+pub mod project;
 pub mod report;
 pub mod rollout;
 pub mod state;
@@ -219,6 +220,19 @@ async fn apply(
         status.write().await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     };
+    let client =
+        match in_its_project(container, cluster.as_deref(), &client, ctx, &mut status).await {
+            Ok(client) => client,
+            Err(error) => {
+                status.not_ready(
+                    ContainerPhase::Pending,
+                    "ProjectNotReady",
+                    error.to_string(),
+                );
+                status.write().await?;
+                return Err(Error::Lxd(error));
+            }
+        };
 
     match reconcile_instance(&mut desired, &client, api, ctx, &mut status).await {
         Ok((instance, recheck)) => {
@@ -287,6 +301,34 @@ async fn apply(
         // The API failed: a status write would most likely fail too.
         Err(Failure::Kube(error)) => Err(Error::Kube(error)),
     }
+}
+
+/// The client of the container's LXD project (recorded in status), its namespace's project
+/// made first when the cluster gives namespaces projects of their own.
+async fn in_its_project(
+    container: &LxdContainer,
+    cluster: Option<&lxd_operator_crds::LxdCluster>,
+    client: &LxdClient,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<LxdClient, crate::lxd::LxdError> {
+    let Some(cluster) = cluster else {
+        return Ok(client.clone());
+    };
+    let namespace = container
+        .namespace()
+        .unwrap_or_else(|| "default".to_owned());
+    let project_name = project::project_of(&cluster.spec, &namespace, &status.status);
+    let cluster_name = cluster.name_any();
+    if let Some(intent) = project::intent(&cluster_name, &cluster.spec, &namespace)
+        && project_name == cluster.spec.project_for(&namespace)
+    {
+        ctx.projects
+            .ensure(client, &cluster_name, &project_name, &intent)
+            .await?;
+    }
+    status.status.project = Some(project_name.clone());
+    Ok(client.in_project(&project_name))
 }
 
 /// The labels of the container's namespace (its cluster admits namespaces by them).

@@ -125,6 +125,8 @@ pub struct Context {
     pub moves: super::container::moves::MoveSlots,
     /// Disruptions of sets' children granted against their sets' `maxUnavailable`.
     pub budgets: super::container::budget::Budgets,
+    /// Namespaces' LXD projects known to be as intended.
+    pub projects: super::container::project::ProjectsMade,
 }
 
 impl std::fmt::Debug for Context {
@@ -147,6 +149,7 @@ impl Context {
         wake: UnboundedSender<ObjectRef<LxdContainer>>,
         leadership: Leadership,
         readiness: Arc<Readiness>,
+        secret_scope: super::secrets::SecretScope,
     ) -> Self {
         let reporter = Reporter {
             controller: "lxd-operator".to_owned(),
@@ -155,7 +158,7 @@ impl Context {
         Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
-            connections: Connections::new(signals, metrics.clone(), leadership),
+            connections: Connections::new(signals, metrics.clone(), leadership, secret_scope),
             resync: RESYNC_INTERVAL,
             metrics,
             instances: Mutex::new(HashMap::new()),
@@ -170,6 +173,7 @@ impl Context {
             wake,
             moves: Default::default(),
             budgets: Default::default(),
+            projects: Default::default(),
         }
     }
 

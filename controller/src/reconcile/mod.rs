@@ -21,6 +21,7 @@ pub mod container;
 pub mod context;
 pub mod policy;
 pub mod run;
+pub mod secrets;
 pub mod set;
 pub mod status;
 

@@ -70,6 +70,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     leadership: Leadership,
+    secret_scope: super::secrets::SecretScope,
 ) {
     let (signal_sender, signals) = mpsc::unbounded_channel::<ClusterSignal>();
     let (container_reader, container_writer) = reflector::store();
@@ -85,6 +86,7 @@ pub async fn run(
         container_trigger.clone(),
         leadership,
         readiness.clone(),
+        secret_scope,
     ));
     tokio::spawn(watch_progress(ctx.clone()));
     let (cluster_trigger, cluster_refs) =

@@ -193,7 +193,8 @@ pub(crate) async fn form(
         });
     };
     check_servers(&spec.servers)?;
-    let (identity, _) = read_identity(&ctx.client, reference).await?;
+    let (identity, _) =
+        read_identity(&ctx.client, reference, ctx.connections.secret_scope()).await?;
     let pinned_cluster = match &spec.server_certificate {
         Some(pin) => pin.fingerprint.clone().map(|f| normalise(&f)),
         None => status.cluster_certificate_fingerprint.clone(),
@@ -875,6 +876,10 @@ async fn read_token(
     index: usize,
 ) -> Result<TrustToken, String> {
     let field = format!("spec.servers[{index}].trustTokenSecretRef");
+    ctx.connections
+        .secret_scope()
+        .check(&reference.namespace)
+        .map_err(|rule| format!("{field}.namespace: {rule}"))?;
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &reference.namespace);
     let secret = secrets.get(&reference.name).await.map_err(|error| {
         format!(

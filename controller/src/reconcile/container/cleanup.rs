@@ -36,6 +36,11 @@ pub(super) async fn cleanup(
             });
         }
     };
+    // Where its instance was made, whatever the cluster's project mode is now.
+    let client = match container.status.as_ref().and_then(|s| s.project.as_deref()) {
+        Some(project) => client.in_project(project),
+        None => client,
+    };
     ctx.placements.release(cluster_name, &uid).await;
     ctx.rollouts.forget(&uid);
     // One instance, or more after a reschedule left one behind on a failed member: each is
@@ -59,7 +64,7 @@ async fn delete_instance(
     container: &LxdContainer,
     ctx: &Context,
 ) -> Result<(), Error> {
-    let client = client.on_member(&instance.location);
+    let client = client.for_instance(instance);
     if instance.status != "Stopped" {
         let handle = client
             .change_state(&instance.name, StateAction::Stop, Some(STOP_TIMEOUT), false)
