@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
+use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Secret, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -86,6 +87,9 @@ fn check_type(object: &Value) {
         "Service" => serde_json::from_value::<Service>(value).map(drop),
         "PodDisruptionBudget" => serde_json::from_value::<PodDisruptionBudget>(value).map(drop),
         "Secret" => serde_json::from_value::<Secret>(value).map(drop),
+        "ValidatingWebhookConfiguration" => {
+            serde_json::from_value::<ValidatingWebhookConfiguration>(value).map(drop)
+        }
         "LxdCluster" => serde_json::from_value::<LxdCluster>(value).map(drop),
         // No k8s-openapi type: the Prometheus Operator's CRD.
         "ServiceMonitor" => {
@@ -208,8 +212,12 @@ fn the_default_chart_renders_lints_and_every_object_is_a_valid_kubernetes_object
             // Leader election's Lease, and Secrets in the release's namespace.
             ("Role", 2),
             ("RoleBinding", 2),
-            ("Service", 1),
-            ("ServiceAccount", 1)
+            // The admission webhook's TLS.
+            ("Secret", 1),
+            // Metrics and the admission webhook.
+            ("Service", 2),
+            ("ServiceAccount", 1),
+            ("ValidatingWebhookConfiguration", 1)
         ])
     );
     let deployment: Deployment =
@@ -356,10 +364,12 @@ fn an_lxd_cluster_and_its_secret_can_come_from_values() {
     }
     let cluster: LxdCluster =
         serde_json::from_value(of_kind(&rendered, "LxdCluster")[0].clone()).unwrap();
-    let secret = of_kind(&rendered, "Secret")[0];
-    assert_eq!(
-        cluster.spec.client_cert_secret_ref.unwrap().name,
-        secret["metadata"]["name"].as_str().unwrap()
+    let client_secret = cluster.spec.client_cert_secret_ref.unwrap().name;
+    assert!(
+        of_kind(&rendered, "Secret")
+            .iter()
+            .any(|secret| secret["metadata"]["name"] == client_secret.as_str()),
+        "no Secret {client_secret}"
     );
 }
 
@@ -370,6 +380,18 @@ fn values_that_break_the_schema_fail_with_a_message_naming_them() {
         (json!({"logFormat": "xml"}), "logFormat"),
         (json!({"image": {"pullPolicy": "Sometimes"}}), "pullPolicy"),
         (json!({"metrics": {"port": "eighty"}}), "port"),
+        (
+            json!({"admissionWebhook": {"failurePolicy": "Sometimes"}}),
+            "failurePolicy",
+        ),
+        (
+            json!({"admissionWebhook": {"timeoutSeconds": 31}}),
+            "timeoutSeconds",
+        ),
+        (
+            json!({"admissionWebhook": {"port": 8080}}),
+            "admissionWebhook.port (8080) must differ from metrics.port",
+        ),
         (json!({"no": "such value"}), "no"),
         (
             json!({"lxdCluster": {"create": true}}),
@@ -391,4 +413,214 @@ fn values_that_break_the_schema_fail_with_a_message_naming_them() {
             .unwrap_or_else(|| panic!("{values} was accepted"));
         assert!(error.contains(named), "{values}: {error}");
     }
+}
+
+/// The one served container of the Deployment.
+fn controller_container(rendered: &Rendered) -> k8s_openapi::api::core::v1::Container {
+    let deployment: Deployment =
+        serde_json::from_value(of_kind(rendered, "Deployment")[0].clone()).unwrap();
+    deployment.spec.unwrap().template.spec.unwrap().containers[0].clone()
+}
+
+#[test]
+fn the_admission_webhook_is_registered_for_containers_and_sets_and_served_with_its_certificate() {
+    let rendered = render(json!({})).unwrap();
+    assert!(
+        rendered.lint_errors.is_empty(),
+        "{:?}",
+        rendered.lint_errors
+    );
+    let configuration: ValidatingWebhookConfiguration =
+        serde_json::from_value(of_kind(&rendered, "ValidatingWebhookConfiguration")[0].clone())
+            .unwrap();
+    let webhooks = configuration.webhooks.unwrap();
+    assert_eq!(webhooks.len(), 1);
+    let webhook = &webhooks[0];
+    assert_eq!(webhook.admission_review_versions, ["v1"]);
+    assert_eq!(webhook.side_effects, "None");
+    assert_eq!(webhook.failure_policy.as_deref(), Some("Fail"));
+    assert_eq!(webhook.timeout_seconds, Some(10));
+    let rules = webhook.rules.clone().unwrap();
+    assert_eq!(rules.len(), 1);
+    assert_eq!(
+        rules[0].api_groups.as_deref(),
+        Some(&[lxd_operator_crds::GROUP.to_owned()][..])
+    );
+    assert_eq!(
+        rules[0].operations.as_deref(),
+        Some(&["CREATE".to_owned(), "UPDATE".to_owned()][..])
+    );
+    // The plurals the CRDs serve, of the kinds admission looks at.
+    let plurals: Vec<String> = lxd_operator_crds::generate::all_crds()
+        .into_iter()
+        .filter(|crd| {
+            lxd_operator_crds::admission::container_spec_pointer(&crd.spec.names.kind).is_some()
+        })
+        .map(|crd| crd.spec.names.plural)
+        .collect();
+    assert_eq!(rules[0].resources.as_deref(), Some(&plurals[..]));
+    assert_eq!(plurals, ["lxdcontainers", "lxdcontainersets"]);
+
+    // The Service it names reaches the Deployment's webhook port, on the path the binary serves.
+    let reference = webhook.client_config.service.clone().unwrap();
+    assert_eq!(reference.namespace, "lxd-system");
+    assert_eq!(
+        reference.path.as_deref(),
+        Some(lxd_operator::admission_webhook::PATH)
+    );
+    let service: Service = serde_json::from_value(
+        (*of_kind(&rendered, "Service")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == reference.name.as_str())
+            .expect("the Service the webhook names"))
+        .clone(),
+    )
+    .unwrap();
+    let port = &service.spec.unwrap().ports.unwrap()[0];
+    assert_eq!(Some(port.port), reference.port);
+    let target = port.target_port.clone().unwrap();
+    let container = controller_container(&rendered);
+    let container_port = container
+        .ports
+        .iter()
+        .flatten()
+        .find(|p| {
+            target
+                == k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(
+                    p.name.clone().unwrap_or_default(),
+                )
+        })
+        .expect("the Service's target port is a named port of the container");
+    let args = container.args.clone().unwrap();
+    assert!(
+        args.contains(&format!(
+            "--admission-webhook-listen=0.0.0.0:{}",
+            container_port.container_port
+        )),
+        "{args:?}"
+    );
+
+    // The pods serve the Secret's certificate, which the caBundle's CA signed for the
+    // Service's name.
+    let mount = container.volume_mounts.clone().unwrap()[0].clone();
+    assert_eq!(mount.read_only, Some(true));
+    for file in ["tls.crt", "tls.key"] {
+        let flag = if file == "tls.crt" { "cert" } else { "key" };
+        assert!(
+            args.contains(&format!(
+                "--admission-webhook-{flag}={}/{file}",
+                mount.mount_path
+            )),
+            "{args:?}"
+        );
+    }
+    let deployment: Deployment =
+        serde_json::from_value(of_kind(&rendered, "Deployment")[0].clone()).unwrap();
+    let volumes = deployment
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .volumes
+        .unwrap();
+    let volume = volumes.iter().find(|v| v.name == mount.name).unwrap();
+    let secret_name = volume.secret.clone().unwrap().secret_name.unwrap();
+    let secret: Secret = serde_json::from_value(
+        (*of_kind(&rendered, "Secret")
+            .into_iter()
+            .find(|s| s["metadata"]["name"] == secret_name.as_str())
+            .expect("the Secret the pods mount"))
+        .clone(),
+    )
+    .unwrap();
+    let data = secret.data.unwrap();
+    let ca_bundle = webhook.client_config.ca_bundle.clone().unwrap();
+    assert_eq!(ca_bundle, data["ca.crt"]);
+    assert!(String::from_utf8_lossy(&data["tls.key"].0).contains("PRIVATE KEY"));
+    assert_served_certificate_verifies(
+        &ca_bundle.0,
+        &data["tls.crt"].0,
+        &format!("{}.lxd-system.svc", reference.name),
+    );
+
+    // The pods' ServiceAccount may read what the webhook reads: the cluster, the namespace's
+    // labels, the namespace's containers.
+    let role: ClusterRole =
+        serde_json::from_value(of_kind(&rendered, "ClusterRole")[0].clone()).unwrap();
+    let rules = role.rules.unwrap();
+    for (group, resource, verb) in [
+        ("lxd-operator.dev", "lxdclusters", "get"),
+        ("", "namespaces", "get"),
+        ("lxd-operator.dev", "lxdcontainers", "list"),
+    ] {
+        assert!(
+            rules.iter().any(|rule| {
+                rule.api_groups.iter().flatten().any(|g| g == group)
+                    && rule.resources.iter().flatten().any(|r| r == resource)
+                    && rule.verbs.iter().any(|v| v == verb)
+            }),
+            "the ClusterRole does not grant {verb} {resource}"
+        );
+    }
+}
+
+/// `certificate` (PEM) is valid for `name` under the CA in `ca` (PEM), as the API server checks
+/// the webhook it calls.
+fn assert_served_certificate_verifies(ca: &[u8], certificate: &[u8], name: &str) {
+    use rustls::client::danger::ServerCertVerifier;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca).unwrap())
+        .unwrap();
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots.into(), provider)
+            .build()
+            .unwrap();
+    let served = CertificateDer::from_pem_slice(certificate).unwrap();
+    verifier
+        .verify_server_cert(
+            &served,
+            &[],
+            &ServerName::try_from(name.to_owned()).unwrap(),
+            &[],
+            UnixTime::now(),
+        )
+        .unwrap_or_else(|e| panic!("the served certificate is not valid for {name}: {e}"));
+}
+
+#[test]
+fn without_the_admission_webhook_nothing_of_it_is_rendered_and_failure_policy_is_a_value() {
+    let disabled = render(json!({"admissionWebhook": {"enabled": false}})).unwrap();
+    assert!(
+        disabled.lint_errors.is_empty(),
+        "{:?}",
+        disabled.lint_errors
+    );
+    assert!(of_kind(&disabled, "ValidatingWebhookConfiguration").is_empty());
+    assert!(of_kind(&disabled, "Secret").is_empty());
+    assert_eq!(
+        of_kind(&disabled, "Service").len(),
+        1,
+        "the metrics Service"
+    );
+    let container = controller_container(&disabled);
+    assert!(
+        container
+            .args
+            .unwrap()
+            .iter()
+            .all(|arg| !arg.starts_with("--admission-webhook"))
+    );
+    assert!(container.volume_mounts.is_none());
+
+    let ignoring =
+        render(json!({"admissionWebhook": {"failurePolicy": "Ignore", "timeoutSeconds": 5}}))
+            .unwrap();
+    let configuration = of_kind(&ignoring, "ValidatingWebhookConfiguration")[0];
+    assert_eq!(configuration["webhooks"][0]["failurePolicy"], "Ignore");
+    assert_eq!(configuration["webhooks"][0]["timeoutSeconds"], 5);
 }

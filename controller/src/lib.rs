@@ -3,6 +3,8 @@
 //! The binary (`main.rs`) is a thin command line over this library and over the embedded API
 //! server of standalone mode, a crate of its own (`lxd-operator-apiserver`, in `apiserver/`).
 //! Each module is one concern:
+//! - [`admission_webhook`]: the validating admission webhook Kubernetes calls, deciding as the
+//!   embedded API server admits.
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
@@ -13,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admission_webhook;
 pub mod jitter;
 pub mod leader;
 pub mod lxd;

@@ -33,6 +33,9 @@ enum Command {
     /// The embedded API server and the controller in one process: the way to run on one
     /// machine. Prints where the kubeconfig is.
     Standalone(StandaloneArgs),
+    /// Serve only the validating admission webhook, against the API in KUBECONFIG (or
+    /// in-cluster config); `run --admission-webhook-listen` serves it beside the controller.
+    AdmissionWebhook(AdmissionWebhookArgs),
     /// Talk to an LXD cluster directly.
     #[command(subcommand)]
     Lxd(LxdCommand),
@@ -132,6 +135,30 @@ struct RunArgs {
     /// How often the leader renews the Lease (and a standby looks at it).
     #[arg(long, default_value_t = 2)]
     lease_renew_seconds: u64,
+    /// Also serve the validating admission webhook (HTTPS) on this address, on every replica
+    /// (standbys too): Kubernetes calls it on writes of LxdContainers and LxdContainerSets.
+    #[arg(long, requires_all = ["admission_webhook_cert", "admission_webhook_key"])]
+    admission_webhook_listen: Option<std::net::SocketAddr>,
+    /// The webhook's serving certificate (PEM, its chain after it), e.g. a mounted Secret's
+    /// tls.crt.
+    #[arg(long, requires = "admission_webhook_listen")]
+    admission_webhook_cert: Option<PathBuf>,
+    /// The webhook's private key (PEM).
+    #[arg(long, requires = "admission_webhook_listen")]
+    admission_webhook_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct AdmissionWebhookArgs {
+    /// Address to serve HTTPS on.
+    #[arg(long, default_value = "0.0.0.0:9443")]
+    listen: std::net::SocketAddr,
+    /// The serving certificate (PEM, its chain after it).
+    #[arg(long)]
+    cert: PathBuf,
+    /// Its private key (PEM).
+    #[arg(long)]
+    key: PathBuf,
 }
 
 impl RunArgs {
@@ -181,6 +208,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run_controller(&args),
         Command::Apiserver(args) => run_apiserver(&args),
         Command::Standalone(args) => run_standalone(&args),
+        Command::AdmissionWebhook(args) => run_admission_webhook(&args),
         Command::Crds => print_crds(),
         Command::Lxd(LxdCommand::Trust(args)) => trust_certificate(&args),
     };
@@ -240,6 +268,14 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             .await
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
         let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
+        if let (Some(listen), Some(cert), Some(key)) = (
+            args.admission_webhook_listen,
+            &args.admission_webhook_cert,
+            &args.admission_webhook_key,
+        ) {
+            let webhook = bind_admission_webhook(listen, cert, key).await?;
+            tokio::spawn(webhook.serve(client.clone(), std::future::pending()));
+        }
         let Some(lease) = args.lease() else {
             reconcile_as_sole_replica(client, metrics, readiness, &args.secrets_namespace).await;
             return Ok(());
@@ -324,6 +360,36 @@ fn run_apiserver(args: &ApiserverArgs) -> anyhow::Result<()> {
         server.serve(shutdown_signal()).await?;
         Ok(())
     })
+}
+
+fn run_admission_webhook(args: &AdmissionWebhookArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let client = kube::Client::try_default()
+            .await
+            .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
+        let webhook = bind_admission_webhook(args.listen, &args.cert, &args.key).await?;
+        webhook.serve(client, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Binds the admission webhook, and says where.
+async fn bind_admission_webhook(
+    listen: std::net::SocketAddr,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> anyhow::Result<lxd_operator::admission_webhook::AdmissionWebhook> {
+    let webhook =
+        lxd_operator::admission_webhook::AdmissionWebhook::bind(listen, cert, key).await?;
+    println!(
+        "admission webhook listening on https://{}{}",
+        webhook.address,
+        lxd_operator::admission_webhook::PATH
+    );
+    Ok(webhook)
 }
 
 fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {

@@ -2,10 +2,10 @@
 //! may set `security.privileged`, `raw.lxc`, a `disk` device with `source: /` or a
 //! `unix-block` device; a namespace is a tenant boundary only when such requests are refused.
 //!
-//! The rules are here, beside the types, because two places enforce them and must agree: the
-//! embedded API server at admission (a refused object is never stored) and the controller
-//! before anything reaches LXD (an object admitted before its cluster's policy tightened is
-//! not acted on against it).
+//! The rules are here, beside the types, because several places enforce them and must agree:
+//! admission (`crate::admission`: the embedded API server, and the operator's webhook on
+//! Kubernetes; a refused object is never stored) and the controller before anything reaches LXD
+//! (an object admitted before its cluster's policy tightened is not acted on against it).
 
 use std::collections::BTreeMap;
 

@@ -10,11 +10,12 @@
 //! controller's unit tests and `tests/` use them).
 //!
 //! This crate holds types, and the rules both the API server and the controller apply to
-//! them ([`guardrails`]). The CRD YAML in `charts/lxd-operator/crds/` is generated from
+//! them ([`guardrails`], [`quota`], decided together in [`admission`]). The CRD YAML in `charts/lxd-operator/crds/` is generated from
 //! them by `lxd-operator crds` (see [`generate::crd_yaml`]) and never edited by hand.
 
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod cluster;
 pub mod container;
 pub mod generate;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::Watcher;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 
 /// The limits, each with its command-line flag.
@@ -34,6 +34,77 @@ impl Default for Limits {
             max_watches: 1000,
         }
     }
+}
+
+/// How long open connections (watches) get to finish when the server stops.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` (HTTPS through `acceptor`, else plain HTTP) within `limits` until
+/// `shutdown` completes; then open connections get a few seconds to finish. The API server's
+/// loop, and the operator's admission webhook's; `server` names which in logs.
+pub async fn serve(
+    server: &'static str,
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let graceful = GracefulShutdown::new();
+    let connection_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    let mut last_refusal_logged: Option<std::time::Instant> = None;
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, say: wait instead of spinning.
+                    tracing::warn!(%error, server, "cannot accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
+            // Closed at once: a client that holds every slot gets nothing more.
+            if last_refusal_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
+                tracing::warn!(%peer, server, max = limits.max_connections, "at the connection limit: refusing connections");
+                last_refusal_logged = Some(std::time::Instant::now());
+            }
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let watcher = graceful.watcher();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let served = match acceptor {
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.request_head_timeout, acceptor.accept(stream))
+                            .await;
+                    let stream = match handshake {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, server, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    };
+                    serve_connection(stream, app, watcher, limits).await
+                }
+                None => serve_connection(stream, app, watcher, limits).await,
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, server, "connection ended");
+            }
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
 }
 
 /// Serves HTTP on one accepted connection (plain, or TLS once the handshake is done) until it

@@ -10,7 +10,8 @@
 //! - [`router`](mod@router): the HTTP layer; [`discovery`], [`table`], [`watch`].
 //! - [`schema`]: CRD schema validation and name rules, pruning and defaults, OpenAPI;
 //!   [`managed_fields`]: field ownership and server-side apply.
-//! - [`connections`]: timeouts and caps of what clients may hold.
+//! - [`connections`]: the accept loop (also the operator's admission webhook's), timeouts and
+//!   caps of what clients may hold.
 //! - [`security`]: TLS and the bearer token; [`selectors`], [`patch`], [`events`], [`status`].
 
 #![forbid(unsafe_code)]
@@ -38,7 +39,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::server::graceful::GracefulShutdown;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use serde_json::json;
 
@@ -238,9 +238,6 @@ pub struct Server {
     limits: Limits,
 }
 
-/// How long open connections (watches) get to finish when the server stops.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-
 impl Server {
     /// Opens `data_dir`, binds `listen` (port 0 picks a free one) and writes the kubeconfig.
     /// Plain HTTP is refused on any address but loopback.
@@ -306,65 +303,16 @@ impl Server {
             ))),
             Transport::InsecureHttp => None,
         };
-        let graceful = GracefulShutdown::new();
-        let limits = self.limits;
-        let connection_slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-        let mut last_refusal_logged: Option<std::time::Instant> = None;
-        tokio::pin!(shutdown);
-        loop {
-            let (stream, peer) = tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        // Out of file descriptors, say: wait instead of spinning.
-                        tracing::warn!(%error, "API server cannot accept a connection");
-                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
-                () = &mut shutdown => break,
-            };
-            let Ok(slot) = connection_slots.clone().try_acquire_owned() else {
-                // Closed at once: a client that holds every slot gets nothing more.
-                if last_refusal_logged.is_none_or(|at| at.elapsed() > Duration::from_secs(10)) {
-                    tracing::warn!(%peer, max = limits.max_connections, "API server at its connection limit: refusing connections");
-                    last_refusal_logged = Some(std::time::Instant::now());
-                }
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let app = app.clone();
-            let watcher = graceful.watcher();
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let _slot = slot;
-                let served = match acceptor {
-                    Some(acceptor) => {
-                        let handshake = tokio::time::timeout(
-                            limits.request_head_timeout,
-                            acceptor.accept(stream),
-                        )
-                        .await;
-                        let stream = match handshake {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(error)) => {
-                                tracing::debug!(%peer, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => return,
-                        };
-                        connections::serve_connection(stream, app, watcher, limits).await
-                    }
-                    None => connections::serve_connection(stream, app, watcher, limits).await,
-                };
-                if let Err(error) = served {
-                    tracing::debug!(%peer, %error, "API connection ended");
-                }
-            });
-        }
-        drop(self.listener);
+        connections::serve(
+            "API server",
+            self.listener,
+            app,
+            acceptor,
+            self.limits,
+            shutdown,
+        )
+        .await;
         expiring.abort();
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, graceful.shutdown()).await;
         Ok(())
     }
 }

@@ -367,9 +367,8 @@ impl Registry {
 /// What a custom kind does beyond being stored: our own kinds that carry a container spec are
 /// admitted by their cluster's guardrails.
 fn custom_role(group: &str, kind: &str) -> Role {
-    match (group == lxd_operator_crds::GROUP, kind) {
-        (true, "LxdContainer") => Role::ContainerSpecAt("/spec"),
-        (true, "LxdContainerSet") => Role::ContainerSpecAt("/spec/template/spec"),
+    match lxd_operator_crds::admission::container_spec_pointer(kind) {
+        Some(pointer) if group == lxd_operator_crds::GROUP => Role::ContainerSpecAt(pointer),
         _ => Role::Plain,
     }
 }

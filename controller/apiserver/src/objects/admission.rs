@@ -12,13 +12,18 @@
 //! admitted before its cluster's policy tightened keeps the values it had, so the controller's
 //! own writes (finalizers, status) and a user's unrelated edits still go through; the
 //! controller reports that it would now be refused.
+//!
+//! The decision is `lxd_operator_crds::admission` (pure), the same the operator's validating
+//! webhook makes on Kubernetes; this file reads what it needs from the store, and [`refusal`]
+//! words the answer for both.
 
-use lxd_operator_crds::container::LxdContainerSpec;
 use std::collections::BTreeMap;
 use std::sync::MutexGuard;
 
-use lxd_operator_crds::guardrails::{Violation, refusals};
-use lxd_operator_crds::quota::{Usage, quota_refusal};
+use lxd_operator_crds::admission::{ContainerWrite, Decision};
+use lxd_operator_crds::container::LxdContainerSpec;
+use lxd_operator_crds::guardrails::Violation;
+use lxd_operator_crds::quota::Usage;
 use lxd_operator_crds::{GROUP, LxdClusterSpec};
 use serde_json::Value;
 
@@ -38,9 +43,10 @@ fn cluster_key(name: &str) -> String {
 impl ApiState {
     /// Refuses `object` when its container spec asks what its cluster's guardrails deny and
     /// `previous` (the object before this write) did not already ask, or takes its namespace
-    /// over its quota. A write checked against a quota gets the admission turn, to hold until
-    /// it is stored: quotas count what is stored, and two writes checked at the same moment
-    /// must not each see the room the other takes.
+    /// over its quota (the decision: [`ContainerWrite::decide`]). A write checked against a
+    /// quota gets the admission turn, to hold until it is stored: quotas count what is
+    /// stored, and two writes checked at the same moment must not each see the room the other
+    /// takes.
     pub(super) fn admit(
         &self,
         resource: &Resource,
@@ -58,80 +64,40 @@ impl ApiState {
         let cluster = &spec.cluster_ref.name;
         let cluster_spec = self.cluster_spec(cluster)?;
         let namespace = object["metadata"]["namespace"].as_str().unwrap_or_default();
-        let namespace_labels = match cluster_spec
-            .as_ref()
-            .and_then(|c| c.namespace_selector.as_ref())
-        {
-            Some(_) => self.namespace_labels(namespace)?,
-            None => BTreeMap::new(),
+        let namespace_labels = if ContainerWrite::needs_namespace_labels(cluster_spec.as_ref()) {
+            self.namespace_labels(namespace)?
+        } else {
+            BTreeMap::new()
         };
-        let path = pointer.trim_start_matches('/').replace('/', ".");
-        let refused = |spec: &LxdContainerSpec| {
-            refusals(
-                cluster,
-                cluster_spec.as_ref(),
-                namespace,
-                &namespace_labels,
-                &path,
-                spec,
-            )
+        let previous = previous.and_then(|previous| container_spec(previous, pointer));
+        let write = ContainerWrite {
+            pointer,
+            spec: &spec,
+            previous: previous.as_ref(),
+            cluster: cluster_spec.as_ref(),
+            namespace,
+            namespace_labels: &namespace_labels,
         };
-        // What the object asked before of the same cluster is not refused again; moved to
-        // another cluster, it is checked anew against that one.
-        let before: Vec<Violation> = previous
-            .and_then(|previous| container_spec(previous, pointer))
-            .filter(|previous| previous.cluster_ref == spec.cluster_ref)
-            .map(|previous| refused(&previous))
-            .unwrap_or_default();
-        let errors: Vec<FieldError> = refused(&spec)
-            .into_iter()
-            .filter(|violation| !before.contains(violation))
-            .map(field_error)
-            .collect();
-        if !errors.is_empty() {
-            return Err(ApiError::invalid(
-                &resource.group,
-                &resource.kind,
-                name,
-                &errors,
-            ));
-        }
-        // A set holds nothing itself: its children are admitted one by one.
-        if pointer != CONTAINER_SPEC {
-            return Ok(None);
-        }
-        let Some(quota) = cluster_spec
-            .as_ref()
-            .and_then(|c| c.quotas.as_ref())
-            .and_then(|q| q.of(namespace))
-        else {
-            return Ok(None);
-        };
-        let grows = match previous.and_then(|p| container_spec(p, pointer)) {
-            None => true,
-            Some(before) => {
-                before.cluster_ref != spec.cluster_ref || {
-                    let (was, is) = (Usage::of([&before]), Usage::of([&spec]));
-                    is.cpu > was.cpu || is.memory > was.memory
-                }
+        let (turn, used) = match write.quota() {
+            Some(_) => {
+                let turn = self
+                    .admission
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                let used = self.usage(resource, namespace, cluster, name)?;
+                (Some(turn), used)
             }
+            None => (None, Usage::default()),
         };
-        if !grows {
-            return Ok(None);
-        }
-        let turn = self
-            .admission
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let used = self.usage(resource, namespace, cluster, name)?;
-        match quota_refusal(cluster, namespace, quota, used, &spec) {
-            Some(why) => Err(ApiError::forbidden(
-                &resource.group,
-                &resource.plural,
-                name,
-                &why,
-            )),
-            None => Ok(Some(turn)),
+        match refusal(
+            write.decide(used),
+            &resource.group,
+            &resource.kind,
+            &resource.plural,
+            name,
+        ) {
+            Some(error) => Err(error),
+            None => Ok(turn),
         }
     }
 
@@ -167,6 +133,26 @@ impl ApiState {
                 serde_json::from_value(namespace["metadata"]["labels"].clone()).ok()
             })
             .unwrap_or_default())
+    }
+}
+
+/// The error a refused write is answered with (`None` when admitted), the same from this
+/// server and from the operator's admission webhook on Kubernetes: 422 with a field error per
+/// violation, or 403 with the quota's figures. `group`, `kind`, `plural` and `name`: the object's.
+pub fn refusal(
+    decision: Decision,
+    group: &str,
+    kind: &str,
+    plural: &str,
+    name: &str,
+) -> Option<ApiError> {
+    match decision {
+        Decision::Admitted => None,
+        Decision::Invalid(violations) => {
+            let errors: Vec<FieldError> = violations.into_iter().map(field_error).collect();
+            Some(ApiError::invalid(group, kind, name, &errors))
+        }
+        Decision::Forbidden(why) => Some(ApiError::forbidden(group, plural, name, &why)),
     }
 }
 

@@ -26,6 +26,7 @@ use crate::registry::Registry;
 use crate::status::ApiError;
 use crate::storage::Storage;
 
+pub use admission::refusal;
 pub use scale::{ScaleWrite, scale_of};
 pub(crate) use write::meta_str;
 pub use write::now;

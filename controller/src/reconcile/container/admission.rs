@@ -1,6 +1,7 @@
-//! The cluster's guardrails, applied again before anything reaches LXD (the API server applied
-//! them at admission; a Kubernetes without our admission, or a policy tightened since, is why
-//! this check is here too). Pure.
+//! The cluster's guardrails, applied again before anything reaches LXD (the API server, or on
+//! Kubernetes the operator's admission webhook, applied them at admission; a webhook skipped
+//! under `failurePolicy: Ignore` or not installed, or a policy tightened since, is why this
+//! check is here too). Pure.
 
 use std::collections::BTreeMap;
 
