@@ -6,6 +6,7 @@
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
+//! - [`kubernetes_nodes`]: LXD beside Kubernetes on the same hosts (Pods' requests, Node taints).
 //! - [`jitter`]: random spread for retry delays.
 //! - [`placement`]: the placement engine (pure: no kube, tokio or HTTP).
 //! - [`quantity`]: quantities read in one place: Kubernetes' in our specs, LXD's in instance limits.
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod jitter;
+pub mod kubernetes_nodes;
 pub mod leader;
 pub mod lxd;
 pub mod placement;

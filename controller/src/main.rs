@@ -103,6 +103,10 @@ struct RunArgs {
     /// Reconcile only while holding a Lease, so that one of several replicas is active.
     #[arg(long)]
     leader_election: bool,
+    /// Watch Pods and Nodes, for LxdClusters whose `kubernetesNodes` map members to the
+    /// Kubernetes Nodes on the same hosts (needs RBAC to read Pods and Nodes and patch Nodes).
+    #[arg(long)]
+    kubernetes_nodes: bool,
     /// Name of the Lease.
     #[arg(long, default_value = "lxd-operator")]
     lease_name: String,
@@ -231,7 +235,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             .context("cannot reach the Kubernetes API (KUBECONFIG or in-cluster)")?;
         let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
         let Some(lease) = args.lease() else {
-            reconcile_as_sole_replica(client, metrics, readiness).await;
+            reconcile_as_sole_replica(client, metrics, readiness, args.kubernetes_nodes).await;
             return Ok(());
         };
         lease.validate()?;
@@ -245,7 +249,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
         readiness.set_synced(false);
         let leadership = lease.leadership();
         tokio::select! {
-            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership) => {
+            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership, args.kubernetes_nodes) => {
                 lease.release().await;
                 Ok(())
             }
@@ -337,7 +341,9 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         }));
         let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
-        reconcile_as_sole_replica(client, metrics, readiness).await;
+        // The embedded server stores Pods and Nodes: watching them costs little, and a cluster
+        // that maps members to Nodes works as it does beside a real Kubernetes.
+        reconcile_as_sole_replica(client, metrics, readiness, true).await;
         let _ = stop_server.send(());
         serving.await??;
         Ok(())
@@ -369,6 +375,7 @@ async fn reconcile_as_sole_replica(
     client: kube::Client,
     metrics: Arc<Metrics>,
     readiness: Arc<http::Readiness>,
+    kubernetes_nodes: bool,
 ) {
     metrics.leader.set(1);
     lxd_operator::reconcile::run(
@@ -376,6 +383,7 @@ async fn reconcile_as_sole_replica(
         metrics,
         readiness,
         lxd_operator::leader::Leadership::unconditional(),
+        kubernetes_nodes,
     )
     .await;
 }

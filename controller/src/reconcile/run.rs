@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::connections::ClusterSignal;
 use super::context::{Context, Error, EventStreamState};
 use super::{cluster, container, policy, set};
+use crate::kubernetes_nodes::KubeSide;
 use crate::leader::Leadership;
 use crate::lxd::events::EventStreamItem;
 use crate::telemetry::Metrics;
@@ -64,13 +65,16 @@ fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
 }
 
 /// Runs the reconcilers until SIGTERM or SIGINT; reconciles in progress finish first.
-/// `readiness` turns ready once the caches of clusters and containers are synced.
+/// `readiness` turns ready once the caches of clusters and containers are synced. With
+/// `kubernetes_nodes`, Pods and Nodes are watched too, for clusters that map members to Nodes.
 pub async fn run(
     client: kube::Client,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     leadership: Leadership,
+    kubernetes_nodes: bool,
 ) {
+    let kube_side = kubernetes_nodes.then(|| KubeSide::watch(&client));
     let (signal_sender, signals) = mpsc::unbounded_channel::<ClusterSignal>();
     let (container_reader, container_writer) = reflector::store();
     let (cluster_reader, cluster_writer) = reflector::store();
@@ -85,6 +89,7 @@ pub async fn run(
         container_trigger.clone(),
         leadership,
         readiness.clone(),
+        kube_side,
     ));
     tokio::spawn(watch_progress(ctx.clone()));
     let (cluster_trigger, cluster_refs) =
@@ -248,7 +253,16 @@ async fn route_lxd_events(
                 let member_event = event
                     .lifecycle()
                     .is_some_and(|l| l.action.is_member_change());
-                if member_event {
+                // Where Nodes are told what LXD holds, an instance made, changed or deleted
+                // changes that at once, not at the next sync.
+                let allocation_event = ctx.kube_side.is_some()
+                    && event
+                        .lifecycle()
+                        .is_some_and(|l| l.action.changes_allocation())
+                    && ctx
+                        .cluster(&cluster)
+                        .is_some_and(|c| c.spec.kubernetes_nodes.is_some());
+                if member_event || allocation_event {
                     ctx.request_cluster_refresh(&cluster);
                     let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
                 }

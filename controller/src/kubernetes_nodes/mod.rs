@@ -1,0 +1,109 @@
+//! LXD beside Kubernetes on the same hosts: each scheduler sees what the other placed.
+//!
+//! - [`mapping`]: which Node each member shares its host with (pure).
+//! - [`pod_requests`]: what the Pods bound to a Node request, as kube-scheduler counts it
+//!   (pure).
+//! - [`node_figures`]: what the operator writes on a mapped Node: LXD's figures and its
+//!   `NoSchedule` taint past the threshold.
+//!
+//! Here: the Pods and Nodes as watched ([`KubeSide`]), which runs only when the feature is on
+//! (`--kubernetes-nodes`, always in standalone mode where the embedded API server stores
+//! them), and the pods' requests per member that placement counts beside LXD's instances.
+
+pub mod mapping;
+pub mod node_figures;
+pub mod pod_requests;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::Api;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use lxd_operator_crds::kubernetes_nodes::KubernetesNodes;
+
+use crate::placement::model::Resources;
+
+/// The Pods and Nodes as last watched.
+#[derive(Clone)]
+pub struct KubeSide {
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+}
+
+impl std::fmt::Debug for KubeSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KubeSide").finish_non_exhaustive()
+    }
+}
+
+impl KubeSide {
+    /// Starts watching every Pod and Node (the watches run as tasks of their own).
+    pub fn watch(client: &kube::Client) -> KubeSide {
+        let (pods, pod_writer) = reflector::store();
+        let (nodes, node_writer) = reflector::store();
+        let pod_changes =
+            watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                // Only what counting requests reads is kept: a cluster's Pods are many.
+                .modify(|pod: &mut Pod| {
+                    pod.metadata.managed_fields = None;
+                    pod.metadata.annotations = None;
+                    if let Some(status) = pod.status.as_mut() {
+                        *status = k8s_openapi::api::core::v1::PodStatus {
+                            phase: status.phase.take(),
+                            ..Default::default()
+                        };
+                    }
+                })
+                .reflect(pod_writer)
+                .for_each(|_| async {});
+        let node_changes =
+            watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+                .default_backoff()
+                .reflect(node_writer)
+                .for_each(|_| async {});
+        tokio::spawn(pod_changes);
+        tokio::spawn(node_changes);
+        KubeSide { pods, nodes }
+    }
+
+    /// Member → Node name, for the members of `members` mapped by `settings`.
+    pub fn member_nodes<'m>(
+        &self,
+        settings: &KubernetesNodes,
+        members: impl IntoIterator<Item = &'m str>,
+    ) -> BTreeMap<String, String> {
+        let nodes = self.nodes.state();
+        let nodes: Vec<&Node> = nodes.iter().map(Arc::as_ref).collect();
+        mapping::member_nodes(settings, members, &nodes)
+    }
+
+    /// What the Pods bound to each mapped member's Node request, by member name.
+    pub fn pods_by_member(
+        &self,
+        member_nodes: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, Resources> {
+        if member_nodes.is_empty() {
+            return BTreeMap::new();
+        }
+        let pods = self.pods.state();
+        let by_node = pod_requests::requests_by_node(pods.iter().map(Arc::as_ref));
+        member_nodes
+            .iter()
+            .map(|(member, node)| {
+                (
+                    member.clone(),
+                    by_node.get(node).copied().unwrap_or_default(),
+                )
+            })
+            .collect()
+    }
+
+    /// The Node `name` as last watched.
+    pub fn node(&self, name: &str) -> Option<Arc<Node>> {
+        self.nodes.get(&reflector::ObjectRef::new(name))
+    }
+}
