@@ -89,17 +89,31 @@ check_state_dir() {
   case "$STATE_DIR" in /var/lib/lxd|/var/lib/lxd/*) die "refusing to use the system LXD folder" ;; esac
 }
 
+# Closes every descriptor above stderr, then runs the command: a daemon must not keep what its
+# caller had open. A lock held around a test run (flock) would otherwise stay held for the
+# daemon's whole life, and everyone waiting for it would wait forever.
+exec_without_inherited_fds() {
+  local fd
+  for fd in /proc/$BASHPID/fd/*; do
+    fd=${fd##*/}
+    [ "$fd" -gt 2 ] && eval "exec $fd>&-" 2>/dev/null
+  done
+  exec "$@"
+}
+
 start_member() {
   local i=$1 dir
   member_alive "$i" && return 0
   dir=$(member_dir "$i")
   mkdir -p "$dir"
   chmod 0711 "$dir"
-  # Detach from this shell's session so the daemon outlives the caller; setsid does not fork
-  # here (a background job is no group leader), so $! is the daemon's pid.
-  LXD_DIR=$dir https_proxy=$DEAD_PROXY http_proxy=$DEAD_PROXY HTTPS_PROXY=$DEAD_PROXY \
-    HTTP_PROXY=$DEAD_PROXY no_proxy= NO_PROXY= \
-    setsid lxd --group root --logfile "$dir/lxd.log" </dev/null >"$dir/daemon.out" 2>&1 &
+  # Detach from this shell's session so the daemon outlives the caller; neither the subshell
+  # (exec) nor setsid forks here (a background job is no group leader), so $! is the daemon's pid.
+  (
+    export LXD_DIR=$dir https_proxy=$DEAD_PROXY http_proxy=$DEAD_PROXY HTTPS_PROXY=$DEAD_PROXY \
+      HTTP_PROXY=$DEAD_PROXY no_proxy= NO_PROXY=
+    exec_without_inherited_fds setsid lxd --group root --logfile "$dir/lxd.log"
+  ) </dev/null >"$dir/daemon.out" 2>&1 &
   echo $! >"$(pid_file "$i")"
 }
 
