@@ -70,6 +70,16 @@ impl KubeSide {
         KubeSide { pods, nodes }
     }
 
+    /// Whether both watches have listed once, waiting at most `patience` for them: until then
+    /// the Pods and Nodes seen are not all there are.
+    pub async fn synced(&self, patience: std::time::Duration) -> bool {
+        let both = async {
+            self.pods.wait_until_ready().await.is_ok()
+                && self.nodes.wait_until_ready().await.is_ok()
+        };
+        tokio::time::timeout(patience, both).await.unwrap_or(false)
+    }
+
     /// Member → Node name, for the members of `members` mapped by `settings`.
     pub fn member_nodes<'m>(
         &self,

@@ -122,7 +122,13 @@ pub enum PlacementError {
     /// Reading the API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// The cluster maps members to Kubernetes Nodes, and the Pods and Nodes are not listed yet.
+    #[error("the Pods and Nodes of the Kubernetes cluster are not listed yet")]
+    KubernetesNotSynced,
 }
+
+/// How long a decision waits for the first lists of Pods and Nodes.
+const KUBE_SIDE_PATIENCE: Duration = Duration::from_secs(5);
 
 impl From<PolicyLoadError> for PlacementError {
     fn from(error: PolicyLoadError) -> Self {
@@ -210,6 +216,14 @@ async fn decide(
         member.cordoned = settings.cordoned.contains(&member.name);
     }
     if let (Some(side), Some(nodes)) = (&placements.kube_side, &settings.kubernetes_nodes) {
+        // Right after a start the watches may not have listed yet: a decision made then would
+        // count no Pods.
+        if !waits
+            .time("kubernetes", side.synced(KUBE_SIDE_PATIENCE))
+            .await
+        {
+            return Err(PlacementError::KubernetesNotSynced);
+        }
         let members = side.member_nodes(nodes, snapshot.members().iter().map(|m| m.name.as_str()));
         let pods = side.pods_by_member(&members);
         for member in snapshot.members_mut() {
