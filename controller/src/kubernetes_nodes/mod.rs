@@ -26,11 +26,27 @@ use lxd_operator_crds::kubernetes_nodes::KubernetesNodes;
 
 use crate::placement::model::Resources;
 
+/// Whether a watch event is a bound Pod that finished or went.
+fn frees_requests(event: &watcher::Event<Pod>) -> bool {
+    let bound = |pod: &Pod| {
+        pod.spec
+            .as_ref()
+            .is_some_and(|spec| spec.node_name.as_deref().is_some_and(|n| !n.is_empty()))
+    };
+    match event {
+        watcher::Event::Delete(pod) => bound(pod),
+        watcher::Event::Apply(pod) => bound(pod) && pod_requests::pod_requests(pod).is_none(),
+        _ => false,
+    }
+}
+
 /// The Pods and Nodes as last watched.
 #[derive(Clone)]
 pub struct KubeSide {
     pods: Store<Pod>,
     nodes: Store<Node>,
+    /// Notified when a bound Pod finishes or goes: what it requested is free again.
+    freed: Arc<tokio::sync::Notify>,
 }
 
 impl std::fmt::Debug for KubeSide {
@@ -44,6 +60,8 @@ impl KubeSide {
     pub fn watch(client: &kube::Client) -> KubeSide {
         let (pods, pod_writer) = reflector::store();
         let (nodes, node_writer) = reflector::store();
+        let freed = Arc::new(tokio::sync::Notify::new());
+        let notify = freed.clone();
         let pod_changes =
             watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
                 .default_backoff()
@@ -59,7 +77,14 @@ impl KubeSide {
                     }
                 })
                 .reflect(pod_writer)
-                .for_each(|_| async {});
+                .for_each(move |event| {
+                    if let Ok(event) = &event
+                        && frees_requests(event)
+                    {
+                        notify.notify_one();
+                    }
+                    async {}
+                });
         let node_changes =
             watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
                 .default_backoff()
@@ -67,7 +92,12 @@ impl KubeSide {
                 .for_each(|_| async {});
         tokio::spawn(pod_changes);
         tokio::spawn(node_changes);
-        KubeSide { pods, nodes }
+        KubeSide { pods, nodes, freed }
+    }
+
+    /// Returns when a bound Pod has finished or gone since the last call.
+    pub async fn requests_freed(&self) {
+        self.freed.notified().await;
     }
 
     /// Whether both watches have listed once, waiting at most `patience` for them: until then
@@ -115,5 +145,28 @@ impl KubeSide {
     /// The Node `name` as last watched.
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.nodes.get(&reflector::ObjectRef::new(name))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn pod(node: Option<&str>, phase: &str) -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": "p"},
+            "spec": {"nodeName": node, "containers": [{"name": "a"}]},
+            "status": {"phase": phase}}))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_bound_pod_that_finishes_or_goes_frees_its_requests() {
+        use watcher::Event::{Apply, Delete};
+        assert!(frees_requests(&Apply(pod(Some("node1"), "Succeeded"))));
+        assert!(frees_requests(&Delete(pod(Some("node1"), "Running"))));
+        assert!(!frees_requests(&Apply(pod(Some("node1"), "Running"))));
+        assert!(!frees_requests(&Delete(pod(None, "Pending"))));
     }
 }

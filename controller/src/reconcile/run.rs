@@ -92,6 +92,9 @@ pub async fn run(
         kube_side,
     ));
     tokio::spawn(watch_progress(ctx.clone()));
+    if let Some(side) = ctx.kube_side.clone() {
+        tokio::spawn(retry_unschedulable_when_pods_go(ctx.clone(), side));
+    }
     let (cluster_trigger, cluster_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdCluster>>();
     tokio::spawn(route_lxd_events(
@@ -180,6 +183,32 @@ async fn watch_progress(ctx: Arc<Context>) {
         ctx.readiness
             .expect_reconciles(!ctx.containers.state().is_empty());
         ctx.readiness.keep_streams(&ctx.connections.clusters());
+    }
+}
+
+/// When a Pod on a Node finishes or goes, the containers that found no room (Unschedulable)
+/// on clusters mapped to Nodes are decided again at once, as kube-scheduler retries its
+/// unschedulable Pods when one is deleted, instead of at their next retry.
+async fn retry_unschedulable_when_pods_go(ctx: Arc<Context>, side: KubeSide) {
+    use kube::ResourceExt;
+    use lxd_operator_crds::container::ContainerPhase;
+    loop {
+        side.requests_freed().await;
+        // A job's Pods often finish together: one retry for them all.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = ctx.containers.state_filter(|container| {
+            container.status.as_ref().and_then(|s| s.phase.as_ref())
+                == Some(&ContainerPhase::Unschedulable)
+                && ctx
+                    .cluster(&container.spec.cluster_ref.name)
+                    .is_some_and(|c| c.spec.kubernetes_nodes.is_some())
+        });
+        for container in waiting {
+            let _ = ctx.wake_sender().unbounded_send(
+                ObjectRef::new(&container.name_any())
+                    .within(&container.namespace().unwrap_or_default()),
+            );
+        }
     }
 }
 
