@@ -773,3 +773,41 @@ fn apply_prune_with_a_selector_deletes_what_left_the_manifest() {
         "{names}"
     );
 }
+
+#[test]
+fn kubernetes_nodes_settings_are_checked_naming_the_field() {
+    let operator = server();
+    let cluster = |nodes: &str| {
+        format!(
+            "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdCluster\nmetadata: {{name: beside}}\nspec:\n  endpoints: [\"unix:///var/lib/lxd/unix.socket\"]\n  kubernetesNodes: {nodes}\n"
+        )
+    };
+    let applied = operator.apply(&cluster(
+        "{memberNodes: [{member: node1, node: worker-a.example.org}]}",
+    ));
+    assert!(applied.contains("created"), "{applied}");
+    let stored = json(&operator, &["get", "lxdcl", "beside", "-o", "json"]);
+    assert_eq!(
+        stored["spec"]["kubernetesNodes"]["taintThresholdPercent"],
+        80
+    );
+    assert_eq!(stored["spec"]["kubernetesNodes"]["matchBy"], "HostName");
+    for (nodes, field) in [
+        (
+            "{taintThresholdPercent: 0}",
+            "spec.kubernetesNodes.taintThresholdPercent",
+        ),
+        (
+            "{memberNodes: [{member: node1, node: Worker_A}]}",
+            "spec.kubernetesNodes.memberNodes[0].node",
+        ),
+        ("{matchBy: Label}", "spec.kubernetesNodes.matchBy"),
+    ] {
+        let refused = operator.kubectl_with_input(&["apply", "-f", "-"], &cluster(nodes));
+        let message = text(&refused.stderr);
+        assert!(
+            !refused.status.success() && message.contains(field),
+            "{nodes}: {message}"
+        );
+    }
+}

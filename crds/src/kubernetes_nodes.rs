@@ -2,10 +2,10 @@
 //! with, so that placement counts what that Node's Pods request and kube-scheduler is told
 //! (figures and a taint on the Node) what LXD holds there.
 
-use std::collections::BTreeMap;
-
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::shared::{DNS_SUBDOMAIN_PATTERN, MEMBER_NAME_PATTERN};
 
 /// The key of the taint the operator puts on a mapped Node whose host LXD holds past
 /// `taintThresholdPercent`, and takes off again below it.
@@ -30,15 +30,21 @@ pub const SHARE_ANNOTATION: &str = "lxd-operator.dev/lxd-share-percent";
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct KubernetesNodes {
-    /// The Node of each member, by member name (LXD's server name) to Node name. A member named
-    /// here is mapped whatever `matchBy` says.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(length(max = 256))]
-    pub node_names: BTreeMap<String, String>,
+    /// The Node of each member that `matchBy` does not find (or finds wrongly): a member named
+    /// here is mapped to this Node whatever `matchBy` says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 256),
+        extend(
+            "x-kubernetes-list-type" = "map",
+            "x-kubernetes-list-map-keys" = ["member"]
+        )
+    )]
+    pub member_nodes: Vec<MemberNode>,
 
-    /// How a member not named in `nodeNames` finds its Node: `HostName` (the default), the Node
+    /// How a member not named in `memberNodes` finds its Node: `HostName` (the default), the Node
     /// whose name, or whose `kubernetes.io/hostname` label, is the member's name; `None`, only
-    /// members named in `nodeNames` are mapped.
+    /// members named in `memberNodes` are mapped.
     #[serde(default)]
     pub match_by: NodeMatch,
 
@@ -51,13 +57,25 @@ pub struct KubernetesNodes {
     pub taint_threshold_percent: u32,
 }
 
+/// One member and the Kubernetes Node on its host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberNode {
+    /// The member (LXD's server name).
+    #[schemars(regex(pattern = MEMBER_NAME_PATTERN))]
+    pub member: String,
+    /// The name of the Node on the member's host.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN_PATTERN))]
+    pub node: String,
+}
+
 /// How members find their Nodes.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum NodeMatch {
     /// The Node whose name, or whose `kubernetes.io/hostname` label, is the member's name.
     #[default]
     HostName,
-    /// Only the members `nodeNames` names.
+    /// Only the members `memberNodes` names.
     None,
 }
 
@@ -68,7 +86,7 @@ fn default_taint_threshold_percent() -> u32 {
 impl Default for KubernetesNodes {
     fn default() -> Self {
         KubernetesNodes {
-            node_names: BTreeMap::new(),
+            member_nodes: Vec::new(),
             match_by: NodeMatch::default(),
             taint_threshold_percent: default_taint_threshold_percent(),
         }

@@ -10,7 +10,7 @@ use lxd_operator_crds::kubernetes_nodes::{KubernetesNodes, NodeMatch};
 const HOSTNAME_LABEL: &str = "kubernetes.io/hostname";
 
 /// Member name → Node name, for the members of `members` that have a Node among `nodes`. A
-/// member named in `nodeNames` is mapped to that Node; with `matchBy: HostName`, another
+/// member named in `memberNodes` is mapped to that Node; with `matchBy: HostName`, another
 /// member to the Node named as it is, or else labelled `kubernetes.io/hostname` as it is.
 pub fn member_nodes<'n>(
     settings: &KubernetesNodes,
@@ -20,7 +20,12 @@ pub fn member_nodes<'n>(
     let name_of = |node: &Node| node.metadata.name.clone().unwrap_or_default();
     let mut mapped = BTreeMap::new();
     for member in members {
-        let node = match settings.node_names.get(member) {
+        let named = settings
+            .member_nodes
+            .iter()
+            .find(|entry| entry.member == member)
+            .map(|entry| &entry.node);
+        let node = match named {
             Some(named) => nodes
                 .iter()
                 .find(|node| node.metadata.name.as_deref() == Some(named.as_str())),
@@ -47,6 +52,7 @@ pub fn member_nodes<'n>(
 
 #[cfg(test)]
 mod tests {
+    use lxd_operator_crds::kubernetes_nodes::MemberNode;
     use serde_json::json;
 
     use super::*;
@@ -67,9 +73,10 @@ mod tests {
         ];
         let nodes: Vec<&Node> = nodes.iter().collect();
         let mut settings = KubernetesNodes::default();
-        settings
-            .node_names
-            .insert("node3".into(), "worker-b".into());
+        settings.member_nodes.push(MemberNode {
+            member: "node3".into(),
+            node: "worker-b".into(),
+        });
         let mapped = member_nodes(&settings, ["node1", "node2", "node3", "node4"], &nodes);
         assert_eq!(
             mapped,
@@ -83,7 +90,10 @@ mod tests {
         let only_named = member_nodes(&settings, ["node1", "node2", "node3"], &nodes);
         assert_eq!(only_named.len(), 1, "{only_named:?}");
         // A named Node that does not exist maps nothing.
-        settings.node_names.insert("node1".into(), "gone".into());
+        settings.member_nodes.push(MemberNode {
+            member: "node1".into(),
+            node: "gone".into(),
+        });
         assert!(!member_nodes(&settings, ["node1"], &nodes).contains_key("node1"));
     }
 }
