@@ -3,7 +3,8 @@
 //! leave them (the embedded API server stores them; no kubelet runs). Placement avoids a member
 //! whose Node's Pods request most of its memory, names the pods' share when nothing else fits,
 //! and takes the member again once a Pod finishes; filling a member with LXD containers past
-//! the threshold taints its Node, and deleting them removes the taint, kubelet's taints kept.
+//! the threshold taints its Node, and deleting them removes the taint, kubelet's taints kept;
+//! unmapping the members takes the operator's figures off the Nodes.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -262,6 +263,23 @@ fn lxd_and_kubernetes_see_what_the_other_placed_on_shared_hosts() {
         })
         .unwrap_or_else(|| panic!("no pods allocation of node2:\n{metrics}"));
     println!("{pods_line}");
+
+    // Unmapped, the Nodes lose our figures (and would lose our taint), kubelet's taint kept.
+    operator.patch_cluster(r#"{"kubernetesNodes": null}"#);
+    wait_for(
+        Duration::from_secs(30),
+        "our annotations gone from every Node",
+        || {
+            MEMBERS
+                .iter()
+                .map(|member| node(&operator, member))
+                .all(|node| {
+                    node["metadata"]["annotations"]["lxd-operator.dev/lxd-member"].is_null()
+                        && taint_keys(&node) == [KUBELETS_TAINT]
+                })
+                .then_some(())
+        },
+    );
 
     operator.delete_containers(&namespace, Duration::from_secs(120));
     assert!(managed_instances(cluster, &namespace).is_empty());

@@ -142,6 +142,11 @@ impl KubeSide {
             .collect()
     }
 
+    /// Every Node as last watched.
+    pub fn nodes(&self) -> Vec<Arc<Node>> {
+        self.nodes.state()
+    }
+
     /// The Node `name` as last watched.
     pub fn node(&self, name: &str) -> Option<Arc<Node>> {
         self.nodes.get(&reflector::ObjectRef::new(name))

@@ -89,6 +89,44 @@ pub fn node_patch(
     Some(patch)
 }
 
+/// The merge patch that takes our figures and taint off a Node the operator no longer maps to
+/// `member` (`<cluster>/<member>`: the member was unmapped, or the cluster's `kubernetesNodes`
+/// removed); `None` when the Node does not carry that member's figures.
+pub fn release_patch(node: &Node, member: &str) -> Option<Value> {
+    let annotations = node.metadata.annotations.as_ref()?;
+    if annotations.get(MEMBER_ANNOTATION).map(String::as_str) != Some(member) {
+        return None;
+    }
+    let mut patch = json!({"metadata": {
+        "resourceVersion": node.metadata.resource_version,
+        "annotations": {
+            MEMBER_ANNOTATION: null, CPU_ANNOTATION: null, MEMORY_ANNOTATION: null, SHARE_ANNOTATION: null,
+        },
+    }});
+    let taints: Vec<Taint> = node
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.taints.clone())
+        .unwrap_or_default();
+    if taints.iter().any(|taint| taint.key == PRESSURE_TAINT) {
+        let kept: Vec<Taint> = taints
+            .into_iter()
+            .filter(|taint| taint.key != PRESSURE_TAINT)
+            .collect();
+        patch["spec"] = json!({"taints": kept});
+    }
+    Some(patch)
+}
+
+/// The member (`<cluster>/<member>`) whose figures a Node carries, if any.
+pub fn figures_of(node: &Node) -> Option<&str> {
+    node.metadata
+        .annotations
+        .as_ref()?
+        .get(MEMBER_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// CPU cores as a quantity: whole cores plainly, a fraction in millicores.
 fn format_cpu(cores: f64) -> String {
     let millis = (cores * 1000.0).round() as u64;
@@ -172,6 +210,26 @@ mod tests {
         assert_eq!(node_patch(&tainted, "lxd/node1", &share(14.0), 80), None);
         let eased = node_patch(&tainted, "lxd/node1", &share(12.0), 80).unwrap();
         assert_eq!(eased["spec"]["taints"], kubelets);
+    }
+
+    #[test]
+    fn an_unmapped_node_loses_our_figures_and_taint_and_keeps_the_rest() {
+        let kubelets = json!([{"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"}]);
+        let calm = node(kubelets.clone());
+        let tainted = with(
+            &calm,
+            &node_patch(&calm, "lxd/node1", &share(14.0), 80).unwrap(),
+        );
+        assert_eq!(figures_of(&tainted), Some("lxd/node1"));
+        assert_eq!(release_patch(&tainted, "lxd/node2"), None);
+        let released = with(&tainted, &release_patch(&tainted, "lxd/node1").unwrap());
+        assert_eq!(figures_of(&released), None);
+        assert!(released.metadata.annotations.unwrap_or_default().is_empty());
+        assert_eq!(
+            serde_json::to_value(released.spec.unwrap().taints).unwrap(),
+            kubelets
+        );
+        assert_eq!(release_patch(&calm, "lxd/node1"), None);
     }
 
     #[test]

@@ -7,7 +7,10 @@ use lxd_operator_crds::LxdCluster;
 use lxd_operator_crds::cluster::MemberStatus;
 
 use super::super::context::Context;
-use crate::kubernetes_nodes::node_figures::{LxdShare, node_patch, patch_node};
+use crate::kubernetes_nodes::KubeSide;
+use crate::kubernetes_nodes::node_figures::{
+    LxdShare, figures_of, node_patch, patch_node, release_patch,
+};
 use crate::placement::model::Resources;
 
 /// Records each member's allocations, and tells each mapped Node what LXD holds on its host.
@@ -32,10 +35,17 @@ pub(super) async fn tell_nodes(cluster: &LxdCluster, members: &[MemberStatus], c
             );
         }
     }
-    let (Some(side), Some(settings)) = (&ctx.kube_side, &cluster.spec.kubernetes_nodes) else {
+    let Some(side) = &ctx.kube_side else {
         return;
     };
-    let member_nodes = side.member_nodes(settings, members.iter().map(|m| m.name.as_str()));
+    let member_nodes = match &cluster.spec.kubernetes_nodes {
+        Some(settings) => side.member_nodes(settings, members.iter().map(|m| m.name.as_str())),
+        None => Default::default(),
+    };
+    release_unmapped(&name, &member_nodes, side, ctx).await;
+    let Some(settings) = &cluster.spec.kubernetes_nodes else {
+        return;
+    };
     let pods = side.pods_by_member(&member_nodes);
     for member in members {
         let Some(node_name) = member_nodes.get(&member.name) else {
@@ -85,6 +95,38 @@ pub(super) async fn tell_nodes(cluster: &LxdCluster, members: &[MemberStatus], c
                 // Most often a conflict: the Node changed since it was watched.
                 tracing::debug!(cluster = %name, node = %node_name, %error, "cannot write the Node's LXD figures now; again at the next sync");
                 ctx.request_cluster_refresh(&name);
+            }
+        }
+    }
+}
+
+/// Takes our figures and taint off the Nodes that carry those of a member of `cluster` that is
+/// no longer mapped to them.
+async fn release_unmapped(
+    cluster: &str,
+    member_nodes: &std::collections::BTreeMap<String, String>,
+    side: &KubeSide,
+    ctx: &Context,
+) {
+    let prefix = format!("{cluster}/");
+    for node in side.nodes() {
+        let node_name = node.name_any();
+        let Some(member) = figures_of(&node).and_then(|m| m.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if member_nodes.get(member) == Some(&node_name) {
+            continue;
+        }
+        let Some(patch) = release_patch(&node, &format!("{prefix}{member}")) else {
+            continue;
+        };
+        match patch_node(&ctx.client, &node_name, &patch).await {
+            Ok(()) => {
+                tracing::info!(%cluster, %member, node = %node_name, "Node no longer mapped: LXD figures and taint removed");
+            }
+            Err(error) => {
+                tracing::debug!(%cluster, node = %node_name, %error, "cannot release the Node now; again at the next sync");
+                ctx.request_cluster_refresh(cluster);
             }
         }
     }
