@@ -742,8 +742,16 @@ fn nodes_and_pods_are_stored_as_kubelet_leaves_them_and_their_status_goes_throug
         .unwrap()
         .len();
     assert_eq!(taints, 2);
-    let table = operator.kubectl_ok(&["get", "pods", "-o", "wide"]);
-    assert!(table.contains("api-1"), "{table}");
+    let table = operator.kubectl_ok(&["get", "pods"]);
+    let row = table.lines().find(|l| l.starts_with("api-1")).unwrap();
+    assert!(
+        table.starts_with("NAME") && table.contains("STATUS") && table.contains("NODE"),
+        "{table}"
+    );
+    assert!(
+        row.contains("Running") && row.contains("worker-1"),
+        "{table}"
+    );
 }
 
 #[test]

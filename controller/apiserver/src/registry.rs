@@ -197,6 +197,22 @@ fn builtin(
     }
 }
 
+/// What `kubectl get pods` shows of a Pod here: its phase and Node (kubelet's readiness and
+/// restarts are not kept by a stored Pod).
+fn pod_columns() -> Vec<CustomResourceColumnDefinition> {
+    let column = |name: &str, type_: &str, json_path: &str| CustomResourceColumnDefinition {
+        name: name.to_owned(),
+        type_: type_.to_owned(),
+        json_path: json_path.to_owned(),
+        ..Default::default()
+    };
+    vec![
+        column("Status", "string", ".status.phase"),
+        column("Node", "string", ".spec.nodeName"),
+        column("Age", "date", ".metadata.creationTimestamp"),
+    ]
+}
+
 /// A built-in kind whose status is written through `/status`, as kubelet writes a Pod's.
 fn with_status(resource: Resource) -> Resource {
     Resource {
@@ -285,7 +301,10 @@ fn builtins() -> Vec<Resource> {
     let mut resources = vec![
         // Pods and Nodes as kubelet and kube-scheduler leave them, so that what reads them
         // (placement beside Kubernetes) runs and is tested without a kubelet.
-        with_status(builtin("", "v1", "pods", "Pod", true, &["po"], "pods")),
+        Resource {
+            columns: pod_columns(),
+            ..with_status(builtin("", "v1", "pods", "Pod", true, &["po"], "pods"))
+        },
         Resource {
             role: Role::Node,
             ..with_status(builtin("", "v1", "nodes", "Node", false, &["no"], "nodes"))
