@@ -129,8 +129,16 @@ impl KubeSide {
         if member_nodes.is_empty() {
             return BTreeMap::new();
         }
+        let mapped: std::collections::BTreeSet<&str> =
+            member_nodes.values().map(String::as_str).collect();
+        // Only the Pods of mapped Nodes are counted: a Kubernetes cluster has many more.
         let pods = self.pods.state();
-        let by_node = pod_requests::requests_by_node(pods.iter().map(Arc::as_ref));
+        let by_node = pod_requests::requests_by_node(pods.iter().map(Arc::as_ref).filter(|pod| {
+            pod.spec
+                .as_ref()
+                .and_then(|spec| spec.node_name.as_deref())
+                .is_some_and(|node| mapped.contains(node))
+        }));
         member_nodes
             .iter()
             .map(|(member, node)| {
