@@ -780,6 +780,26 @@ fn apply_prune_with_a_selector_deletes_what_left_the_manifest() {
         names.contains("configmap/one") && !names.contains("configmap/two"),
         "{names}"
     );
+    // Our kinds are not on kubectl's default list: an allowlist names them.
+    let ours = operator.kubectl_with_input(
+        &[
+            "apply",
+            "--prune",
+            "-l",
+            "app=site",
+            "--prune-allowlist=core/v1/ConfigMap",
+            "--prune-allowlist=lxd-operator.dev/v1alpha1/LxdContainer",
+            "-f",
+            "-",
+        ],
+        &only_one,
+    );
+    assert!(ours.status.success(), "{}", text(&ours.stderr));
+    let out = text(&ours.stdout);
+    assert!(
+        out.contains("lxdcontainer.lxd-operator.dev/web-1 pruned"),
+        "{out}"
+    );
 }
 
 #[test]
