@@ -534,3 +534,76 @@ async fn get_patch_and_replace_scale_through_kube_rs() {
     let set = api.get("web").await.unwrap();
     assert_eq!((set.spec.replicas, set.metadata.generation), (6, Some(3)));
 }
+
+#[tokio::test]
+async fn the_node_taint_is_written_under_a_resource_version_and_never_loses_kubelets_taints() {
+    use k8s_openapi::api::core::v1::Node;
+    use lxd_operator::kubernetes_nodes::node_figures::{LxdShare, node_patch, patch_node};
+    use lxd_operator::placement::model::Resources;
+    let operator = Operator::start(Mode::Apiserver);
+    let client = client(&operator).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let registered: Node = serde_json::from_value(json!({
+        "metadata": {"name": "node1"},
+        "status": {"capacity": {"cpu": "4", "memory": "16Gi"}},
+    }))
+    .unwrap();
+    nodes
+        .create(&PostParams::default(), &registered)
+        .await
+        .unwrap();
+    let read = nodes.get("node1").await.unwrap();
+    // Its status is kubelet's registration, kept as created.
+    assert_eq!(
+        read.status.as_ref().unwrap().capacity.as_ref().unwrap()["memory"].0,
+        "16Gi"
+    );
+    // kubelet taints the Node after the operator read it.
+    nodes
+        .patch(
+            "node1",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": [{"key": "node.kubernetes.io/disk-pressure", "effect": "NoSchedule"}]}})),
+        )
+        .await
+        .unwrap();
+    let full = LxdShare {
+        allocated: Resources {
+            cpu: 1.0,
+            memory: 15.0 * 1024f64.powi(3),
+        },
+        capacity: Resources {
+            cpu: 4.0,
+            memory: 16.0 * 1024f64.powi(3),
+        },
+    };
+    let stale = node_patch(&read, "local/node1", &full, 80).unwrap();
+    let conflict = patch_node(&client, "node1", &stale).await.unwrap_err();
+    assert!(
+        matches!(conflict, kube::Error::Api(ref s) if s.code == 409),
+        "{conflict:?}"
+    );
+    let fresh = node_patch(&nodes.get("node1").await.unwrap(), "local/node1", &full, 80).unwrap();
+    patch_node(&client, "node1", &fresh).await.unwrap();
+    let tainted = nodes.get("node1").await.unwrap();
+    let keys: Vec<String> = tainted
+        .spec
+        .unwrap()
+        .taints
+        .unwrap()
+        .into_iter()
+        .map(|t| t.key)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "node.kubernetes.io/disk-pressure",
+            "lxd-operator.dev/lxd-pressure"
+        ]
+    );
+    assert_eq!(
+        tainted.metadata.annotations.unwrap()["lxd-operator.dev/lxd-share-percent"],
+        "94"
+    );
+    assert!(tainted.status.unwrap().capacity.is_some());
+}

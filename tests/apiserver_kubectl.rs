@@ -698,3 +698,144 @@ fn an_invalid_set_is_refused_naming_the_field_and_nothing_is_stored() {
         );
     }
 }
+
+const NODE: &str = "apiVersion: v1\nkind: Node\nmetadata: {name: worker-1, labels: {kubernetes.io/hostname: worker-1}}\nspec:\n  taints: [{key: node.kubernetes.io/not-ready, effect: NoSchedule}]\nstatus:\n  capacity: {cpu: \"4\", memory: 16Gi, pods: \"110\"}\n  allocatable: {cpu: \"4\", memory: 15Gi, pods: \"110\"}\n";
+
+const POD: &str = "apiVersion: v1\nkind: Pod\nmetadata: {name: api-1, labels: {app: api}}\nspec:\n  nodeName: worker-1\n  containers:\n  - name: api\n    image: nginx\n    resources: {requests: {cpu: 500m, memory: 1Gi}}\n";
+
+#[test]
+fn nodes_and_pods_are_stored_as_kubelet_leaves_them_and_their_status_goes_through_status() {
+    let operator = server();
+    // kubelet registers a Node with its capacity in status.
+    assert!(operator.apply(NODE).contains("node/worker-1 created"));
+    let node = json(&operator, &["get", "node", "worker-1", "-o", "json"]);
+    assert_eq!(node["status"]["capacity"]["memory"], "16Gi");
+    assert!(operator.apply(POD).contains("pod/api-1 created"));
+    // A Pod's status is kubelet's, written through /status; an apply of its spec keeps it.
+    operator.kubectl_ok(&[
+        "patch",
+        "pod",
+        "api-1",
+        "--subresource=status",
+        "--type",
+        "merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ]);
+    assert!(
+        operator
+            .apply(&POD.replace("app: api", "app: api, tier: back"))
+            .contains("configured")
+    );
+    let pod = json(&operator, &["get", "po", "api-1", "-o", "json"]);
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(pod["metadata"]["labels"]["tier"], "back");
+    // Taints are a list strategic merge patches by key: another taint leaves kubelet's there.
+    operator.kubectl_ok(&[
+        "taint",
+        "node",
+        "worker-1",
+        "lxd-operator.dev/lxd-pressure=true:NoSchedule",
+    ]);
+    let taints = json(&operator, &["get", "no", "worker-1", "-o", "json"])["spec"]["taints"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert_eq!(taints, 2);
+    let table = operator.kubectl_ok(&["get", "pods"]);
+    let row = table.lines().find(|l| l.starts_with("api-1")).unwrap();
+    assert!(
+        table.starts_with("NAME") && table.contains("STATUS") && table.contains("NODE"),
+        "{table}"
+    );
+    assert!(
+        row.contains("Running") && row.contains("worker-1"),
+        "{table}"
+    );
+}
+
+#[test]
+fn apply_prune_with_a_selector_deletes_what_left_the_manifest() {
+    let operator = server();
+    let config = |name: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, labels: {{app: site}}}}\ndata: {{a: b}}\n"
+        )
+    };
+    let both = format!("{}---\n{}---\n{WEB}", config("one"), config("two"))
+        .replace("labels: {app: web}", "labels: {app: site}");
+    let applied =
+        operator.kubectl_with_input(&["apply", "--prune", "-l", "app=site", "-f", "-"], &both);
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+    let only_one = config("one");
+    let pruned = operator.kubectl_with_input(
+        &["apply", "--prune", "-l", "app=site", "-f", "-"],
+        &only_one,
+    );
+    assert!(pruned.status.success(), "{}", text(&pruned.stderr));
+    let out = text(&pruned.stdout);
+    assert!(out.contains("configmap/two pruned"), "{out}");
+    let names = operator.kubectl_ok(&["get", "configmaps", "-o", "name"]);
+    assert!(
+        names.contains("configmap/one") && !names.contains("configmap/two"),
+        "{names}"
+    );
+    // Our kinds are not on kubectl's default list: an allowlist names them.
+    let ours = operator.kubectl_with_input(
+        &[
+            "apply",
+            "--prune",
+            "-l",
+            "app=site",
+            "--prune-allowlist=core/v1/ConfigMap",
+            "--prune-allowlist=lxd-operator.dev/v1alpha1/LxdContainer",
+            "-f",
+            "-",
+        ],
+        &only_one,
+    );
+    assert!(ours.status.success(), "{}", text(&ours.stderr));
+    let out = text(&ours.stdout);
+    assert!(
+        out.contains("lxdcontainer.lxd-operator.dev/web-1 pruned"),
+        "{out}"
+    );
+}
+
+#[test]
+fn kubernetes_nodes_settings_are_checked_naming_the_field() {
+    let operator = server();
+    let cluster = |nodes: &str| {
+        format!(
+            "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdCluster\nmetadata: {{name: beside}}\nspec:\n  endpoints: [\"unix:///var/lib/lxd/unix.socket\"]\n  kubernetesNodes: {nodes}\n"
+        )
+    };
+    let applied = operator.apply(&cluster(
+        "{memberNodes: [{member: node1, node: worker-a.example.org}]}",
+    ));
+    assert!(applied.contains("created"), "{applied}");
+    let stored = json(&operator, &["get", "lxdcl", "beside", "-o", "json"]);
+    assert_eq!(
+        stored["spec"]["kubernetesNodes"]["taintThresholdPercent"],
+        80
+    );
+    assert_eq!(stored["spec"]["kubernetesNodes"]["matchBy"], "HostName");
+    for (nodes, field) in [
+        (
+            "{taintThresholdPercent: 0}",
+            "spec.kubernetesNodes.taintThresholdPercent",
+        ),
+        (
+            "{memberNodes: [{member: node1, node: Worker_A}]}",
+            "spec.kubernetesNodes.memberNodes[0].node",
+        ),
+        ("{matchBy: Label}", "spec.kubernetesNodes.matchBy"),
+    ] {
+        let refused = operator.kubectl_with_input(&["apply", "-f", "-"], &cluster(nodes));
+        let message = text(&refused.stderr);
+        assert!(
+            !refused.status.success() && message.contains(field),
+            "{nodes}: {message}"
+        );
+    }
+}

@@ -624,3 +624,46 @@ fn without_the_admission_webhook_nothing_of_it_is_rendered_and_failure_policy_is
     assert_eq!(configuration["webhooks"][0]["failurePolicy"], "Ignore");
     assert_eq!(configuration["webhooks"][0]["timeoutSeconds"], 5);
 }
+
+#[test]
+fn pods_and_nodes_are_granted_only_when_kubernetes_nodes_is_on() {
+    let rules_of = |rendered: &Rendered| {
+        let role: ClusterRole =
+            serde_json::from_value(of_kind(rendered, "ClusterRole")[0].clone()).unwrap();
+        role.rules.unwrap()
+    };
+    let grants =
+        |rules: &[k8s_openapi::api::rbac::v1::PolicyRule], resource: &str| -> Vec<String> {
+            rules
+                .iter()
+                .filter(|r| r.resources.iter().flatten().any(|x| x == resource))
+                .flat_map(|r| r.verbs.clone())
+                .collect()
+        };
+    let args = |rendered: &Rendered| -> Vec<String> {
+        let deployment: Deployment =
+            serde_json::from_value(of_kind(rendered, "Deployment")[0].clone()).unwrap();
+        deployment.spec.unwrap().template.spec.unwrap().containers[0]
+            .args
+            .clone()
+            .unwrap_or_default()
+    };
+    let off = render(json!({})).unwrap();
+    let rules = rules_of(&off);
+    assert!(grants(&rules, "pods").is_empty() && grants(&rules, "nodes").is_empty());
+    assert!(!args(&off).contains(&"--kubernetes-nodes".to_owned()));
+
+    let on = render(json!({"kubernetesNodes": {"enabled": true}})).unwrap();
+    assert!(on.lint_errors.is_empty(), "{:?}", on.lint_errors);
+    let rules = rules_of(&on);
+    assert_eq!(grants(&rules, "pods"), ["get", "list", "watch"]);
+    assert_eq!(grants(&rules, "nodes"), ["get", "list", "watch", "patch"]);
+    // Only Nodes are written, and only by patch: never Pods, never a Node's status.
+    assert!(grants(&rules, "nodes/status").is_empty());
+    assert!(args(&on).contains(&"--kubernetes-nodes".to_owned()));
+
+    let refused = render(json!({"kubernetesNodes": {"enabled": "yes"}}))
+        .err()
+        .expect("a string for enabled is refused");
+    assert!(refused.contains("kubernetesNodes"), "{refused}");
+}

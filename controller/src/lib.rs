@@ -8,6 +8,7 @@
 //! - [`lxd`]: the client of LXD clusters.
 //! - [`reconcile`]: one reconciler per kind.
 //! - [`leader`]: leader election among replicas.
+//! - [`kubernetes_nodes`]: LXD beside Kubernetes on the same hosts (Pods' requests, Node taints).
 //! - [`jitter`]: random spread for retry delays.
 //! - [`placement`]: the placement engine (pure: no kube, tokio or HTTP).
 //! - [`quantity`]: quantities read in one place: Kubernetes' in our specs, LXD's in instance limits.
@@ -17,6 +18,7 @@
 
 pub mod admission_webhook;
 pub mod jitter;
+pub mod kubernetes_nodes;
 pub mod leader;
 pub mod lxd;
 pub mod placement;

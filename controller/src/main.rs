@@ -116,6 +116,10 @@ struct RunArgs {
     /// Reconcile only while holding a Lease, so that one of several replicas is active.
     #[arg(long)]
     leader_election: bool,
+    /// Watch Pods and Nodes, for LxdClusters whose `kubernetesNodes` map members to the
+    /// Kubernetes Nodes on the same hosts (needs RBAC to read Pods and Nodes and patch Nodes).
+    #[arg(long)]
+    kubernetes_nodes: bool,
     /// Name of the Lease.
     #[arg(long, default_value = "lxd-operator")]
     lease_name: String,
@@ -277,7 +281,14 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
             tokio::spawn(webhook.serve(client.clone(), std::future::pending()));
         }
         let Some(lease) = args.lease() else {
-            reconcile_as_sole_replica(client, metrics, readiness, &args.secrets_namespace).await;
+            reconcile_as_sole_replica(
+                client,
+                metrics,
+                readiness,
+                &args.secrets_namespace,
+                args.kubernetes_nodes,
+            )
+            .await;
             return Ok(());
         };
         lease.validate()?;
@@ -291,7 +302,7 @@ fn run_controller(args: &RunArgs) -> anyhow::Result<()> {
         readiness.set_synced(false);
         let leadership = lease.leadership();
         tokio::select! {
-            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership, args.secrets_namespace.clone()) => {
+            () = lxd_operator::reconcile::run(client, metrics.clone(), readiness, leadership, args.secrets_namespace.clone(), args.kubernetes_nodes) => {
                 lease.release().await;
                 Ok(())
             }
@@ -413,7 +424,9 @@ fn run_standalone(args: &StandaloneArgs) -> anyhow::Result<()> {
         }));
         let (metrics, readiness) = serve_telemetry(args.metrics_addr, args.stall_seconds).await?;
         // Returns on SIGTERM/SIGINT once reconciles in flight have finished; then the server stops.
-        reconcile_as_sole_replica(client, metrics, readiness, &args.secrets_namespace).await;
+        // The embedded server stores Pods and Nodes: watching them costs little, and a cluster
+        // that maps members to Nodes works as it does beside a real Kubernetes.
+        reconcile_as_sole_replica(client, metrics, readiness, &args.secrets_namespace, true).await;
         let _ = stop_server.send(());
         serving.await??;
         Ok(())
@@ -446,6 +459,7 @@ async fn reconcile_as_sole_replica(
     metrics: Arc<Metrics>,
     readiness: Arc<http::Readiness>,
     secret_scope: &SecretScope,
+    kubernetes_nodes: bool,
 ) {
     metrics.leader.set(1);
     lxd_operator::reconcile::run(
@@ -454,6 +468,7 @@ async fn reconcile_as_sole_replica(
         readiness,
         lxd_operator::leader::Leadership::unconditional(),
         secret_scope.clone(),
+        kubernetes_nodes,
     )
     .await;
 }

@@ -12,6 +12,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::guardrails::Guardrails;
+use crate::kubernetes_nodes::KubernetesNodes;
 use crate::quota::{NamespaceQuotaStatus, NamespaceQuotas};
 use crate::shared::{
     Condition, DNS_SUBDOMAIN_PATTERN, LabelSelector, MEMBER_NAME_PATTERN, SecretReference,
@@ -221,6 +222,12 @@ pub struct LxdClusterSpec {
     /// refused at admission with the figures (a set says so for the children it cannot make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quotas: Option<NamespaceQuotas>,
+
+    /// Kubernetes Nodes on the same hosts as this cluster's members: placement then counts
+    /// what their Pods request, and the Nodes are told (and tainted) what LXD holds. Without
+    /// it, members are placed on as if nothing else ran on their hosts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes_nodes: Option<KubernetesNodes>,
 }
 
 /// One LXD server the operator forms into the cluster.

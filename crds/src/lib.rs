@@ -20,6 +20,7 @@ pub mod cluster;
 pub mod container;
 pub mod generate;
 pub mod guardrails;
+pub mod kubernetes_nodes;
 pub mod policy;
 pub mod quantity;
 pub mod quota;

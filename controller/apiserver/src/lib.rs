@@ -1,5 +1,6 @@
 //! The embedded Kubernetes-compatible API server of standalone mode: our custom resources (and
-//! any CRD applied later), Namespaces, Secrets, ConfigMaps, Events and Leases, stored in SQLite,
+//! any CRD applied later), Namespaces, Secrets, ConfigMaps, Events, Leases, Pods and Nodes (and
+//! the other kinds of kubectl's default prune list, as plain stored objects), stored in SQLite,
 //! served so that kubectl and kube-rs work unchanged. The model is k3s with kine: the
 //! Kubernetes API over an embedded SQL database. A crate of its own: it depends only on the API
 //! types (`lxd-operator-crds`), and the controller's binary serves it.

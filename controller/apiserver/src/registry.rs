@@ -35,6 +35,9 @@ pub enum Role {
     /// An LxdContainer, or an LxdContainerSet, whose container spec (at this JSON pointer) is
     /// admitted by its LxdCluster's guardrails.
     ContainerSpecAt(&'static str),
+    /// A Node: created with its status, as kubelet registers one with its capacity (other
+    /// kinds with a status subresource drop the status a create carries).
+    Node,
 }
 
 /// The paths a CRD's `subresources.scale` names, in its notation (`.spec.replicas`).
@@ -135,6 +138,11 @@ impl Resource {
         }
     }
 
+    /// Whether a create keeps the status it carries.
+    pub fn keeps_status_on_create(&self) -> bool {
+        !self.status_subresource || self.role == Role::Node
+    }
+
     /// Whether a DELETE of the collection deletes every object in it. Not for namespaces, as
     /// in Kubernetes: one request must not delete every tenant with all it holds.
     pub fn deletes_collections(&self) -> bool {
@@ -189,9 +197,118 @@ fn builtin(
     }
 }
 
+/// What `kubectl get pods` shows of a Pod here: its phase and Node (kubelet's readiness and
+/// restarts are not kept by a stored Pod).
+fn pod_columns() -> Vec<CustomResourceColumnDefinition> {
+    let column = |name: &str, type_: &str, json_path: &str| CustomResourceColumnDefinition {
+        name: name.to_owned(),
+        type_: type_.to_owned(),
+        json_path: json_path.to_owned(),
+        ..Default::default()
+    };
+    vec![
+        column("Status", "string", ".status.phase"),
+        column("Node", "string", ".spec.nodeName"),
+        column("Age", "date", ".metadata.creationTimestamp"),
+    ]
+}
+
+/// A built-in kind whose status is written through `/status`, as kubelet writes a Pod's.
+fn with_status(resource: Resource) -> Resource {
+    Resource {
+        status_subresource: true,
+        ..resource
+    }
+}
+
+/// The kinds of kubectl's default prune list (`kubectl apply --prune` without an allowlist
+/// lists each of them and fails on one the server does not know) that are served for that
+/// alone, as stored objects: nothing runs them here. Namespaces, Pods, Secrets and ConfigMaps,
+/// also on the list, are served for themselves. (group, version, plural, kind, namespaced,
+/// short names)
+type Kind = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    bool,
+    &'static [&'static str],
+);
+const PRUNE_LIST_KINDS: [Kind; 12] = [
+    ("", "v1", "endpoints", "Endpoints", true, &["ep"]),
+    (
+        "",
+        "v1",
+        "persistentvolumeclaims",
+        "PersistentVolumeClaim",
+        true,
+        &["pvc"],
+    ),
+    (
+        "",
+        "v1",
+        "persistentvolumes",
+        "PersistentVolume",
+        false,
+        &["pv"],
+    ),
+    (
+        "",
+        "v1",
+        "replicationcontrollers",
+        "ReplicationController",
+        true,
+        &["rc"],
+    ),
+    ("", "v1", "services", "Service", true, &["svc"]),
+    ("batch", "v1", "jobs", "Job", true, &[]),
+    ("batch", "v1", "cronjobs", "CronJob", true, &["cj"]),
+    (
+        "networking.k8s.io",
+        "v1",
+        "ingresses",
+        "Ingress",
+        true,
+        &["ing"],
+    ),
+    ("apps", "v1", "daemonsets", "DaemonSet", true, &["ds"]),
+    ("apps", "v1", "deployments", "Deployment", true, &["deploy"]),
+    ("apps", "v1", "replicasets", "ReplicaSet", true, &["rs"]),
+    ("apps", "v1", "statefulsets", "StatefulSet", true, &["sts"]),
+];
+
 /// The resources a fresh server serves before any CRD.
 fn builtins() -> Vec<Resource> {
-    vec![
+    let prune_list =
+        PRUNE_LIST_KINDS
+            .iter()
+            .map(|(group, version, plural, kind, namespaced, short_names)| {
+                let storage = if group.is_empty() {
+                    (*plural).to_owned()
+                } else {
+                    format!("{group}/{plural}")
+                };
+                builtin(
+                    group,
+                    version,
+                    plural,
+                    kind,
+                    *namespaced,
+                    short_names,
+                    &storage,
+                )
+            });
+    let mut resources = vec![
+        // Pods and Nodes as kubelet and kube-scheduler leave them, so that what reads them
+        // (placement beside Kubernetes) runs and is tested without a kubelet.
+        Resource {
+            columns: pod_columns(),
+            ..with_status(builtin("", "v1", "pods", "Pod", true, &["po"], "pods"))
+        },
+        Resource {
+            role: Role::Node,
+            ..with_status(builtin("", "v1", "nodes", "Node", false, &["no"], "nodes"))
+        },
         Resource {
             role: Role::Namespace,
             ..builtin(
@@ -248,7 +365,9 @@ fn builtins() -> Vec<Resource> {
                 "customresourcedefinitions",
             )
         },
-    ]
+    ];
+    resources.extend(prune_list);
+    resources
 }
 
 /// Every servable resource.

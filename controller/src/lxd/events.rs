@@ -109,6 +109,17 @@ impl LifecycleAction {
         )
     }
 
+    /// Whether it changes what the member's instances are limited to (one made, changed or
+    /// deleted).
+    pub fn changes_allocation(&self) -> bool {
+        matches!(
+            self,
+            LifecycleAction::InstanceCreated
+                | LifecycleAction::InstanceUpdated
+                | LifecycleAction::InstanceDeleted
+        )
+    }
+
     fn from_name(name: &str) -> LifecycleAction {
         match name {
             "instance-created" => LifecycleAction::InstanceCreated,

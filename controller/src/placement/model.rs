@@ -66,6 +66,9 @@ pub struct Member {
     pub capacity: Resources,
     /// What every instance on it is limited to (ours or not), plus reservations.
     pub allocated: Resources,
+    /// What the Pods bound to the Kubernetes Node on the member's host request (zero when the
+    /// member has no Node mapped): held beside `allocated` by the capacity filter and scorers.
+    pub pods: Resources,
     /// Instances (and reservations) without a CPU limit, and without a memory limit: scoring
     /// counts [`SCORING_DEFAULT`] for each.
     pub unlimited: (u32, u32),
@@ -428,11 +431,37 @@ pub struct Request {
 
 impl Member {
     /// What scoring counts as allocated: the limits, plus the scoring default for each instance
-    /// without one.
+    /// without one, plus what the Pods on the host request.
     pub fn scoring_allocated(&self) -> Resources {
         Resources {
             cpu: self.allocated.cpu + f64::from(self.unlimited.0) * SCORING_DEFAULT.cpu,
             memory: self.allocated.memory + f64::from(self.unlimited.1) * SCORING_DEFAULT.memory,
         }
+        .plus(self.pods)
     }
+
+    /// What is held on the member's host: LXD's instances and reservations, and the Pods.
+    pub fn held(&self) -> Resources {
+        self.allocated.plus(self.pods)
+    }
+}
+
+/// Bytes as people read them: `14.2 GiB`, `512 MiB`.
+pub fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    let text = format!("{value:.1}");
+    let text = text.strip_suffix(".0").unwrap_or(&text);
+    format!("{text} {}", UNITS[unit])
+}
+
+/// CPU cores as people read them: `2`, `1.5`.
+pub fn format_cores(cores: f64) -> String {
+    let text = format!("{cores:.2}");
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }

@@ -749,3 +749,41 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_member_whose_node_holds_pods_is_avoided_and_the_explanation_names_both_parts() {
+    let mut snapshot = cluster(3, 3, 8.0, 16.0);
+    snapshot.members_mut()[1].pods = Resources {
+        cpu: 2.0,
+        memory: gib(14.4),
+    };
+    let wanted = request(1.0, 1.0);
+    for name in [PlacementStrategy::LeastLoaded, PlacementStrategy::Spread] {
+        let decision = decide(&strategy(name), &wanted, &snapshot, 0).unwrap();
+        assert_ne!(decision.member, "node02", "{name:?}");
+        let explanation = decision.explanation.to_string();
+        assert!(
+            explanation.contains(
+                "memory held with pods: node02: 14.4 GiB of 16 GiB held, 14.4 GiB by pods"
+            ),
+            "{explanation}"
+        );
+    }
+    // Only node02 would do, and it is full of pods.
+    let mut only_there = request(1.0, 2.0);
+    only_there.placement.target = Some("node02".into());
+    let refused = decide(
+        &strategy(PlacementStrategy::LeastLoaded),
+        &only_there,
+        &snapshot,
+        0,
+    )
+    .unwrap_err();
+    assert!(
+        refused
+            .message
+            .contains("1 insufficient memory: 14.4 GiB of 16 GiB held, 14.4 GiB by pods"),
+        "{}",
+        refused.message
+    );
+}

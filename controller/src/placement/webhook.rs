@@ -122,6 +122,16 @@ pub struct WebhookMember {
     pub memory_allocated_bytes: f64,
     /// Instances there.
     pub instances: u32,
+    /// CPU requested by the Pods on the member's Kubernetes Node (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cpu_requested_by_pods: f64,
+    /// Memory requested by the Pods on the member's Kubernetes Node, bytes (absent when none).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub memory_requested_by_pods_bytes: f64,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 impl From<&Member> for WebhookMember {
@@ -136,6 +146,8 @@ impl From<&Member> for WebhookMember {
             cpu_allocated: member.allocated.cpu,
             memory_allocated_bytes: member.allocated.memory,
             instances: member.instances,
+            cpu_requested_by_pods: member.pods.cpu,
+            memory_requested_by_pods_bytes: member.pods.memory,
         }
     }
 }

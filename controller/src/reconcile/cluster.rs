@@ -22,6 +22,7 @@ use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_EVENT_STREAM, COND
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus, LxdContainer};
 
 mod formation;
+mod nodes;
 
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
@@ -102,6 +103,7 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
                     generation,
                 ),
             );
+            nodes::tell_nodes(&cluster, &members, &ctx).await;
             status.members = members;
         }
         Err(error) => {

@@ -17,6 +17,7 @@ use super::backoff::Backoffs;
 use super::connections::{ClusterSignal, Connections};
 use super::container::placement::Placements;
 use super::container::rollout::RolloutClock;
+use crate::kubernetes_nodes::KubeSide;
 use crate::leader::Leadership;
 use crate::lxd::LxdError;
 use crate::telemetry::Metrics;
@@ -106,6 +107,9 @@ pub struct Context {
     event_streams: Mutex<HashMap<String, EventStreamState>>,
     /// Placement state (reservations, round-robin turns) of every cluster.
     pub placements: Placements,
+    /// The Pods and Nodes, watched when the operator runs beside Kubernetes
+    /// (`--kubernetes-nodes`).
+    pub kube_side: Option<KubeSide>,
     /// When new containers were first seen, to time their first rollout.
     pub rollouts: RolloutClock,
     /// Every LxdContainer as the container controller's watch last saw it (placement reads
@@ -150,6 +154,7 @@ impl Context {
         leadership: Leadership,
         readiness: Arc<Readiness>,
         secret_scope: super::secrets::SecretScope,
+        kube_side: Option<KubeSide>,
     ) -> Self {
         let reporter = Reporter {
             controller: "lxd-operator".to_owned(),
@@ -164,7 +169,8 @@ impl Context {
             instances: Mutex::new(HashMap::new()),
             refresh: Mutex::new(HashSet::new()),
             event_streams: Mutex::new(HashMap::new()),
-            placements: Placements::default(),
+            placements: Placements::new(kube_side.clone()),
+            kube_side,
             rollouts: RolloutClock::default(),
             containers,
             readiness,

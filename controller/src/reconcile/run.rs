@@ -16,6 +16,7 @@ use tokio::sync::mpsc;
 use super::connections::ClusterSignal;
 use super::context::{Context, Error, EventStreamState};
 use super::{cluster, container, policy, set};
+use crate::kubernetes_nodes::KubeSide;
 use crate::leader::Leadership;
 use crate::lxd::events::EventStreamItem;
 use crate::telemetry::Metrics;
@@ -64,14 +65,17 @@ fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
 }
 
 /// Runs the reconcilers until SIGTERM or SIGINT; reconciles in progress finish first.
-/// `readiness` turns ready once the caches of clusters and containers are synced.
+/// `readiness` turns ready once the caches of clusters and containers are synced. With
+/// `kubernetes_nodes`, Pods and Nodes are watched too, for clusters that map members to Nodes.
 pub async fn run(
     client: kube::Client,
     metrics: Arc<Metrics>,
     readiness: Arc<Readiness>,
     leadership: Leadership,
     secret_scope: super::secrets::SecretScope,
+    kubernetes_nodes: bool,
 ) {
+    let kube_side = kubernetes_nodes.then(|| KubeSide::watch(&client));
     let (signal_sender, signals) = mpsc::unbounded_channel::<ClusterSignal>();
     let (container_reader, container_writer) = reflector::store();
     let (cluster_reader, cluster_writer) = reflector::store();
@@ -87,8 +91,12 @@ pub async fn run(
         leadership,
         readiness.clone(),
         secret_scope,
+        kube_side,
     ));
     tokio::spawn(watch_progress(ctx.clone()));
+    if let Some(side) = ctx.kube_side.clone() {
+        tokio::spawn(retry_unschedulable_when_pods_go(ctx.clone(), side));
+    }
     let (cluster_trigger, cluster_refs) =
         futures::channel::mpsc::unbounded::<ObjectRef<LxdCluster>>();
     tokio::spawn(route_lxd_events(
@@ -180,6 +188,32 @@ async fn watch_progress(ctx: Arc<Context>) {
     }
 }
 
+/// When a Pod on a Node finishes or goes, the containers that found no room (Unschedulable)
+/// on clusters mapped to Nodes are decided again at once, as kube-scheduler retries its
+/// unschedulable Pods when one is deleted, instead of at their next retry.
+async fn retry_unschedulable_when_pods_go(ctx: Arc<Context>, side: KubeSide) {
+    use kube::ResourceExt;
+    use lxd_operator_crds::container::ContainerPhase;
+    loop {
+        side.requests_freed().await;
+        // A job's Pods often finish together: one retry for them all.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let waiting = ctx.containers.state_filter(|container| {
+            container.status.as_ref().and_then(|s| s.phase.as_ref())
+                == Some(&ContainerPhase::Unschedulable)
+                && ctx
+                    .cluster(&container.spec.cluster_ref.name)
+                    .is_some_and(|c| c.spec.kubernetes_nodes.is_some())
+        });
+        for container in waiting {
+            let _ = ctx.wake_sender().unbounded_send(
+                ObjectRef::new(&container.name_any())
+                    .within(&container.namespace().unwrap_or_default()),
+            );
+        }
+    }
+}
+
 /// Runs one kind's controller, each reconcile measured, until SIGTERM or SIGINT.
 async fn drive<K, Reconciling>(
     controller: Controller<K>,
@@ -250,7 +284,16 @@ async fn route_lxd_events(
                 let member_event = event
                     .lifecycle()
                     .is_some_and(|l| l.action.is_member_change());
-                if member_event {
+                // Where Nodes are told what LXD holds, an instance made, changed or deleted
+                // changes that at once, not at the next sync.
+                let allocation_event = ctx.kube_side.is_some()
+                    && event
+                        .lifecycle()
+                        .is_some_and(|l| l.action.changes_allocation())
+                    && ctx
+                        .cluster(&cluster)
+                        .is_some_and(|c| c.spec.kubernetes_nodes.is_some());
+                if member_event || allocation_event {
                     ctx.request_cluster_refresh(&cluster);
                     let _ = cluster_trigger.unbounded_send(ObjectRef::new(&cluster));
                 }

@@ -75,6 +75,18 @@ pub struct ClusterLabels {
     pub cluster: String,
 }
 
+/// Labels of what is allocated on a member's host.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MemberAllocationLabels {
+    /// The LxdCluster.
+    pub cluster: String,
+    /// The member.
+    pub member: String,
+    /// `lxd` (what LXD's instances are limited to) or `pods` (what the Pods on the member's
+    /// Kubernetes Node request).
+    pub by: String,
+}
+
 /// Every metric, registered once.
 #[derive(Debug)]
 pub struct Metrics {
@@ -116,6 +128,10 @@ pub struct Metrics {
     pub quota_used: Family<QuotaLabels, Gauge<f64, AtomicU64>>,
     /// Each namespace's quota, by cluster, namespace and resource.
     pub quota_hard: Family<QuotaLabels, Gauge<f64, AtomicU64>>,
+    /// CPU cores allocated on a member's host, by LXD and by Pods.
+    pub member_allocated_cpu: Family<MemberAllocationLabels, Gauge<f64, AtomicU64>>,
+    /// Memory bytes allocated on a member's host, by LXD and by Pods.
+    pub member_allocated_memory: Family<MemberAllocationLabels, Gauge<f64, AtomicU64>>,
 }
 
 /// Labels of a namespace's quota figure.
@@ -176,6 +192,18 @@ impl Metrics {
         let reschedules = Family::default();
         let moves = Family::default();
         let move_duration = stage_histogram();
+        let member_allocated_cpu = Family::default();
+        let member_allocated_memory = Family::default();
+        registry.register(
+            "member_allocated_cpu_cores",
+            "CPU cores allocated on a member's host: by lxd (instance limits) and by pods (requests of the Pods on its Kubernetes Node)",
+            member_allocated_cpu.clone(),
+        );
+        registry.register(
+            "member_allocated_memory_bytes",
+            "Memory allocated on a member's host: by lxd (instance limits) and by pods (requests of the Pods on its Kubernetes Node)",
+            member_allocated_memory.clone(),
+        );
         registry.register(
             "reschedules",
             "Containers created anew on another member because theirs failed",
@@ -288,7 +316,29 @@ impl Metrics {
             move_duration,
             quota_used,
             quota_hard,
+            member_allocated_cpu,
+            member_allocated_memory,
         }
+    }
+
+    /// Sets what is allocated on `member` of `cluster` `by` `lxd` or `pods`.
+    pub fn observe_member_allocation(
+        &self,
+        cluster: &str,
+        member: &str,
+        by: &str,
+        cpu: f64,
+        memory_bytes: f64,
+    ) {
+        let labels = MemberAllocationLabels {
+            cluster: cluster.to_owned(),
+            member: member.to_owned(),
+            by: by.to_owned(),
+        };
+        self.member_allocated_cpu.get_or_create(&labels).set(cpu);
+        self.member_allocated_memory
+            .get_or_create(&labels)
+            .set(memory_bytes);
     }
 
     /// Counts a container rescheduled off a failed member of `cluster`.

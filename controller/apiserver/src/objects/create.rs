@@ -80,7 +80,7 @@ impl ApiState {
             None
         };
         object["metadata"]["name"] = json!(name);
-        if resource.status_subresource
+        if !resource.keeps_status_on_create()
             && let Some(map) = object.as_object_mut()
         {
             map.remove("status");

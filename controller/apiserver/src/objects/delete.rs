@@ -64,7 +64,7 @@ impl ApiState {
         match resource.role {
             Role::Definition => self.uninstall_crd(&deleted),
             Role::Namespace => self.delete_namespace_contents(name)?,
-            Role::Plain | Role::EventsApiEvent | Role::ContainerSpecAt(_) => {}
+            Role::Plain | Role::EventsApiEvent | Role::ContainerSpecAt(_) | Role::Node => {}
         }
         self.collect_dependents(&uid)?;
         Ok((200, events::present(resource, deleted)))

@@ -2,6 +2,8 @@
 //! (ours or not) do not use now, from LXD's per-member metrics, and of its CPUs not busy by its
 //! 1-minute load average where the LXD version reports one. Members that share one host report
 //! the same host figures, so the per-member instance usage is what tells them apart.
+//! What the Pods on a mapped Kubernetes Node request counts as used: LXD does not see them,
+//! and kube-scheduler holds that much for them.
 
 use super::{Context, MemberRef, Scorer, free_share};
 
@@ -18,8 +20,8 @@ impl Scorer for LeastLoaded {
             .iter()
             .map(|m| {
                 let (mut sum, mut count) = (
-                    free_share(m.usage.cpu, m.capacity.cpu)
-                        + free_share(m.usage.memory, m.capacity.memory),
+                    free_share(m.usage.cpu + m.pods.cpu, m.capacity.cpu)
+                        + free_share(m.usage.memory + m.pods.memory, m.capacity.memory),
                     2.0,
                 );
                 if let Some(load) = m.load1 {
@@ -51,5 +53,22 @@ mod tests {
         let scores = scorer("least-loaded").score(&context, &[alone(&hot), alone(&cool)]);
         assert_eq!(scores[1], 100.0);
         assert!(scores[0] < 20.0, "{scores:?}");
+    }
+
+    #[test]
+    fn a_member_whose_node_is_full_of_pods_scores_low_though_lxd_shows_it_empty() {
+        let (mut shared, empty) = (
+            member("shared", "d", 4.0, 8.0),
+            member("empty", "d", 4.0, 8.0),
+        );
+        shared.pods = Resources {
+            cpu: 1.0,
+            memory: gib(7.2),
+        };
+        let snapshot = snapshot(vec![]);
+        let wanted = request(0.5, 0.5);
+        let context = context_for(&wanted, &snapshot);
+        let scores = scorer("least-loaded").score(&context, &[alone(&shared), alone(&empty)]);
+        assert!(scores[0] < scores[1] - 30.0, "{scores:?}");
     }
 }

@@ -96,6 +96,11 @@ pub(super) fn placement_failure(error: PlacementError, status: &mut StatusWriter
             "WebhookFailed",
             Duration::from_secs(5),
         ),
+        PlacementError::KubernetesNotSynced => (
+            ContainerPhase::Pending,
+            "KubernetesNotSynced",
+            Duration::from_secs(5),
+        ),
         PlacementError::Lxd(error) => return Failure::Lxd(error),
         PlacementError::Kube(error) => return Failure::Kube(error),
     };

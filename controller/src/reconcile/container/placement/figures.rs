@@ -53,6 +53,9 @@ fn member_of(observed: &MemberObservation) -> Member {
                 cpu: f64::from(r.cpu.total),
                 memory: r.memory.total as f64,
             }),
+        // From the Pods on the member's Kubernetes Node, set by the decision that uses these
+        // figures (they change apart from LXD's).
+        pods: Resources::default(),
         unlimited: (allocated.without_cpu_limit, allocated.without_memory_limit),
         allocated: Resources {
             cpu: allocated.cpu,

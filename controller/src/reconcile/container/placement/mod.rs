@@ -27,8 +27,9 @@ use lxd_operator_crds::policy::WebhookFailurePolicy;
 
 use self::burst::{Pending, PendingEntry};
 use self::figures::FiguresCache;
-use self::policy::{ChosenPolicy, PolicyChoice, PolicyLoadError};
+use self::policy::{ChosenPolicy, ClusterSettings, PolicyChoice, PolicyLoadError};
 use self::webhook::{WebhookClients, WebhookError};
+use crate::kubernetes_nodes::KubeSide;
 use crate::lxd::{LxdClient, LxdError};
 use crate::placement::model::{Placed, Request};
 use crate::placement::reservations::Reservations;
@@ -64,14 +65,24 @@ struct ClusterShared {
     pending: Pending,
 }
 
-/// Placement state of every cluster, and the webhooks' HTTP clients.
+/// Placement state of every cluster, the webhooks' HTTP clients, and the Pods and Nodes
+/// (when the operator watches them) whose requests count on mapped members.
 #[derive(Debug, Default)]
 pub struct Placements {
     clusters: tokio::sync::Mutex<HashMap<String, Arc<ClusterShared>>>,
     webhooks: WebhookClients,
+    kube_side: Option<KubeSide>,
 }
 
 impl Placements {
+    /// Placements that count the Pods of `kube_side` on mapped members.
+    pub fn new(kube_side: Option<KubeSide>) -> Placements {
+        Placements {
+            kube_side,
+            ..Placements::default()
+        }
+    }
+
     async fn cluster(&self, name: &str) -> Arc<ClusterShared> {
         self.clusters
             .lock()
@@ -111,7 +122,13 @@ pub enum PlacementError {
     /// Reading the API failed.
     #[error("Kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// The cluster maps members to Kubernetes Nodes, and the Pods and Nodes are not listed yet.
+    #[error("the Pods and Nodes of the Kubernetes cluster are not listed yet")]
+    KubernetesNotSynced,
 }
+
+/// How long a decision waits for the first lists of Pods and Nodes.
+const KUBE_SIDE_PATIENCE: Duration = Duration::from_secs(5);
 
 impl From<PolicyLoadError> for PlacementError {
     fn from(error: PolicyLoadError) -> Self {
@@ -156,7 +173,7 @@ pub async fn place(
     placements: &Placements,
 ) -> PlacementAttempt {
     let mut waits = Waits::default();
-    let (chosen, cordoned) = match policy::choose(kube, &asked.policy, &asked.cluster).await {
+    let (chosen, settings) = match policy::choose(kube, &asked.policy, &asked.cluster).await {
         Ok(chosen) => chosen,
         Err(error) => {
             return PlacementAttempt {
@@ -169,7 +186,7 @@ pub async fn place(
     PlacementAttempt {
         policy: chosen.name().to_owned(),
         outcome: decide(
-            asked, &chosen, &cordoned, client, kube, containers, placements, &mut waits,
+            asked, &chosen, &settings, client, kube, containers, placements, &mut waits,
         )
         .await,
         waits,
@@ -180,7 +197,7 @@ pub async fn place(
 async fn decide(
     asked: &PlacementRequest,
     chosen: &ChosenPolicy,
-    cordoned: &[String],
+    settings: &ClusterSettings,
     client: &LxdClient,
     kube: &kube::Client,
     containers: &Store<LxdContainer>,
@@ -196,7 +213,22 @@ async fn decide(
     let figures = waits.time("figures", shared.figures.get(client)).await?;
     let mut snapshot = figures.snapshot;
     for member in snapshot.members_mut() {
-        member.cordoned = cordoned.contains(&member.name);
+        member.cordoned = settings.cordoned.contains(&member.name);
+    }
+    if let (Some(side), Some(nodes)) = (&placements.kube_side, &settings.kubernetes_nodes) {
+        // Right after a start the watches may not have listed yet: a decision made then would
+        // count no Pods.
+        if !waits
+            .time("kubernetes", side.synced(KUBE_SIDE_PATIENCE))
+            .await
+        {
+            return Err(PlacementError::KubernetesNotSynced);
+        }
+        let members = side.member_nodes(nodes, snapshot.members().iter().map(|m| m.name.as_str()));
+        let pods = side.pods_by_member(&members);
+        for member in snapshot.members_mut() {
+            member.pods = pods.get(&member.name).copied().unwrap_or_default();
+        }
     }
     // The snapshot counts them per member as they are added. A container decided but not yet
     // shown by LXD is both here (its status names its member) and among the reservations

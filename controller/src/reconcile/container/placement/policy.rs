@@ -4,6 +4,7 @@
 
 use kube::api::Api;
 use lxd_operator_crds::container::PlacementStrategy;
+use lxd_operator_crds::kubernetes_nodes::KubernetesNodes;
 use lxd_operator_crds::{LxdCluster, LxdPlacementPolicy};
 
 use crate::placement::policy::{self, Policy, PolicyError};
@@ -69,12 +70,21 @@ pub enum PolicyLoadError {
     Kube(#[from] kube::Error),
 }
 
-/// Chooses the policy (reading the cluster only when the container leaves it to the cluster).
+/// What a decision reads of its LxdCluster.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterSettings {
+    /// Members that take no new containers (cordoned, drained, leaving).
+    pub cordoned: Vec<String>,
+    /// The Kubernetes Nodes beside its members, if any.
+    pub kubernetes_nodes: Option<KubernetesNodes>,
+}
+
+/// Chooses the policy, and reads what the decision needs of the cluster.
 pub async fn choose(
     kube: &kube::Client,
     choice: &PolicyChoice,
     cluster: &str,
-) -> Result<(ChosenPolicy, Vec<String>), kube::Error> {
+) -> Result<(ChosenPolicy, ClusterSettings), kube::Error> {
     let found = Api::<LxdCluster>::all(kube.clone())
         .get_opt(cluster)
         .await?;
@@ -85,16 +95,19 @@ pub async fn choose(
         _ => None,
     };
     // A member being emptied (drained, or leaving the cluster) takes no new containers either.
-    let cordoned = found
+    let settings = found
         .map(|c| {
             let mut members = c.members_to_empty();
             members.extend(c.spec.cordoned_members);
-            members
+            ClusterSettings {
+                cordoned: members,
+                kubernetes_nodes: c.spec.kubernetes_nodes,
+            }
         })
         .unwrap_or_default();
     Ok((
         ChosenPolicy::of(choice, cluster_default.as_deref()),
-        cordoned,
+        settings,
     ))
 }
 
