@@ -202,18 +202,7 @@ fn record_move(operator: &Operator, namespace: &str, name: &str, from: &str, to:
     let status = format!(
         r#"{{"status":{{"phase":"Moving","member":"{from}","move":{{"from":"{from}","to":"{to}","reason":"member {from} is drained","startedAt":"2026-12-04T00:00:00Z"}}}}}}"#
     );
-    operator.kubectl_ok(&[
-        "patch",
-        "lxdc",
-        name,
-        "-n",
-        namespace,
-        "--subresource=status",
-        "--type",
-        "merge",
-        "-p",
-        &status,
-    ]);
+    operator.patch_status("lxdc", namespace, name, &status);
 }
 
 // LXD 5.0 moves an instance in one operation: it copies it to the new member as

@@ -439,9 +439,21 @@ fn a_namespace_with_a_project_of_its_own_finds_exactly_its_containers_there() {
     let cluster = TestCluster::get();
     let operator = Operator::standalone_with_cluster();
     let team_a = operator.namespace("team-a");
+    let team_b = operator.namespace("team-b");
+    operator.kubectl_ok(&["label", "namespace", &team_a, "lxd-operator.dev/tenant=yes"]);
     operator.patch_cluster(&format!(
-        r#"{{"projectMode":"PerNamespace","quotas":{{"namespaces":{{"{team_a}":{{"containers":3,"memory":"512Mi"}}}}}}}}"#
+        r#"{{"projectMode":"PerNamespace","namespaceSelector":{{"matchLabels":{{"lxd-operator.dev/tenant":"yes"}}}},"quotas":{{"namespaces":{{"{team_a}":{{"containers":3,"memory":"512Mi"}}}}}}}}"#
     ));
+    let refused =
+        operator.kubectl_with_input(&["apply", "-f", "-"], &container(&team_b, "app-1", ""));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(&format!(
+                "namespace {team_b} is not admitted to cluster local"
+            )),
+        "{stderr}"
+    );
     let small = r#""resources": {"memory": "64Mi"}"#;
     for name in ["app-1", "app-2"] {
         operator.apply(&container(&team_a, name, small));
@@ -502,6 +514,9 @@ fn a_namespace_with_a_project_of_its_own_finds_exactly_its_containers_there() {
     let left = cluster.lxc(&["list", "--project", &team_a, "--format", "csv", "-c", "n"]);
     assert_eq!(left.trim(), "", "instances left in project {team_a}");
     cluster.lxc(&["project", "delete", &team_a]);
+    // team-b got nothing: no project, no instance.
+    let projects = cluster.lxc(&["project", "list", "--format", "csv"]);
+    assert!(!projects.contains(&team_b), "{projects}");
 }
 
 #[test]

@@ -69,18 +69,12 @@ fn pod_manifest(namespace: &str, name: &str, node: &str, memory: f64) -> String 
 }
 
 fn set_pod_phase(operator: &Operator, namespace: &str, name: &str, phase: &str) {
-    operator.kubectl_ok(&[
-        "patch",
+    operator.patch_status(
         "pod",
-        name,
-        "-n",
         namespace,
-        "--subresource=status",
-        "--type",
-        "merge",
-        "-p",
+        name,
         &json!({"status": {"phase": phase}}).to_string(),
-    ]);
+    );
 }
 
 fn container(operator: &Operator, namespace: &str, name: &str) -> Value {

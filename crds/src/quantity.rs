@@ -40,6 +40,20 @@ fn kubernetes_multiplier(suffix: &str) -> Option<f64> {
     })
 }
 
+/// The value of any Kubernetes quantity (`500m`, `2`, `1Gi`, `1e9`), or `None` for one that
+/// cannot be read.
+pub fn parse_quantity(text: &str) -> Option<f64> {
+    let (number, suffix) = split_number(text.trim(), true);
+    let value: f64 = number.parse().ok()?;
+    let multiplier = match kubernetes_multiplier(suffix) {
+        Some(multiplier) => multiplier,
+        None if suffix == "m" => 1e-3,
+        None if suffix.starts_with(['e', 'E']) => 10f64.powi(suffix[1..].parse().ok()?),
+        None => return None,
+    };
+    Some(value * multiplier)
+}
+
 /// Bytes of a Kubernetes memory quantity, rounded up to a whole byte. Zero and negative sizes
 /// are errors.
 pub fn parse_bytes(quantity: &IntOrString) -> Result<u64, QuantityError> {

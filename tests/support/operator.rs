@@ -220,6 +220,22 @@ impl Operator {
             .expect("run kubectl")
     }
 
+    /// Merge-patches the status of `resource` `name` in `namespace`, as its controller would.
+    pub fn patch_status(&self, resource: &str, namespace: &str, name: &str, patch: &str) {
+        self.kubectl_ok(&[
+            "patch",
+            resource,
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type",
+            "merge",
+            "-p",
+            patch,
+        ]);
+    }
+
     /// Runs kubectl and returns its output; panics with kubectl's message when it fails.
     pub fn kubectl_ok(&self, args: &[&str]) -> String {
         let output = self.kubectl(args);

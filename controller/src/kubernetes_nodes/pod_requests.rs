@@ -98,33 +98,7 @@ fn resources_of(list: &BTreeMap<String, Quantity>) -> Resources {
 /// The value of a Kubernetes quantity (`500m`, `2`, `1Gi`, `1e9`); 0 for one that cannot be
 /// read (the API server would have refused it).
 pub fn quantity(quantity: &Quantity) -> f64 {
-    let text = quantity.0.trim();
-    let (number, suffix) = lxd_operator_crds::quantity::split_number(text, true);
-    let Ok(value) = number.parse::<f64>() else {
-        return 0.0;
-    };
-    let multiplier = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        exponent if exponent.starts_with(['e', 'E']) => match exponent[1..].parse::<i32>() {
-            Ok(power) => 10f64.powi(power),
-            Err(_) => return 0.0,
-        },
-        _ => return 0.0,
-    };
-    value * multiplier
+    lxd_operator_crds::quantity::parse_quantity(&quantity.0).unwrap_or(0.0)
 }
 
 #[cfg(test)]
