@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::guardrails::Guardrails;
 use crate::quota::NamespaceQuotas;
+use crate::rebalance::{RebalanceSettings, RebalanceStatus};
 use crate::shared::{
     Condition, DNS_SUBDOMAIN_PATTERN, LabelSelector, MEMBER_NAME_PATTERN, SecretReference,
 };
@@ -201,6 +202,11 @@ pub struct LxdClusterSpec {
     /// refused at admission with the figures (a set says so for the children it cannot make).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quotas: Option<NamespaceQuotas>,
+
+    /// Rebalancing of running containers that allow it, when members come, go or fill up
+    /// unevenly. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSettings>,
 }
 
 /// One LXD server the operator forms into the cluster.
@@ -398,6 +404,9 @@ pub struct LxdClusterStatus {
     /// cluster formed from `servers` (unless `spec.serverCertificate` names one).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_certificate_fingerprint: Option<String>,
+    /// What the last rebalancing round saw and planned (with `spec.rebalance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
 }
 
 /// One server of `spec.servers` as the operator last saw it.

@@ -22,6 +22,7 @@ pub mod guardrails;
 pub mod policy;
 pub mod quantity;
 pub mod quota;
+pub mod rebalance;
 pub mod set;
 pub mod shared;
 #[cfg(any(test, feature = "testing"))]
