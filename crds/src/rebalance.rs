@@ -45,7 +45,8 @@ pub struct RebalanceSettings {
     /// The spread of allocation, in percent, above which the cluster counts as unbalanced: the
     /// memory allocated on each member that takes containers (online, neither cordoned nor
     /// drained; an instance without a memory limit counts as 256 MiB, as placement's scores
-    /// count it), as (max - min) / mean. A round plans moves until the spread is at most this.
+    /// count it), as (max - min) / mean. A round that finds the spread above this plans moves
+    /// until it is at most this less `minImprovementPercent`.
     /// A container whose member breaks one of its `DoNotSchedule` topology spread constraints
     /// (after members came or went) is moved whatever the spread.
     #[serde(default = "default_threshold_percent")]

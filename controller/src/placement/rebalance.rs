@@ -7,8 +7,10 @@
 //! the placement tests and `hack/bench` measure placement's quality by.
 //!
 //! A plan first repairs containers whose member breaks one of their `DoNotSchedule` topology
-//! spread constraints (members came or went since they were placed), then, while the spread
-//! is above the threshold, moves one container at a time greedily: from the most allocated
+//! spread constraints (members came or went since they were placed), then, when the spread is
+//! above the threshold, moves one container at a time greedily until it is at most the
+//! threshold less the margin (so that a plan gains more than the margin, and a few arrivals do
+//! not make the next round unbalanced again): from the most allocated
 //! member that has a container that may move, the container and destination that lower the
 //! sum of squared allocations most (a move from a fuller to an emptier member that does not
 //! overshoot lowers it; the spread itself may need several such moves before it drops, when
@@ -149,12 +151,18 @@ pub fn plan(
     planner.repair_topology_spread(settings.max_moves);
     let repairs = planner.moves.len();
     let spread_repaired = spread(&planner.snapshot);
-    let unbalanced = |s: f64| s > settings.threshold + 1e-9;
-    while planner.moves.len() < settings.max_moves && unbalanced(spread(&planner.snapshot)) {
-        let Some(step) = planner.best_spread_move() else {
-            break;
-        };
-        planner.apply(step, MoveReason::Spread);
+    // Beyond the threshold the plan aims below it by the margin: a plan that stopped just
+    // under the threshold would gain less than the margin and be dropped, and the next round
+    // starts from a spread with room for arrivals before it counts as unbalanced again.
+    let target = (settings.threshold - settings.min_improvement).max(0.0);
+    let unbalanced = |s: f64| s > target + 1e-9;
+    if spread_repaired > settings.threshold + 1e-9 {
+        while planner.moves.len() < settings.max_moves && unbalanced(spread(&planner.snapshot)) {
+            let Some(step) = planner.best_spread_move() else {
+                break;
+            };
+            planner.apply(step, MoveReason::Spread);
+        }
     }
     let mut spread_after = spread(&planner.snapshot);
     if planner.moves.len() > repairs && spread_repaired - spread_after <= settings.min_improvement {
@@ -322,11 +330,36 @@ impl Planner<'_> {
                 on_member.entry(member).or_default().push(index);
             }
         }
+        let emptiest = (0..allocation.len())
+            .filter(|i| eligible[*i])
+            .map(|i| allocation[i])
+            .fold(f64::MAX, f64::min);
+        // The change of the sum of squares a move of `size` from `from` to `to` makes:
+        // (s - r)^2 + (t + r)^2 - s^2 - t^2.
+        let change = |size: f64, from: usize, to_allocation: f64| {
+            2.0 * size * (to_allocation - allocation[from] + size)
+        };
         for from in sources.into_iter().take(SOURCES_PER_STEP) {
+            // Each container's change were it to go to the emptiest member is a bound on what
+            // it can do: the filters are evaluated in the order of the bounds, and no further
+            // than a bound that cannot beat the best move found.
+            let mut bounded: Vec<(f64, usize)> = on_member
+                .get(&from)
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                .filter(|index| self.may_move(**index, cooldown))
+                .map(|&index| {
+                    let size = memory_counted(&self.movables[index].request.resources);
+                    (change(size, from, emptiest), index)
+                })
+                .filter(|(bound, _)| *bound < -1e-6)
+                .collect();
+            bounded.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
             let mut best: Option<(f64, Step)> = None;
-            for &index in on_member.get(&from).map(Vec::as_slice).unwrap_or_default() {
-                if !self.may_move(index, cooldown) {
-                    continue;
+            for (bound, index) in bounded {
+                if best.is_some_and(|(found, _)| found <= bound) {
+                    break;
                 }
                 let size = memory_counted(&self.movables[index].request.resources);
                 let (passed, _) = self.destinations(index);
@@ -337,9 +370,8 @@ impl Planner<'_> {
                 else {
                     continue;
                 };
-                // The change of the sum of squares: (s - r)^2 + (t + r)^2 - s^2 - t^2.
-                let change = 2.0 * size * (allocation[to] - allocation[from] + size);
-                if change < -1e-6 && best.is_none_or(|(c, _)| change < c) {
+                let change = change(size, from, allocation[to]);
+                if change < -1e-6 && best.is_none_or(|(found, _)| change < found) {
                     best = Some((
                         change,
                         Step {

@@ -16,16 +16,18 @@ use kube::{Resource, ResourceExt};
 use lxd_operator_crds::cluster::{
     DrainProgress, MemberCapacity, MemberLoad, MemberStatus, MemberUsage,
 };
+use lxd_operator_crds::rebalance::RebalanceMode;
 use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_EVENT_STREAM, CONDITION_READY};
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus, LxdContainer};
 
 mod formation;
+mod rebalance;
 
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
 use super::status::{condition, set_condition, write_status};
 use crate::lxd::LxdError;
-use crate::lxd::observe::{Allocation, MemberObservation};
+use crate::lxd::observe::{Allocation, ClusterObservation, MemberObservation};
 
 /// Reconciles one LxdCluster.
 #[tracing::instrument(skip_all, fields(object = %cluster.name_any()))]
@@ -41,6 +43,13 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         interval.min(FORMING_INTERVAL)
     } else {
         interval
+    };
+    // Rebalancing rounds see fresh figures: the members are read at each round.
+    let interval = match &cluster.spec.rebalance {
+        Some(r) if r.mode != RebalanceMode::Off => {
+            interval.min(Duration::from_secs(u64::from(r.interval_seconds)))
+        }
+        _ => interval,
     };
     if let Some(wait) = time_until_next_sync(&cluster, interval)
         && ctx.connections.get(&name).is_some()
@@ -77,7 +86,7 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         None => observe(&cluster, &ctx).await,
     };
     match observed {
-        Ok(members) => {
+        Ok((members, observation)) => {
             let online = members.iter().filter(|m| m.status == "Online").count();
             let labels = crate::telemetry::metrics::ClusterLabels {
                 cluster: name.clone(),
@@ -100,6 +109,9 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
                 ),
             );
             status.members = members;
+            if let Some(next) = rebalance::round(&cluster, &mut status, &observation, &ctx).await? {
+                requeue = requeue.min(next);
+            }
         }
         Err(error) => {
             let reason = error.reason();
@@ -239,7 +251,10 @@ impl NotReady {
     }
 }
 
-async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus>, NotReady> {
+async fn observe(
+    cluster: &LxdCluster,
+    ctx: &Context,
+) -> Result<(Vec<MemberStatus>, ClusterObservation), NotReady> {
     let connection = ctx.connections.connect(&ctx.client, cluster).await?;
     let client = &connection.client;
     client.ensure_trusted().await?;
@@ -251,7 +266,7 @@ async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus
         .flat_map(|s| s.members.iter())
         .map(|m| (m.name.as_str(), m))
         .collect();
-    Ok(observation
+    let members = observation
         .members
         .iter()
         .map(|observed| {
@@ -261,7 +276,8 @@ async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus
                 &now,
             )
         })
-        .collect())
+        .collect();
+    Ok((members, observation))
 }
 
 /// A member's status from its observation; an offline member keeps the capacity and load last

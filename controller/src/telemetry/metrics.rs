@@ -111,6 +111,19 @@ pub struct Metrics {
     pub moves: Family<MoveLabels, Counter>,
     /// Seconds a move took, from stopping the instance to running it on its new member.
     pub move_duration: Histogram,
+    /// The spread of allocation the last rebalancing round saw, by cluster.
+    pub rebalance_spread: Family<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Moves the rebalancer planned, by cluster and mode (`DryRun`: planned only, `On`: asked).
+    pub rebalance_moves: Family<RebalanceLabels, Counter>,
+}
+
+/// Labels of the rebalancer's moves: the cluster, and the mode they were planned in.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RebalanceLabels {
+    /// The LxdCluster.
+    pub cluster: String,
+    /// `DryRun` or `On`.
+    pub mode: String,
 }
 
 /// Labels of a move: its cluster, and `moved` or `failed`.
@@ -160,6 +173,18 @@ impl Metrics {
         let reschedules = Family::default();
         let moves = Family::default();
         let move_duration = stage_histogram();
+        let rebalance_spread = Family::default();
+        let rebalance_moves = Family::default();
+        registry.register(
+            "rebalance_spread",
+            "Spread of the memory allocated per member, (max - min) / mean, at the last rebalancing round",
+            rebalance_spread.clone(),
+        );
+        registry.register(
+            "rebalance_moves",
+            "Moves the rebalancer planned, by mode (DryRun: planned only; On: asked of the containers)",
+            rebalance_moves.clone(),
+        );
         registry.register(
             "reschedules",
             "Containers created anew on another member because theirs failed",
@@ -258,7 +283,23 @@ impl Metrics {
             reschedules,
             moves,
             move_duration,
+            rebalance_spread,
+            rebalance_moves,
         }
+    }
+
+    /// Records a rebalancing round of `cluster`: the spread it saw, the moves it planned.
+    pub fn observe_rebalance(&self, cluster: &str, mode: &str, spread: f64, moves: usize) {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        self.rebalance_spread.get_or_create(&labels).set(spread);
+        self.rebalance_moves
+            .get_or_create(&RebalanceLabels {
+                cluster: cluster.to_owned(),
+                mode: mode.to_owned(),
+            })
+            .inc_by(moves as u64);
     }
 
     /// Counts a container rescheduled off a failed member of `cluster`.
