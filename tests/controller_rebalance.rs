@@ -1,9 +1,10 @@
 //! Rebalancing running containers as an administrator uses it: twelve containers that allow it
-//! (a set of four with `maxUnavailable: 1`, and eight of their own) run on two members while the
-//! third is cordoned; once it is uncordoned, `spec.rebalance` in `DryRun` writes the plan into
-//! the cluster's status and moves nothing; `On` carries the same plan out, a set's child at a
-//! time, ends at a spread of at most 0.10 and then keeps still. A pinned container and one that
-//! does not allow rebalancing stay where they are.
+//! (a set of four with `maxUnavailable: 1` on node1, eight of their own on node2) run on two
+//! members while the third stands empty; `spec.rebalance` in `DryRun` writes the plan into the
+//! cluster's status and moves nothing; `On` carries the same plan out, then what the set's
+//! budget held back (one child per round, never two down at once), ends at a spread of at most
+//! 0.10 within a few rounds and then keeps still for ten. A pinned container and one that does
+//! not allow rebalancing stay where they are.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -154,7 +155,8 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
     let namespace = operator.namespace("rebalance");
     let started = Instant::now();
 
-    // What must stay: a pinned container and one that does not allow rebalancing, on node1.
+    // On node1: what must stay (a pinned container and one that does not allow rebalancing)
+    // and the set's four children; on node2: eight containers of their own that may move.
     operator.patch_cluster(r#"{"cordonedMembers":["node2","node3"]}"#);
     let pinned = numbered_containers(&namespace, "pinned", 1, |c| {
         c.target("node1")
@@ -163,23 +165,29 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
     });
     let stays = numbered_containers(&namespace, "stays", 1, |c| c.memory("256Mi"));
     operator.apply_containers(&[pinned, stays].concat());
-    settled(&operator, &namespace, 2);
-
-    // Twelve that may move, on node1 and node2 only.
-    operator.patch_cluster(r#"{"cordonedMembers":["node3"]}"#);
     operator.apply(&web_set(&namespace));
+    settled(&operator, &namespace, 6);
+    operator.patch_cluster(r#"{"cordonedMembers":["node1","node3"]}"#);
     let movable = numbered_containers(&namespace, "m", 8, |c| {
         c.memory("256Mi").rebalance(RebalancePolicy::Allow)
     });
     operator.apply_containers(&movable);
     let before = settled(&operator, &namespace, 14);
-    assert!(before.values().all(|m| m != "node3"), "{before:?}");
+    for (name, member) in &before {
+        let expected = if name.starts_with('m') {
+            "node2"
+        } else {
+            "node1"
+        };
+        assert_eq!(member, expected, "{name}: {before:?}");
+    }
     println!(
         "14 containers Running on node1 and node2 in {:.1} s",
         started.elapsed().as_secs_f64()
     );
 
-    // DryRun: the plan is in status, nothing moves.
+    // DryRun: the plan is in status, nothing moves. node1 can shed only the set's children,
+    // and the set allows one down: the plan takes one of them, the next round another.
     operator.patch_cluster(
         r#"{"cordonedMembers":null,"maxConcurrentMoves":2,
             "rebalance":{"mode":"DryRun","intervalSeconds":2,"maxMovesPerRound":10}}"#,
@@ -192,19 +200,25 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
         .then_some(status)
     });
     let planned = plan_of(&dry);
-    println!("dry run: {}", dry["message"]);
+    println!("dry run: {} {planned:?}", dry["message"]);
     assert!(dry["spread"].as_f64().unwrap() > 0.10, "{dry}");
-    assert!(dry["plannedSpread"].as_f64().unwrap() <= 0.10, "{dry}");
     assert!(
-        planned.iter().all(|(_, _, to)| to == "node3"),
+        planned
+            .iter()
+            .all(|(_, _, to)| to == "node3" || to == "node2"),
         "{planned:?}"
     );
-    for (name, _, _) in &planned {
-        assert!(
-            name.starts_with('m') || name.starts_with("web"),
-            "{name} may not move"
-        );
-    }
+    let web_moves = planned
+        .iter()
+        .filter(|(name, _, _)| name.starts_with("web"))
+        .count();
+    assert_eq!(web_moves, 1, "one child of the set per round: {planned:?}");
+    assert!(
+        planned
+            .iter()
+            .all(|(name, _, _)| name.starts_with('m') || name.starts_with("web")),
+        "{planned:?}"
+    );
     let rounds = dry["rounds"].as_u64().unwrap();
     wait_for(Duration::from_secs(30), "two more dry-run rounds", || {
         (rebalance_status(&operator)["rounds"].as_u64()? >= rounds + 2).then_some(())
@@ -216,16 +230,20 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
     );
     assert_eq!(rebalance_status(&operator)["movesRequested"], 0);
 
-    // On: the plan is carried out, one of the set's children at a time.
+    // On: the same plan is carried out first, then what the set's budget held back.
     let unavailability = Unavailability::watch(&operator, &namespace);
     let on_at = Instant::now();
     operator.patch_cluster(r#"{"rebalance":{"mode":"On"}}"#);
+    let mut first_round = None;
     let (balanced, requested) = wait_for(
         Duration::from_secs(180),
         "the spread at most 0.10 with every move over",
         || {
             let status = rebalance_status(&operator);
             let requested = status["movesRequested"].as_u64()?;
+            if requested > 0 && first_round.is_none() {
+                first_round = Some(plan_of(&status));
+            }
             let statuses = operator.statuses(&namespace);
             let still = statuses
                 .values()
@@ -239,19 +257,31 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
         },
     );
     println!(
-        "On: {requested} moves, spread {} after {:.1} s ({})",
+        "On: {requested} moves, spread {} after {:.1} s in {} rounds ({})",
         balanced["spread"],
         on_at.elapsed().as_secs_f64(),
+        balanced["rounds"].as_u64().unwrap() - rounds,
         balanced["message"]
     );
+    assert_eq!(
+        first_round.as_ref(),
+        Some(&planned),
+        "the first round's plan is the dry run's"
+    );
     let after = settled(&operator, &namespace, 14);
-    // The plan of the dry run is what was carried out.
     for (name, _, to) in &planned {
         assert_eq!(&after[name], to, "{name}: {after:?}");
     }
     assert_eq!(after["pinned1"], "node1");
-    assert_eq!(after["stays1"], before["stays1"]);
-    assert_eq!(requested as usize, planned.len(), "{balanced}");
+    assert_eq!(after["stays1"], "node1");
+    let web_moved = after
+        .iter()
+        .filter(|(name, member)| name.starts_with("web") && *member != "node1")
+        .count();
+    assert!(
+        web_moved >= 2,
+        "the set's children moved over rounds: {after:?}"
+    );
 
     // Ten more rounds without a move.
     let rounds = balanced["rounds"].as_u64().unwrap();
@@ -278,25 +308,15 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
         "-o",
         "name",
     ]);
-    assert_eq!(moved.lines().count(), planned.len(), "{moved}");
+    assert_eq!(moved.lines().count() as u64, requested, "{moved}");
     let instances = managed_instances(cluster, &namespace);
     assert_eq!(instances.len(), 14);
-    let annotated = operator.kubectl_ok(&[
-        "get",
-        "lxdc",
-        "-n",
-        &namespace,
-        "-o",
-        &format!(
-            "jsonpath={{.items[*].metadata.annotations.{}}}",
-            MOVE_TO_ANNOTATION.replace('.', "\\.").replace('/', "\\/")
-        ),
-    ]);
-    assert_eq!(
-        annotated.split_whitespace().count(),
-        planned.len(),
-        "{annotated}"
-    );
+    let annotated = operator
+        .containers(&namespace)
+        .iter()
+        .filter(|c| !c["metadata"]["annotations"][MOVE_TO_ANNOTATION].is_null())
+        .count();
+    assert_eq!(annotated as u64, requested, "containers asked to move");
 
     operator.kubectl_ok(&["delete", "lxdcs", "web", "-n", &namespace, "--timeout=120s"]);
     operator.delete_containers(&namespace, Duration::from_secs(120));
