@@ -334,3 +334,57 @@ async fn budgets(
     }
     Ok(budgets)
 }
+
+#[cfg(test)]
+mod tests {
+    use lxd_operator_crds::container::{LxdContainerStatus, MoveStatus};
+
+    use super::*;
+
+    fn on(member: &str, asked_to: Option<(&str, Duration)>, moving_now: bool) -> LxdContainer {
+        let mut container = LxdContainer::builder("web").build();
+        container.status = Some(LxdContainerStatus {
+            member: Some(member.to_owned()),
+            moving: moving_now.then(MoveStatus::default),
+            ..LxdContainerStatus::default()
+        });
+        if let Some((to, ago)) = asked_to {
+            let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+            container.metadata.annotations = Some(
+                [
+                    (MOVE_TO_ANNOTATION.to_owned(), to.to_owned()),
+                    (MOVE_REQUESTED_AT_ANNOTATION.to_owned(), at.to_string()),
+                ]
+                .into(),
+            );
+        }
+        container
+    }
+
+    #[test]
+    fn a_round_waits_for_moves_under_way_and_for_requests_not_yet_carried_out() {
+        let now = jiff::Timestamp::now();
+        let minute = Duration::from_secs(60);
+        assert!(moving(&on("node1", None, true), now));
+        assert!(moving(&on("node1", Some(("node3", minute)), false), now));
+        // Carried out, never asked, or asked so long ago that the ask no longer holds.
+        assert!(!moving(&on("node3", Some(("node3", minute)), false), now));
+        assert!(!moving(&on("node1", None, false), now));
+        let stale = MOVE_REQUEST_HOLDS_FOR + minute;
+        assert!(!moving(&on("node1", Some(("node3", stale)), false), now));
+    }
+
+    #[test]
+    fn percentages_become_fractions_for_the_planner() {
+        let settings = settings_of(&RebalanceSettings::default());
+        assert_eq!(
+            (
+                settings.threshold,
+                settings.min_improvement,
+                settings.max_moves
+            ),
+            (0.10, 0.02, 5)
+        );
+        assert_eq!(settings.cooldown, Duration::from_secs(600));
+    }
+}

@@ -204,6 +204,17 @@ mod tests {
         let granted = HashSet::from(["uid-web-2".to_owned()]);
         assert!(over_budget(&all_ready, &granted, 3, 1).is_some());
 
+        // What a rebalancing round may take of the set at once.
+        let all = [
+            child("web-1", true),
+            child("web-2", true),
+            child("web-3", true),
+        ];
+        assert_eq!(disruptions_left(&all, 3, 1), 1);
+        assert_eq!(disruptions_left(&all, 3, 2), 2);
+        assert_eq!(disruptions_left(&one_down, 2, 2), 1);
+        assert_eq!(disruptions_left(&all, 4, 1), 0, "one missing");
+
         // A child that does not exist (yet) is unavailable too.
         let one_missing = [child("web-1", true)];
         let why = over_budget(&one_missing, &HashSet::new(), 3, 1).unwrap();

@@ -683,6 +683,76 @@ mod tests {
         assert!(resumed.permit.is_none());
     }
 
+    fn rebalancing_cluster(mode: &str) -> LxdCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
+            "metadata": {"name": "local"},
+            "spec": {"rebalance": {"mode": mode}, "cordonedMembers": ["node4"]},
+            "status": {"members": [
+                {"name": "node1", "status": "Online"}, {"name": "node2", "status": "Online"},
+                {"name": "node3", "status": "Online"}, {"name": "node4", "status": "Online"},
+                {"name": "node5", "status": "Offline"}]}
+        }))
+        .unwrap()
+    }
+
+    fn asked(to: &str, ago: Duration, policy: RebalancePolicy, pinned: bool) -> LxdContainer {
+        let mut builder = LxdContainer::builder("web").rebalance(policy);
+        if pinned {
+            builder = builder.target("node1");
+        }
+        let mut container = builder.build();
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+        container.metadata.annotations = Some(
+            [
+                (MOVE_TO_ANNOTATION.to_owned(), to.to_owned()),
+                (MOVE_REQUESTED_AT_ANNOTATION.to_owned(), at.to_string()),
+            ]
+            .into(),
+        );
+        container
+    }
+
+    #[test]
+    fn a_move_request_is_honored_only_when_on_allowed_fresh_and_to_a_member_that_takes_containers()
+    {
+        let on = rebalancing_cluster("On");
+        let minute = Duration::from_secs(60);
+        let allow = RebalancePolicy::Allow;
+        assert_eq!(
+            requested_move(&asked("node3", minute, allow, false), &on, "node1").as_deref(),
+            Some("node3")
+        );
+        // Already there: nothing to do.
+        assert_eq!(
+            requested_move(&asked("node3", minute, allow, false), &on, "node3"),
+            None
+        );
+        let refused = [
+            (
+                asked("node3", minute, allow, false),
+                rebalancing_cluster("DryRun"),
+                "DryRun",
+            ),
+            (
+                asked("node3", minute, RebalancePolicy::Never, false),
+                on.clone(),
+                "not allowed",
+            ),
+            (asked("node3", minute, allow, true), on.clone(), "pinned"),
+            (
+                asked("node3", MOVE_REQUEST_HOLDS_FOR + minute, allow, false),
+                on.clone(),
+                "stale",
+            ),
+            (asked("node4", minute, allow, false), on.clone(), "cordoned"),
+            (asked("node5", minute, allow, false), on.clone(), "offline"),
+        ];
+        for (container, cluster, why) in refused {
+            assert_eq!(requested_move(&container, &cluster, "node1"), None, "{why}");
+        }
+    }
+
     #[test]
     fn a_failed_move_waits_before_it_is_tried_again() {
         let slots = MoveSlots::default();
