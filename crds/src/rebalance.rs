@@ -120,8 +120,8 @@ pub struct RebalanceStatus {
     /// When the last round ran.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_round_time: Option<Time>,
-    /// Rounds run since the operator started rebalancing this cluster (counting those that
-    /// waited for moves or found nothing to do).
+    /// Rounds that planned since rebalancing was turned on (those that found nothing to do
+    /// included; a look while the last round's moves are under way is no round).
     #[serde(default)]
     pub rounds: u64,
     /// Moves asked for in `On` mode, in total.

@@ -85,6 +85,8 @@ pub(super) async fn round(
     }
     let in_flight = containers.iter().filter(|c| moving(c, now)).count();
     if in_flight > 0 {
+        // Not a round: the last one's plan is still being carried out.
+        next.rounds = previous.rounds;
         next.spread = rebalance::spread(&snapshot);
         next.planned_spread = previous.planned_spread;
         next.moves = previous.moves;
