@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::rebalance::{MOVE_TO_ANNOTATION, RebalancePolicy};
 use lxd_operator_tests::operator::{Operator, wait_for};
-use lxd_operator_tests::{TestCluster, managed_instances, numbered_containers};
+use lxd_operator_tests::{TestCluster, http_get, managed_instances, numbered_containers};
 use serde_json::Value;
 
 /// The set `web` of four children that allow rebalancing, 256 MiB each, one unavailable at most.
@@ -312,6 +312,35 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
     assert_eq!(moved.lines().count() as u64, requested, "{moved}");
     let instances = managed_instances(cluster, &namespace);
     assert_eq!(instances.len(), 14);
+    let statuses = operator.statuses(&namespace);
+    for (name, _, to) in &planned {
+        let explanation = statuses[name]["placement"]["explanation"].as_str().unwrap();
+        assert!(
+            explanation.contains("rebalancer") && explanation.contains(to.as_str()),
+            "{name}: {explanation}"
+        );
+    }
+    let told = operator.kubectl_ok(&[
+        "get",
+        "events",
+        "-A",
+        "--field-selector",
+        "reason=Rebalancing",
+        "-o",
+        "name",
+    ]);
+    // Rounds that moved: one Event (a series, as Kubernetes' recorder counts repeats).
+    assert_eq!(told.lines().count(), 1, "{told}");
+    let (_, metrics) = http_get(&format!(
+        "{}/metrics",
+        operator.metrics_url.clone().unwrap()
+    ));
+    let asked =
+        format!("lxd_operator_rebalance_moves_total{{cluster=\"local\",mode=\"On\"}} {requested}");
+    assert!(
+        metrics.lines().any(|l| l == asked),
+        "no {asked} in\n{metrics}"
+    );
     let annotated = operator
         .containers(&namespace)
         .iter()

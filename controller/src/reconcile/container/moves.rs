@@ -439,8 +439,19 @@ async fn begin_rebalance_move(
         reason: format!("rebalancing: the cluster's rebalancer moves it to {to}"),
         started_at: Some(Time(jiff::Timestamp::now())),
     });
-    status.status.phase = Some(ContainerPhase::Moving);
     let message = format!("the rebalancer moves it from {member} to {to}");
+    // Where it runs was last decided by the rebalancer's plan, within the same policy's filters.
+    let policy = status
+        .status
+        .placement
+        .as_ref()
+        .and_then(|p| p.policy.clone());
+    status.status.placement = Some(PlacementStatus {
+        policy,
+        explanation: message.clone(),
+        decided_at: Some(Time(jiff::Timestamp::now())),
+    });
+    status.status.phase = Some(ContainerPhase::Moving);
     status.condition(CONDITION_REBALANCING, true, "Moving", message.clone());
     status.write().await?;
     publish(ctx, status.container, EventType::Normal, "Moving", message).await;
