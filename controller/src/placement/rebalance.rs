@@ -196,7 +196,7 @@ struct Planner<'a> {
 
 impl Planner<'_> {
     /// Whether the container may be moved now by this plan.
-    fn may_move(&self, index: usize, cooldown: Duration) -> bool {
+    fn may_move(&self, index: usize) -> bool {
         let Some(movable) = self.movables.get(index) else {
             return false;
         };
@@ -205,7 +205,7 @@ impl Planner<'_> {
         }
         if movable
             .since_last_move
-            .is_some_and(|since| since < cooldown)
+            .is_some_and(|since| since < self.cooldown)
         {
             return false;
         }
@@ -246,7 +246,6 @@ impl Planner<'_> {
     /// Moves off members that break a `DoNotSchedule` topology spread constraint, to the
     /// member the container's policy would choose.
     fn repair_topology_spread(&mut self, max_moves: usize) {
-        let cooldown = self.cooldown;
         for index in 0..self.movables.len() {
             if self.moves.len() >= max_moves {
                 return;
@@ -263,7 +262,7 @@ impl Planner<'_> {
                     c.when_unsatisfiable
                         == lxd_operator_crds::container::WhenUnsatisfiable::DoNotSchedule
                 });
-            if !constrained || !self.may_move(index, cooldown) {
+            if !constrained || !self.may_move(index) {
                 continue;
             }
             let Some(from) = self.snapshot.member_index(&movable.member) else {
@@ -298,7 +297,6 @@ impl Planner<'_> {
     /// The move that lowers the sum of squared allocations most, from the fullest member with
     /// a container that may go somewhere emptier.
     fn best_spread_move(&mut self) -> Option<Step> {
-        let cooldown = self.cooldown;
         let allocation: Vec<f64> = self
             .snapshot
             .members()
@@ -348,7 +346,7 @@ impl Planner<'_> {
                 .map(Vec::as_slice)
                 .unwrap_or_default()
                 .iter()
-                .filter(|index| self.may_move(**index, cooldown))
+                .filter(|index| self.may_move(**index))
                 .map(|&index| {
                     let size = memory_counted(&self.movables[index].request.resources);
                     (change(size, from, emptiest), index)
@@ -645,5 +643,37 @@ mod tests {
         );
         assert_eq!(plan.moves.len(), 10);
         assert!(plan.spread_after < plan.spread_before);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn a_plan_keeps_its_limits_and_lowers_the_spread_by_more_than_the_margin(
+            counts in proptest::collection::vec(0usize..12, 2..7),
+            pinned_every in 1usize..6,
+            max_moves in 1usize..12,
+        ) {
+            let (snapshot, mut movables) = cluster(&counts);
+            for movable in movables.iter_mut().step_by(pinned_every) {
+                movable.request.placement.target = Some(movable.member.clone());
+            }
+            let policies = [strategy(PlacementStrategy::LeastLoaded)];
+            let settings = Settings { max_moves, ..settings() };
+            let plan = plan(&snapshot, &movables, &policies, &HashMap::new(), &settings);
+            proptest::prop_assert!(plan.moves.len() <= max_moves);
+            let moved: HashSet<usize> = plan.moves.iter().map(|m| m.container).collect();
+            proptest::prop_assert_eq!(moved.len(), plan.moves.len(), "a container moved twice");
+            for planned in &plan.moves {
+                let movable = &movables[planned.container];
+                proptest::prop_assert!(movable.request.placement.target.is_none(), "a pinned one moved");
+                proptest::prop_assert_eq!(&movable.member, &planned.from);
+            }
+            if plan.moves.is_empty() {
+                proptest::prop_assert_eq!(plan.spread_after, plan.spread_before);
+            } else {
+                proptest::prop_assert!(plan.spread_before - plan.spread_after > 0.02);
+            }
+            let after = carry_out(&snapshot, &mut movables, &plan);
+            proptest::prop_assert!((spread(&after) - plan.spread_after).abs() < 1e-9);
+        }
     }
 }
