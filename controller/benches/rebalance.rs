@@ -330,7 +330,7 @@ fn main() {
         reached_at.map_or("never".to_owned(), |r| r.to_string())
     );
     println!(
-        "worst spread with rebalancing, from {SETTLE_ROUNDS} rounds after members joined: {worst_settled:.3} (target <= 0.10)"
+        "worst spread with rebalancing, from {SETTLE_ROUNDS} rounds after members joined: {worst_settled:.4} (target <= 0.10)"
     );
     println!(
         "  (without rebalancing over the same rounds: worst {worst_settled_without:.3}, at the end {:.3})",
