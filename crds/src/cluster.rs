@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::guardrails::Guardrails;
 use crate::kubernetes_nodes::KubernetesNodes;
 use crate::quota::{NamespaceQuotaStatus, NamespaceQuotas};
+use crate::rebalance::{RebalanceSettings, RebalanceStatus};
 use crate::shared::{
     Condition, DNS_SUBDOMAIN_PATTERN, LabelSelector, MEMBER_NAME_PATTERN, SecretReference,
 };
@@ -228,6 +229,10 @@ pub struct LxdClusterSpec {
     /// it, members are placed on as if nothing else ran on their hosts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes_nodes: Option<KubernetesNodes>,
+    /// Rebalancing of running containers that allow it, when members come, go or fill up
+    /// unevenly. Off unless set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSettings>,
 }
 
 /// One LXD server the operator forms into the cluster.
@@ -459,6 +464,9 @@ pub struct LxdClusterStatus {
     /// of the cluster (`memberSyncIntervalSeconds`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub quotas: Vec<NamespaceQuotaStatus>,
+    /// What the last rebalancing round saw and planned (with `spec.rebalance`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceStatus>,
 }
 
 /// One server of `spec.servers` as the operator last saw it.

@@ -11,6 +11,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::rebalance::RebalancePolicy;
 use crate::shared::{
     ClusterReference, Condition, DNS_SUBDOMAIN_PATTERN, INSTANCE_NAME_PATTERN, IntOrString,
     LabelSelector, MEMBER_NAME_PATTERN, memory_quantity_schema, positive_cpu_schema,
@@ -189,6 +190,16 @@ pub struct Placement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 86400))]
     pub member_failure_grace_period_seconds: Option<u32>,
+    /// Whether the cluster's rebalancer (`spec.rebalance` of the LxdCluster) may move this
+    /// container to even out the members: `Never` (default) or `Allow`. A move stops the
+    /// container while LXD copies it to its new member. A container pinned with `target`
+    /// never moves.
+    #[serde(default, skip_serializing_if = "is_never")]
+    pub rebalance: RebalancePolicy,
+}
+
+fn is_never(policy: &RebalancePolicy) -> bool {
+    *policy == RebalancePolicy::Never
 }
 
 /// Built-in placement strategies.

@@ -24,6 +24,7 @@ pub mod kubernetes_nodes;
 pub mod policy;
 pub mod quantity;
 pub mod quota;
+pub mod rebalance;
 pub mod set;
 pub mod shared;
 #[cfg(any(test, feature = "testing"))]

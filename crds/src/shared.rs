@@ -98,6 +98,9 @@ pub const CONDITION_SCHEDULED: &str = "Scheduled";
 /// leave it, with what holds it there (no member fits, a failed move, a move slot) or that it
 /// moves.
 pub const CONDITION_DRAINING: &str = "Draining";
+/// Condition type of an LxdContainer the rebalancer asked to move: present while it waits for
+/// its turn (a move slot, its set's budget) or moves, False when the move failed.
+pub const CONDITION_REBALANCING: &str = "Rebalancing";
 
 /// A reference to an `LxdCluster` by name (LxdClusters are cluster-scoped).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, JsonSchema)]

@@ -198,6 +198,12 @@ impl LxdContainerBuilder {
         self
     }
 
+    /// Whether the cluster's rebalancer may move it.
+    pub fn rebalance(mut self, policy: crate::rebalance::RebalancePolicy) -> Self {
+        self.placement_mut().rebalance = policy;
+        self
+    }
+
     /// What to do when its member fails, and after how many seconds offline (None: the
     /// cluster's default).
     pub fn on_member_failure(mut self, policy: MemberFailurePolicy, grace: Option<u32>) -> Self {

@@ -24,6 +24,7 @@ pub mod burst;
 pub mod model;
 pub mod plugins;
 pub mod policy;
+pub mod rebalance;
 pub mod reservations;
 pub mod selector;
 pub mod webhook;

@@ -18,17 +18,19 @@ use lxd_operator_crds::cluster::{
 };
 use lxd_operator_crds::quantity::parse_bytes;
 use lxd_operator_crds::quota::{Quota, usage_by_namespace};
+use lxd_operator_crds::rebalance::RebalanceMode;
 use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_EVENT_STREAM, CONDITION_READY};
 use lxd_operator_crds::{LxdCluster, LxdClusterStatus, LxdContainer};
 
 mod formation;
 mod nodes;
+mod rebalance;
 
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
 use super::status::{condition, set_condition, write_status};
 use crate::lxd::LxdError;
-use crate::lxd::observe::{Allocation, MemberObservation};
+use crate::lxd::observe::{Allocation, ClusterObservation, MemberObservation};
 use crate::telemetry::metrics::QuotaLabels;
 
 /// Reconciles one LxdCluster.
@@ -45,6 +47,13 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         interval.min(FORMING_INTERVAL)
     } else {
         interval
+    };
+    // Rebalancing rounds see fresh figures: the members are read at each round.
+    let interval = match &cluster.spec.rebalance {
+        Some(r) if r.mode != RebalanceMode::Off => {
+            interval.min(Duration::from_secs(u64::from(r.interval_seconds)))
+        }
+        _ => interval,
     };
     if let Some(wait) = time_until_next_sync(&cluster, interval)
         && ctx.connections.get(&name).is_some()
@@ -81,7 +90,7 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         None => observe(&cluster, &ctx).await,
     };
     match observed {
-        Ok(members) => {
+        Ok((members, observation)) => {
             let online = members.iter().filter(|m| m.status == "Online").count();
             let labels = crate::telemetry::metrics::ClusterLabels {
                 cluster: name.clone(),
@@ -105,6 +114,9 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
             );
             nodes::tell_nodes(&cluster, &members, &ctx).await;
             status.members = members;
+            if let Some(next) = rebalance::round(&cluster, &mut status, &observation, &ctx).await? {
+                requeue = requeue.min(next);
+            }
         }
         Err(error) => {
             let reason = error.reason();
@@ -246,7 +258,10 @@ impl NotReady {
     }
 }
 
-async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus>, NotReady> {
+async fn observe(
+    cluster: &LxdCluster,
+    ctx: &Context,
+) -> Result<(Vec<MemberStatus>, ClusterObservation), NotReady> {
     let connection = ctx.connections.connect(&ctx.client, cluster).await?;
     let client = &connection.client;
     client.ensure_trusted().await?;
@@ -258,7 +273,7 @@ async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus
         .flat_map(|s| s.members.iter())
         .map(|m| (m.name.as_str(), m))
         .collect();
-    Ok(observation
+    let members = observation
         .members
         .iter()
         .map(|observed| {
@@ -268,7 +283,8 @@ async fn observe(cluster: &LxdCluster, ctx: &Context) -> Result<Vec<MemberStatus
                 &now,
             )
         })
-        .collect())
+        .collect();
+    Ok((members, observation))
 }
 
 /// A member's status from its observation; an offline member keeps the capacity and load last

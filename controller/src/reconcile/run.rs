@@ -53,7 +53,8 @@ async fn measured<T>(
 }
 
 /// What makes a change to an LxdContainer worth a reconcile: its spec (generation), its
-/// finalizers and whether it is being deleted; not its status or labels.
+/// finalizers, whether it is being deleted, and a move the rebalancer asks of it; not its
+/// status or labels.
 fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
     use std::hash::{Hash, Hasher};
     let metadata = &container.metadata;
@@ -61,6 +62,17 @@ fn reconcile_relevant(container: &LxdContainer) -> Option<u64> {
     metadata.generation.hash(&mut hasher);
     metadata.finalizers.hash(&mut hasher);
     metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    // The rebalancer's move request (see `container::moves`).
+    for key in [
+        lxd_operator_crds::rebalance::MOVE_TO_ANNOTATION,
+        lxd_operator_crds::rebalance::MOVE_REQUESTED_AT_ANNOTATION,
+    ] {
+        metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(key))
+            .hash(&mut hasher);
+    }
     Some(hasher.finish())
 }
 

@@ -132,6 +132,10 @@ pub struct Metrics {
     pub member_allocated_cpu: Family<MemberAllocationLabels, Gauge<f64, AtomicU64>>,
     /// Memory bytes allocated on a member's host, by LXD and by Pods.
     pub member_allocated_memory: Family<MemberAllocationLabels, Gauge<f64, AtomicU64>>,
+    /// The spread of allocation the last rebalancing round saw, by cluster.
+    pub rebalance_spread: Family<ClusterLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Moves the rebalancer planned, by cluster and mode (`DryRun`: planned only, `On`: asked).
+    pub rebalance_moves: Family<RebalanceLabels, Counter>,
 }
 
 /// Labels of a namespace's quota figure.
@@ -143,6 +147,15 @@ pub struct QuotaLabels {
     pub namespace: String,
     /// `containers`, `cpu` (cores) or `memory` (bytes).
     pub resource: String,
+}
+
+/// Labels of the rebalancer's moves: the cluster, and the mode they were planned in.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RebalanceLabels {
+    /// The LxdCluster.
+    pub cluster: String,
+    /// `DryRun` or `On`.
+    pub mode: String,
 }
 
 /// Labels of a move: its cluster, and `moved` or `failed`.
@@ -203,6 +216,18 @@ impl Metrics {
             "member_allocated_memory_bytes",
             "Memory allocated on a member's host: by lxd (instance limits) and by pods (requests of the Pods on its Kubernetes Node)",
             member_allocated_memory.clone(),
+        );
+        let rebalance_spread = Family::default();
+        let rebalance_moves = Family::default();
+        registry.register(
+            "rebalance_spread",
+            "Spread of the memory allocated per member, (max - min) / mean, at the last rebalancing round",
+            rebalance_spread.clone(),
+        );
+        registry.register(
+            "rebalance_moves",
+            "Moves the rebalancer planned, by mode (DryRun: planned only; On: asked of the containers)",
+            rebalance_moves.clone(),
         );
         registry.register(
             "reschedules",
@@ -318,6 +343,8 @@ impl Metrics {
             quota_hard,
             member_allocated_cpu,
             member_allocated_memory,
+            rebalance_spread,
+            rebalance_moves,
         }
     }
 
@@ -339,6 +366,20 @@ impl Metrics {
         self.member_allocated_memory
             .get_or_create(&labels)
             .set(memory_bytes);
+    }
+
+    /// Records a rebalancing round of `cluster`: the spread it saw, the moves it planned.
+    pub fn observe_rebalance(&self, cluster: &str, mode: &str, spread: f64, moves: usize) {
+        let labels = ClusterLabels {
+            cluster: cluster.to_owned(),
+        };
+        self.rebalance_spread.get_or_create(&labels).set(spread);
+        self.rebalance_moves
+            .get_or_create(&RebalanceLabels {
+                cluster: cluster.to_owned(),
+                mode: mode.to_owned(),
+            })
+            .inc_by(moves as u64);
     }
 
     /// Counts a container rescheduled off a failed member of `cluster`.

@@ -56,14 +56,7 @@ fn over_budget(
 ) -> Option<String> {
     let mut unavailable: Vec<String> = siblings
         .iter()
-        .filter(|c| {
-            !is_ready(c)
-                || c.status.as_ref().is_some_and(|s| s.moving.is_some())
-                || c.metadata
-                    .uid
-                    .as_ref()
-                    .is_some_and(|uid| held.contains(uid))
-        })
+        .filter(|c| is_unavailable(c, held))
         .map(|c| c.name_any())
         .collect();
     unavailable.sort();
@@ -79,6 +72,31 @@ fn over_budget(
         "allows {max_unavailable} unavailable children and has {count} ({})",
         unavailable.join(", ")
     ))
+}
+
+fn is_unavailable(child: &LxdContainer, held: &HashSet<String>) -> bool {
+    !is_ready(child)
+        || child.status.as_ref().is_some_and(|s| s.moving.is_some())
+        || child
+            .metadata
+            .uid
+            .as_ref()
+            .is_some_and(|uid| held.contains(uid))
+}
+
+/// How many more of a set's `children` may be disrupted now: its `maxUnavailable` less those
+/// unavailable (missing ones included), as a disruption is granted.
+pub(crate) fn disruptions_left(
+    children: &[Arc<LxdContainer>],
+    replicas: usize,
+    max_unavailable: usize,
+) -> usize {
+    let unavailable = children
+        .iter()
+        .filter(|c| is_unavailable(c, &HashSet::new()))
+        .count()
+        + replicas.saturating_sub(children.len());
+    max_unavailable.max(1).saturating_sub(unavailable)
 }
 
 /// Why a disruption must wait.
@@ -185,6 +203,17 @@ mod tests {
         // A disruption granted a moment ago counts before status shows it.
         let granted = HashSet::from(["uid-web-2".to_owned()]);
         assert!(over_budget(&all_ready, &granted, 3, 1).is_some());
+
+        // What a rebalancing round may take of the set at once.
+        let all = [
+            child("web-1", true),
+            child("web-2", true),
+            child("web-3", true),
+        ];
+        assert_eq!(disruptions_left(&all, 3, 1), 1);
+        assert_eq!(disruptions_left(&all, 3, 2), 2);
+        assert_eq!(disruptions_left(&one_down, 2, 2), 1);
+        assert_eq!(disruptions_left(&all, 4, 1), 0, "one missing");
 
         // A child that does not exist (yet) is unavailable too.
         let one_missing = [child("web-1", true)];

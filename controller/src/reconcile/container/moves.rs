@@ -1,5 +1,7 @@
 //! Draining: a container whose member is in the cluster's `drainedMembers` is moved to a member
-//! its placement policy chooses (the drained one left out as cordoned), by LXD's own means:
+//! its placement policy chooses (the drained one left out as cordoned); rebalancing: a container
+//! the cluster's rebalancer asks to move (the annotation [`MOVE_TO_ANNOTATION`]) is moved to the
+//! member the rebalancer's plan names. Both by LXD's own means:
 //! stop, move within the cluster (a cold migration that copies the root filesystem), and the
 //! converge step that follows starts it again if it should run. At most `maxConcurrentMoves`
 //! moves run at once per cluster.
@@ -18,7 +20,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use lxd_operator_crds::container::{ContainerPhase, MoveStatus, PlacementStatus};
-use lxd_operator_crds::shared::CONDITION_DRAINING;
+
+use lxd_operator_crds::rebalance::{
+    MOVE_REQUESTED_AT_ANNOTATION, MOVE_TO_ANNOTATION, RebalanceMode, RebalancePolicy,
+};
+use lxd_operator_crds::shared::{CONDITION_DRAINING, CONDITION_REBALANCING};
 use lxd_operator_crds::{LxdCluster, LxdContainer};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -193,13 +199,17 @@ pub(super) async fn drain(
             let Some(member) = status.status.member.clone() else {
                 return Ok(DrainOutcome::default());
             };
-            if !is_drained(cluster, &member) {
+            let cause = if is_drained(cluster, &member) {
+                Cause::Drain
+            } else if let Some(to) = requested_move(status.container, cluster, &member) {
+                Cause::Rebalance { to }
+            } else {
                 status
                     .status
                     .conditions
-                    .retain(|c| c.type_ != CONDITION_DRAINING);
+                    .retain(|c| c.type_ != CONDITION_DRAINING && c.type_ != CONDITION_REBALANCING);
                 return Ok(DrainOutcome::default());
-            }
+            };
             if ctx.moves.failed_recently(desired.uid()) {
                 return Ok(recheck(RETRY_AFTER_FAILURE));
             }
@@ -207,10 +217,10 @@ pub(super) async fn drain(
                 Ok(granted) => disruption = granted,
                 Err(OverBudget(why)) => {
                     status.condition(
-                        CONDITION_DRAINING,
+                        cause.condition(),
                         true,
                         "DisruptionBudget",
-                        format!("member {member} is drained; waiting: {why}"),
+                        format!("{}; waiting: {why}", cause.describe(&member)),
                     );
                     return Ok(recheck(SLOT_RECHECK));
                 }
@@ -240,14 +250,24 @@ pub(super) async fn drain(
             };
             let Some(permit) = permit else {
                 status.condition(
-                    CONDITION_DRAINING,
+                    cause.condition(),
                     true,
                     "WaitingForSlot",
-                    format!("member {member} is drained; waiting for a move slot ({limit} moves at once on this cluster)"),
+                    format!(
+                        "{}; waiting for a move slot ({limit} moves at once on this cluster)",
+                        cause.describe(&member)
+                    ),
                 );
                 return Ok(recheck(SLOT_RECHECK));
             };
-            match choose_destination(desired, &member, client, ctx, status).await? {
+            let chosen = match &cause {
+                Cause::Drain => choose_destination(desired, &member, client, ctx, status).await?,
+                Cause::Rebalance { to } => {
+                    begin_rebalance_move(&member, to, ctx, status).await?;
+                    Some(())
+                }
+            };
+            match chosen {
                 Some(()) => permit,
                 None => return Ok(recheck(RETRY_AFTER_FAILURE)),
             }
@@ -266,7 +286,7 @@ pub(super) async fn drain(
             status
                 .status
                 .conditions
-                .retain(|c| c.type_ != CONDITION_DRAINING);
+                .retain(|c| c.type_ != CONDITION_DRAINING && c.type_ != CONDITION_REBALANCING);
             status.write().await?;
             publish(
                 ctx,
@@ -305,13 +325,18 @@ pub(super) async fn drain(
             ctx.moves.record_failure(desired.uid(), true);
             ctx.metrics
                 .observe_move(cluster_name, false, Duration::ZERO);
+            let (condition, what) = if is_drained(cluster, &planned.from) {
+                (CONDITION_DRAINING, "the drain")
+            } else {
+                (CONDITION_REBALANCING, "the rebalancer")
+            };
             let message = format!(
-                "moving instance {} from {} to {} failed: {error}; it stays on {} and the drain tries again",
+                "moving instance {} from {} to {} failed: {error}; it stays on {} and {what} tries again",
                 desired.name, planned.from, planned.to, planned.from
             );
             status.status.moving = None;
             status.status.member = Some(planned.from.clone());
-            status.condition(CONDITION_DRAINING, false, "MoveFailed", message.clone());
+            status.condition(condition, false, "MoveFailed", message.clone());
             status.write().await?;
             tracing::warn!(instance = %desired.name, %message, "move failed");
             publish(
@@ -326,6 +351,111 @@ pub(super) async fn drain(
             Ok(recheck(RETRY_AFTER_FAILURE))
         }
     }
+}
+
+/// Why a container leaves its member.
+enum Cause {
+    /// Its member is drained (or leaves the cluster).
+    Drain,
+    /// The rebalancer asks it to move to `to`.
+    Rebalance { to: String },
+}
+
+impl Cause {
+    fn condition(&self) -> &'static str {
+        match self {
+            Cause::Drain => CONDITION_DRAINING,
+            Cause::Rebalance { .. } => CONDITION_REBALANCING,
+        }
+    }
+
+    fn describe(&self, member: &str) -> String {
+        match self {
+            Cause::Drain => format!("member {member} is drained"),
+            Cause::Rebalance { to } => format!("the rebalancer moves it from {member} to {to}"),
+        }
+    }
+}
+
+/// How long a move request of the rebalancer holds: one its container could not carry out by
+/// then (its member refused, the destination filled up) is dropped, and the rebalancer plans
+/// anew.
+pub const MOVE_REQUEST_HOLDS_FOR: Duration = Duration::from_secs(600);
+
+/// The member the rebalancer asks `container` (on `member`) to move to, if it asks, the
+/// cluster's rebalancing is `On`, the container allows it, and the destination still takes
+/// containers (online, neither cordoned nor drained).
+pub(crate) fn requested_move(
+    container: &LxdContainer,
+    cluster: &LxdCluster,
+    member: &str,
+) -> Option<String> {
+    let on = cluster
+        .spec
+        .rebalance
+        .as_ref()
+        .is_some_and(|r| r.mode == RebalanceMode::On);
+    let placement = container.spec.placement.as_ref()?;
+    if !on || placement.rebalance != RebalancePolicy::Allow || placement.target.is_some() {
+        return None;
+    }
+    let (to, requested_at) = move_request(container)?;
+    let fresh = jiff::Timestamp::now()
+        .duration_since(requested_at)
+        .unsigned_abs()
+        < MOVE_REQUEST_HOLDS_FOR;
+    let takes = !cluster.members_to_empty().contains(&to)
+        && !cluster.spec.cordoned_members.contains(&to)
+        && cluster
+            .status
+            .iter()
+            .flat_map(|s| s.members.iter())
+            .any(|m| m.name == to && m.status == "Online");
+    (fresh && takes && to != member).then_some(to)
+}
+
+/// The rebalancer's last request of `container`: the member and when it asked.
+pub(crate) fn move_request(container: &LxdContainer) -> Option<(String, jiff::Timestamp)> {
+    let annotations = container.metadata.annotations.as_ref()?;
+    let to = annotations.get(MOVE_TO_ANNOTATION)?;
+    let at = annotations
+        .get(MOVE_REQUESTED_AT_ANNOTATION)?
+        .parse()
+        .ok()?;
+    Some((to.clone(), at))
+}
+
+/// Records the move the rebalancer asks for, before the instance is stopped (see the module's
+/// comment).
+async fn begin_rebalance_move(
+    member: &str,
+    to: &str,
+    ctx: &Context,
+    status: &mut StatusWriter<'_>,
+) -> Result<(), Failure> {
+    status.status.moving = Some(MoveStatus {
+        from: member.to_owned(),
+        to: to.to_owned(),
+        reason: format!("rebalancing: the cluster's rebalancer moves it to {to}"),
+        started_at: Some(Time(jiff::Timestamp::now())),
+    });
+    let message = format!("the rebalancer moves it from {member} to {to}");
+    // Where it runs was last decided by the rebalancer's plan, within the same policy's filters.
+    let policy = status
+        .status
+        .placement
+        .as_ref()
+        .and_then(|p| p.policy.clone());
+    status.status.placement = Some(PlacementStatus {
+        policy,
+        explanation: message.clone(),
+        decided_at: Some(Time(jiff::Timestamp::now())),
+    });
+    status.status.phase = Some(ContainerPhase::Moving);
+    status.condition(CONDITION_REBALANCING, true, "Moving", message.clone());
+    status.write().await?;
+    publish(ctx, status.container, EventType::Normal, "Moving", message).await;
+    Ok(())
 }
 
 fn recheck(after: Duration) -> DrainOutcome {
@@ -562,6 +692,76 @@ mod tests {
         // A resumed move goes on even with every slot taken.
         let resumed = slots.resume("local", 2);
         assert!(resumed.permit.is_none());
+    }
+
+    fn rebalancing_cluster(mode: &str) -> LxdCluster {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "lxd-operator.dev/v1alpha1", "kind": "LxdCluster",
+            "metadata": {"name": "local"},
+            "spec": {"rebalance": {"mode": mode}, "cordonedMembers": ["node4"]},
+            "status": {"members": [
+                {"name": "node1", "status": "Online"}, {"name": "node2", "status": "Online"},
+                {"name": "node3", "status": "Online"}, {"name": "node4", "status": "Online"},
+                {"name": "node5", "status": "Offline"}]}
+        }))
+        .unwrap()
+    }
+
+    fn asked(to: &str, ago: Duration, policy: RebalancePolicy, pinned: bool) -> LxdContainer {
+        let mut builder = LxdContainer::builder("web").rebalance(policy);
+        if pinned {
+            builder = builder.target("node1");
+        }
+        let mut container = builder.build();
+        let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+        container.metadata.annotations = Some(
+            [
+                (MOVE_TO_ANNOTATION.to_owned(), to.to_owned()),
+                (MOVE_REQUESTED_AT_ANNOTATION.to_owned(), at.to_string()),
+            ]
+            .into(),
+        );
+        container
+    }
+
+    #[test]
+    fn a_move_request_is_honored_only_when_on_allowed_fresh_and_to_a_member_that_takes_containers()
+    {
+        let on = rebalancing_cluster("On");
+        let minute = Duration::from_secs(60);
+        let allow = RebalancePolicy::Allow;
+        assert_eq!(
+            requested_move(&asked("node3", minute, allow, false), &on, "node1").as_deref(),
+            Some("node3")
+        );
+        // Already there: nothing to do.
+        assert_eq!(
+            requested_move(&asked("node3", minute, allow, false), &on, "node3"),
+            None
+        );
+        let refused = [
+            (
+                asked("node3", minute, allow, false),
+                rebalancing_cluster("DryRun"),
+                "DryRun",
+            ),
+            (
+                asked("node3", minute, RebalancePolicy::Never, false),
+                on.clone(),
+                "not allowed",
+            ),
+            (asked("node3", minute, allow, true), on.clone(), "pinned"),
+            (
+                asked("node3", MOVE_REQUEST_HOLDS_FOR + minute, allow, false),
+                on.clone(),
+                "stale",
+            ),
+            (asked("node4", minute, allow, false), on.clone(), "cordoned"),
+            (asked("node5", minute, allow, false), on.clone(), "offline"),
+        ];
+        for (container, cluster, why) in refused {
+            assert_eq!(requested_move(&container, &cluster, "node1"), None, "{why}");
+        }
     }
 
     #[test]
