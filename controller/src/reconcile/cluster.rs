@@ -26,6 +26,8 @@ mod formation;
 mod nodes;
 mod rebalance;
 
+pub use rebalance::LastRounds;
+
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
 use super::status::{condition, set_condition, write_status};
