@@ -107,16 +107,7 @@ fn a_drained_member_is_emptied_a_few_at_a_time_and_takes_containers_again_once_u
         started.elapsed().as_secs_f64()
     );
     assert!(most_down <= 2, "{most_down} down at once");
-    let moved = operator.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &namespace,
-        "--field-selector",
-        "reason=Moved",
-        "-o",
-        "name",
-    ]);
+    let moved = operator.events_with_reason(&namespace, "Moved");
     assert_eq!(moved.lines().count(), count, "{moved}");
     let progress = wait_for(
         Duration::from_secs(30),

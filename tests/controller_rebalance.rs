@@ -9,17 +9,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use kube::ResourceExt;
-use kube::api::Api;
-use kube::runtime::watcher;
-use lxd_operator_crds::LxdContainer;
 use lxd_operator_crds::rebalance::{MOVE_TO_ANNOTATION, RebalancePolicy};
 use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::unavailability::Unavailability;
 use lxd_operator_tests::{TestCluster, http_get, managed_instances, numbered_containers};
 use serde_json::Value;
 
@@ -78,74 +72,6 @@ fn plan_of(status: &Value) -> BTreeSet<(String, String, String)> {
             )
         })
         .collect()
-}
-
-fn is_ready(container: &LxdContainer) -> bool {
-    container.metadata.deletion_timestamp.is_none()
-        && container.status.as_ref().is_some_and(|s| {
-            s.moving.is_none()
-                && s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
-
-/// Watches the set's children and records the most that were not Ready at once, until stopped.
-struct Unavailability {
-    most: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Unavailability {
-    fn watch(operator: &Operator, namespace: &str) -> Unavailability {
-        let most = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let client = runtime.block_on(operator.kube_client());
-        let api: Api<LxdContainer> = Api::namespaced(client, namespace);
-        let (most_seen, stopped) = (most.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let mut ready: BTreeMap<String, bool> = BTreeMap::new();
-                let mut listed = false;
-                let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
-                while !stopped.load(Ordering::SeqCst) {
-                    let Ok(Some(event)) =
-                        tokio::time::timeout(Duration::from_millis(200), events.next()).await
-                    else {
-                        continue;
-                    };
-                    match event {
-                        Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
-                            if c.labels().get("app").map(String::as_str) == Some("web") {
-                                ready.insert(c.metadata.name.clone().unwrap(), is_ready(&c));
-                            }
-                        }
-                        Ok(watcher::Event::InitDone) => listed = true,
-                        _ => continue,
-                    }
-                    if listed {
-                        let down = ready.values().filter(|r| !**r).count();
-                        most_seen.fetch_max(down, Ordering::SeqCst);
-                    }
-                }
-            });
-        });
-        Unavailability {
-            most,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn most(mut self) -> usize {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            thread.join().unwrap();
-        }
-        self.most.load(Ordering::SeqCst)
-    }
 }
 
 #[test]
@@ -231,7 +157,7 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
     assert_eq!(rebalance_status(&operator)["movesRequested"], 0);
 
     // On: the same plan is carried out first, then what the set's budget held back.
-    let unavailability = Unavailability::watch(&operator, &namespace);
+    let unavailability = Unavailability::watch(&operator, &namespace, "app=web", 4);
     let on_at = Instant::now();
     let dry_rounds = rebalance_status(&operator)["rounds"].as_u64().unwrap();
     operator.patch_cluster(r#"{"rebalance":{"mode":"On"}}"#);
@@ -299,16 +225,7 @@ fn twelve_containers_on_two_members_spread_over_three_after_a_dry_run_and_then_s
     );
 
     // The moves are told as Events, each instance once in LXD where its status says.
-    let moved = operator.kubectl_ok(&[
-        "get",
-        "events",
-        "-n",
-        &namespace,
-        "--field-selector",
-        "reason=Moved",
-        "-o",
-        "name",
-    ]);
+    let moved = operator.events_with_reason(&namespace, "Moved");
     assert_eq!(moved.lines().count() as u64, requested, "{moved}");
     let instances = managed_instances(cluster, &namespace);
     assert_eq!(instances.len(), 14);

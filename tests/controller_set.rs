@@ -6,15 +6,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use futures::StreamExt;
-use kube::api::Api;
-use kube::runtime::watcher;
-use lxd_operator_crds::LxdContainer;
 use lxd_operator_tests::operator::{Operator, wait_for};
+use lxd_operator_tests::unavailability::Unavailability;
 use lxd_operator_tests::{TestCluster, managed_instances};
 use serde_json::Value;
 
@@ -170,83 +166,6 @@ fn a_set_spreads_over_zones_and_members_scales_both_ways_and_goes_with_its_child
     delete_set(&operator, cluster, &namespace);
 }
 
-/// Watches the set's children and records the most that were not Ready at once (missing
-/// ordinals count as not Ready), until dropped.
-struct Unavailability {
-    most: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Unavailability {
-    fn watch(operator: &Operator, namespace: &str, replicas: usize) -> Unavailability {
-        let most = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let runtime = tokio::runtime::Runtime::new().unwrap();
-        let client = runtime.block_on(operator.kube_client());
-        let api: Api<LxdContainer> = Api::namespaced(client, namespace);
-        let (most_seen, stopped) = (most.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            runtime.block_on(async move {
-                let mut ready: BTreeMap<String, bool> = BTreeMap::new();
-                // The initial listing arrives one object at a time: count once it is whole.
-                let mut listed = false;
-                let mut events = watcher::watcher(api, watcher::Config::default()).boxed();
-                while !stopped.load(Ordering::SeqCst) {
-                    let Ok(Some(event)) =
-                        tokio::time::timeout(Duration::from_millis(200), events.next()).await
-                    else {
-                        continue;
-                    };
-                    match event {
-                        Ok(watcher::Event::Apply(c) | watcher::Event::InitApply(c)) => {
-                            ready.insert(c.metadata.name.clone().unwrap(), is_ready(&c));
-                        }
-                        Ok(watcher::Event::Delete(c)) => {
-                            ready.remove(c.metadata.name.as_deref().unwrap());
-                        }
-                        Ok(watcher::Event::InitDone) => listed = true,
-                        _ => continue,
-                    }
-                    if !listed {
-                        continue;
-                    }
-                    let up = ready.values().filter(|r| **r).count();
-                    most_seen.fetch_max(replicas.saturating_sub(up), Ordering::SeqCst);
-                }
-            });
-        });
-        Unavailability {
-            most,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn most(&self) -> usize {
-        self.most.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Unavailability {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-fn is_ready(container: &LxdContainer) -> bool {
-    container.metadata.deletion_timestamp.is_none()
-        && container.status.as_ref().is_some_and(|s| {
-            s.moving.is_none()
-                && s.conditions
-                    .iter()
-                    .any(|c| c.type_ == "Ready" && c.status == "True")
-        })
-}
-
 /// LXD's own uuid of each instance of the namespace, by instance name.
 fn lxd_uuids(cluster: &TestCluster, namespace: &str) -> BTreeMap<String, String> {
     let listing: Value = serde_json::from_str(&cluster.lxc(&["list", "--format", "json"])).unwrap();
@@ -332,7 +251,7 @@ fn a_rolling_update_changes_live_keys_in_place_and_replaces_for_an_image_within_
     assert_eq!(uuids.len(), 6);
 
     // A live key: in place, no instance made anew.
-    let watch = Unavailability::watch(&operator, &namespace, 6);
+    let watch = Unavailability::watch(&operator, &namespace, "", 6);
     let gold = r#""config": {"user.tier": "gold"}"#;
     operator.apply(&web_set(&namespace, 6, &format!("{BUSYBOX}, {gold}"), ""));
     let second = rolled_out(&operator, &namespace, 6);
@@ -462,7 +381,7 @@ fn a_drain_respects_the_set_s_max_unavailable_as_its_disruption_budget() {
     rolled_out(&operator, &namespace, 4);
 
     // Four moves may run at once on the cluster; the set allows one child down.
-    let watch = Unavailability::watch(&operator, &namespace, 4);
+    let watch = Unavailability::watch(&operator, &namespace, "", 4);
     let _undrain = Drained(&operator);
     operator.patch_cluster(r#"{"drainedMembers":["node2"],"maxConcurrentMoves":4}"#);
     wait_for(

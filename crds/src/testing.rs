@@ -204,6 +204,25 @@ impl LxdContainerBuilder {
         self
     }
 
+    /// The rebalancer asked it to move to `member` at `requested_at` (RFC 3339), as a round
+    /// in `On` mode does through its annotations.
+    pub fn rebalance_requested(mut self, member: &str, requested_at: &str) -> Self {
+        self.container.metadata.annotations = Some(
+            [
+                (
+                    crate::rebalance::MOVE_TO_ANNOTATION.to_owned(),
+                    member.to_owned(),
+                ),
+                (
+                    crate::rebalance::MOVE_REQUESTED_AT_ANNOTATION.to_owned(),
+                    requested_at.to_owned(),
+                ),
+            ]
+            .into(),
+        );
+        self
+    }
+
     /// What to do when its member fails, and after how many seconds offline (None: the
     /// cluster's default).
     pub fn on_member_failure(mut self, policy: MemberFailurePolicy, grace: Option<u32>) -> Self {

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 pub mod bare;
 pub mod fake_lxd;
 pub mod operator;
+pub mod unavailability;
 
 use lxd_operator::lxd::types::{InstanceCreate, InstanceSource};
 use lxd_operator::lxd::{ClientConfig, ClientIdentity, Endpoint, LxdClient, ServerTrust};

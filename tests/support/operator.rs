@@ -220,6 +220,20 @@ impl Operator {
             .expect("run kubectl")
     }
 
+    /// The names of the Events of `namespace` with `reason`, one a line (`event/<name>`).
+    pub fn events_with_reason(&self, namespace: &str, reason: &str) -> String {
+        self.kubectl_ok(&[
+            "get",
+            "events",
+            "-n",
+            namespace,
+            "--field-selector",
+            &format!("reason={reason}"),
+            "-o",
+            "name",
+        ])
+    }
+
     /// Merge-patches the status of `resource` `name` in `namespace`, as its controller would.
     pub fn patch_status(&self, resource: &str, namespace: &str, name: &str, patch: &str) {
         self.kubectl_ok(&[

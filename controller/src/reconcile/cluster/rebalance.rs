@@ -381,22 +381,17 @@ mod tests {
     use super::*;
 
     fn on(member: &str, asked_to: Option<(&str, Duration)>, moving_now: bool) -> LxdContainer {
-        let mut container = LxdContainer::builder("web").build();
+        let mut builder = LxdContainer::builder("web");
+        if let Some((to, ago)) = asked_to {
+            let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
+            builder = builder.rebalance_requested(to, &at.to_string());
+        }
+        let mut container = builder.build();
         container.status = Some(LxdContainerStatus {
             member: Some(member.to_owned()),
             moving: moving_now.then(MoveStatus::default),
             ..LxdContainerStatus::default()
         });
-        if let Some((to, ago)) = asked_to {
-            let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
-            container.metadata.annotations = Some(
-                [
-                    (MOVE_TO_ANNOTATION.to_owned(), to.to_owned()),
-                    (MOVE_REQUESTED_AT_ANNOTATION.to_owned(), at.to_string()),
-                ]
-                .into(),
-            );
-        }
         container
     }
 

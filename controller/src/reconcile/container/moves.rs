@@ -712,16 +712,8 @@ mod tests {
         if pinned {
             builder = builder.target("node1");
         }
-        let mut container = builder.build();
         let at = jiff::Timestamp::now() - jiff::SignedDuration::try_from(ago).unwrap();
-        container.metadata.annotations = Some(
-            [
-                (MOVE_TO_ANNOTATION.to_owned(), to.to_owned()),
-                (MOVE_REQUESTED_AT_ANNOTATION.to_owned(), at.to_string()),
-            ]
-            .into(),
-        );
-        container
+        builder.rebalance_requested(to, &at.to_string()).build()
     }
 
     #[test]
