@@ -472,6 +472,12 @@ mod tests {
         }
     }
 
+    /// The plan with the default settings, every container under least-loaded, no set budgets.
+    fn least_loaded_plan(snapshot: &Snapshot, movables: &[Movable]) -> Plan {
+        let policies = [strategy(PlacementStrategy::LeastLoaded)];
+        plan(snapshot, movables, &policies, &HashMap::new(), &settings())
+    }
+
     /// `counts[i]` containers of 1 GiB on member `node{i+1}`, every one movable.
     fn cluster(counts: &[usize]) -> (Snapshot, Vec<Movable>) {
         let members = (0..counts.len())
@@ -514,14 +520,7 @@ mod tests {
     #[test]
     fn twelve_containers_on_two_of_three_members_even_out_in_four_moves_and_then_stay() {
         let (snapshot, mut movables) = cluster(&[6, 6, 0]);
-        let policies = [strategy(PlacementStrategy::LeastLoaded)];
-        let plan = plan(
-            &snapshot,
-            &movables,
-            &policies,
-            &HashMap::new(),
-            &settings(),
-        );
+        let plan = least_loaded_plan(&snapshot, &movables);
         assert!((plan.spread_before - 1.5).abs() < 1e-9, "{plan:?}");
         assert_eq!(plan.moves.len(), 4, "{plan:?}");
         assert!(plan.moves.iter().all(|m| m.to == "node3"), "{plan:?}");
@@ -529,10 +528,10 @@ mod tests {
         let after = carry_out(&snapshot, &mut movables, &plan);
         assert_eq!(spread(&after), 0.0);
         // The next round, and the ones after the cooldown, find nothing to do.
-        let again = super::plan(&after, &movables, &policies, &HashMap::new(), &settings());
+        let again = least_loaded_plan(&after, &movables);
         assert!(again.moves.is_empty(), "{again:?}");
         movables.iter_mut().for_each(|m| m.since_last_move = None);
-        let later = super::plan(&after, &movables, &policies, &HashMap::new(), &settings());
+        let later = least_loaded_plan(&after, &movables);
         assert!(later.moves.is_empty(), "{later:?}");
     }
 
@@ -565,14 +564,7 @@ mod tests {
         // 10, 10 and 9 GiB: 1 GiB of spread over a mean of 9.67 is 0.103, just above the
         // threshold; no single move lowers it.
         let (snapshot, movables) = cluster(&[10, 10, 9]);
-        let policies = [strategy(PlacementStrategy::LeastLoaded)];
-        let plan = plan(
-            &snapshot,
-            &movables,
-            &policies,
-            &HashMap::new(),
-            &settings(),
-        );
+        let plan = least_loaded_plan(&snapshot, &movables);
         assert!(plan.spread_before > 0.10);
         assert!(plan.moves.is_empty(), "{plan:?}");
     }
@@ -582,25 +574,12 @@ mod tests {
         let (mut snapshot, movables) = cluster(&[6, 6, 0]);
         // node3 has no memory left for 1 GiB.
         snapshot.members_mut()[2].allocated.memory = gib(63.5);
-        let policies = [strategy(PlacementStrategy::LeastLoaded)];
-        let plan = plan(
-            &snapshot,
-            &movables,
-            &policies,
-            &HashMap::new(),
-            &settings(),
-        );
+        let plan = least_loaded_plan(&snapshot, &movables);
         assert!(plan.moves.iter().all(|m| m.to != "node3"), "{plan:?}");
         // A cordoned member takes nothing either, and its emptiness does not count.
         let (mut snapshot, movables) = cluster(&[6, 6, 0]);
         snapshot.members_mut()[2].cordoned = true;
-        let plan = super::plan(
-            &snapshot,
-            &movables,
-            &policies,
-            &HashMap::new(),
-            &settings(),
-        );
+        let plan = least_loaded_plan(&snapshot, &movables);
         assert!(
             plan.moves.is_empty() && plan.spread_before == 0.0,
             "{plan:?}"
@@ -633,14 +612,7 @@ mod tests {
     #[test]
     fn the_plan_is_limited_to_the_moves_of_a_round() {
         let (snapshot, movables) = cluster(&[30, 30, 0]);
-        let policies = [strategy(PlacementStrategy::LeastLoaded)];
-        let plan = plan(
-            &snapshot,
-            &movables,
-            &policies,
-            &HashMap::new(),
-            &settings(),
-        );
+        let plan = least_loaded_plan(&snapshot, &movables);
         assert_eq!(plan.moves.len(), 10);
         assert!(plan.spread_after < plan.spread_before);
     }
