@@ -215,7 +215,7 @@ async fn apply(
     }
     if let Some(message) = cluster
         .as_deref()
-        .filter(|_| !placed)
+        .filter(|c| !placed && c.spec.quotas.is_some())
         .and_then(|c| admission::over_quota(container, c, &ctx.containers.state()))
     {
         status.condition(CONDITION_ADMITTED, false, "QuotaExceeded", message.clone());
