@@ -26,7 +26,52 @@ mod formation;
 mod nodes;
 mod rebalance;
 
-pub use rebalance::LastRounds;
+/// The status each cluster's reconcile last wrote, by cluster name and uid. A reconcile starts
+/// from it when the watch's store still holds an older one: a member event wakes the reconcile
+/// at once, before our own write is seen, and a status read back from there would lose what
+/// the last reconcile did (a rebalancing round's plan and counts, seen written back over the
+/// newer round, which then ran again). Every write of a reconcile carries its `lastSyncTime`.
+#[derive(Debug, Default)]
+pub struct WrittenStatuses(
+    std::sync::Mutex<std::collections::HashMap<String, (String, LxdClusterStatus)>>,
+);
+
+impl WrittenStatuses {
+    /// The newer of the status last written for `cluster` and the one it carries.
+    fn newest(&self, cluster: &LxdCluster) -> LxdClusterStatus {
+        let uid = cluster.metadata.uid.clone().unwrap_or_default();
+        let carried = cluster.status.clone().unwrap_or_default();
+        let written = self
+            .0
+            .lock()
+            .ok()
+            .and_then(|w| w.get(&cluster.name_any()).cloned())
+            .filter(|(written_uid, _)| *written_uid == uid)
+            .map(|(_, status)| status);
+        match written {
+            Some(written)
+                if written.last_sync_time.as_ref().map(|t| t.0)
+                    > carried.last_sync_time.as_ref().map(|t| t.0) =>
+            {
+                written
+            }
+            _ => carried,
+        }
+    }
+
+    /// Remembers what was just written for `cluster`.
+    pub(super) fn remember(&self, cluster: &LxdCluster, status: &LxdClusterStatus) {
+        if let Ok(mut written) = self.0.lock() {
+            written.insert(
+                cluster.name_any(),
+                (
+                    cluster.metadata.uid.clone().unwrap_or_default(),
+                    status.clone(),
+                ),
+            );
+        }
+    }
+}
 
 use super::connections::ConnectionError;
 use super::context::{Context, Error, EventStreamState};
@@ -40,7 +85,7 @@ use crate::telemetry::metrics::QuotaLabels;
 pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Action, Error> {
     let name = cluster.name_any();
     let interval = Duration::from_secs(u64::from(cluster.spec.member_sync_interval_seconds));
-    let previous = cluster.status.clone().unwrap_or_default();
+    let previous = ctx.cluster_statuses.newest(&cluster);
     // Our own status write wakes this reconciler again: skip LXD until the interval is up,
     // unless the spec changed, an LXD event asked for a refresh, or there is no connection yet
     // (after a restart).
@@ -57,7 +102,7 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         }
         _ => interval,
     };
-    if let Some(wait) = time_until_next_sync(&cluster, interval)
+    if let Some(wait) = time_until_next_sync(&cluster, &previous, interval)
         && ctx.connections.get(&name).is_some()
         && !ctx.take_cluster_refresh(&name)
     {
@@ -164,10 +209,14 @@ pub async fn reconcile(cluster: Arc<LxdCluster>, ctx: Arc<Context>) -> Result<Ac
         );
     }
     let members_changed = announce_member_changes(&cluster, &previous, &status, &ctx).await;
-    report_drains(&cluster, &mut status, &ctx);
-    report_quotas(&cluster, &mut status, &ctx);
+    let containers = ctx
+        .containers
+        .state_filter(|c| c.spec.cluster_ref.name == name);
+    report_drains(&cluster, &mut status, &containers);
+    report_quotas(&cluster, &mut status, &containers, &ctx);
     let api: Api<LxdCluster> = Api::all(ctx.client.clone());
-    write_status(&api, &cluster, cluster.status.as_ref(), &status).await?;
+    write_status(&api, &cluster, Some(&previous), &status).await?;
+    ctx.cluster_statuses.remember(&cluster, &status);
     if members_changed || previous.observed_generation != generation {
         // A member failed or returned, or the spec changed (a drain, a cordon): every
         // container of the cluster looks at its member again, once the watch has the status
@@ -219,8 +268,11 @@ pub fn error_policy(_cluster: Arc<LxdCluster>, error: &Error, _ctx: Arc<Context>
     Action::requeue(Duration::from_secs(5))
 }
 
-fn time_until_next_sync(cluster: &LxdCluster, interval: Duration) -> Option<Duration> {
-    let status = cluster.status.as_ref()?;
+fn time_until_next_sync(
+    cluster: &LxdCluster,
+    status: &LxdClusterStatus,
+    interval: Duration,
+) -> Option<Duration> {
     if status.observed_generation != cluster.metadata.generation {
         return None;
     }
@@ -403,15 +455,17 @@ async fn announce_member_changes(
 
 /// Each drained member's progress, from the containers as the watch last saw them.
 /// What each namespace with a quota holds, into status and metrics.
-fn report_quotas(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Context) {
+fn report_quotas(
+    cluster: &LxdCluster,
+    status: &mut LxdClusterStatus,
+    containers: &[Arc<LxdContainer>],
+    ctx: &Context,
+) {
     let name = cluster.name_any();
     let Some(quotas) = &cluster.spec.quotas else {
         status.quotas.clear();
         return;
     };
-    let containers = ctx
-        .containers
-        .state_filter(|c| c.spec.cluster_ref.name == name);
     status.quotas = usage_by_namespace(
         quotas,
         containers.iter().map(|c| {
@@ -459,16 +513,16 @@ fn report_quotas(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Cont
     }
 }
 
-fn report_drains(cluster: &LxdCluster, status: &mut LxdClusterStatus, ctx: &Context) {
-    let name = cluster.name_any();
-    let containers = ctx
-        .containers
-        .state_filter(|c| c.spec.cluster_ref.name == name);
+fn report_drains(
+    cluster: &LxdCluster,
+    status: &mut LxdClusterStatus,
+    containers: &[Arc<LxdContainer>],
+) {
     let emptied = cluster.members_to_empty();
     for member in &mut status.members {
         member.drain = emptied
             .contains(&member.name)
-            .then(|| drain_progress(&member.name, &containers));
+            .then(|| drain_progress(&member.name, containers));
     }
 }
 

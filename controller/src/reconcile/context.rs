@@ -129,8 +129,8 @@ pub struct Context {
     pub moves: super::container::moves::MoveSlots,
     /// Disruptions of sets' children granted against their sets' `maxUnavailable`.
     pub budgets: super::container::budget::Budgets,
-    /// Each cluster's last rebalancing round, as this process made it.
-    pub rebalance_rounds: super::cluster::LastRounds,
+    /// The status each cluster's reconcile last wrote.
+    pub cluster_statuses: super::cluster::WrittenStatuses,
     /// Namespaces' LXD projects known to be as intended.
     pub projects: super::container::project::ProjectsMade,
 }
@@ -182,7 +182,7 @@ impl Context {
             moves: Default::default(),
             budgets: Default::default(),
             projects: Default::default(),
-            rebalance_rounds: Default::default(),
+            cluster_statuses: Default::default(),
         }
     }
 

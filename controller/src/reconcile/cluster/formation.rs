@@ -1077,10 +1077,9 @@ fn set_server(
 /// Writes the status as it is now, before a step whose outcome a crash could hide.
 async fn write_now(cluster: &LxdCluster, status: &LxdClusterStatus, ctx: &Context) {
     let api: Api<LxdCluster> = Api::all(ctx.client.clone());
-    if let Err(error) =
-        super::super::status::write_status(&api, cluster, cluster.status.as_ref(), status).await
-    {
-        tracing::warn!(%error, "cannot record a forming step in status");
+    match super::super::status::write_status(&api, cluster, cluster.status.as_ref(), status).await {
+        Ok(()) => ctx.cluster_statuses.remember(cluster, status),
+        Err(error) => tracing::warn!(%error, "cannot record a forming step in status"),
     }
 }
 

@@ -48,10 +48,7 @@ pub(super) async fn round(
         return Ok(None);
     };
     let interval = Duration::from_secs(u64::from(settings.interval_seconds));
-    let name = cluster.name_any();
-    let previous = ctx
-        .rebalance_rounds
-        .newest(&name, status.rebalance.as_ref());
+    let previous = status.rebalance.clone().unwrap_or_default();
     let now = jiff::Timestamp::now();
     if previous.mode == settings.mode
         && let Some(last) = &previous.last_round_time
@@ -59,8 +56,6 @@ pub(super) async fn round(
         let elapsed = now.duration_since(last.0).unsigned_abs();
         // Half a second early is on time: the requeue that brings the round is not exact.
         if elapsed + Duration::from_millis(500) < interval {
-            // Keep the newest round in status, not the one the stale object carried.
-            status.rebalance = Some(previous);
             return Ok(Some(interval - elapsed));
         }
     }
@@ -69,9 +64,9 @@ pub(super) async fn round(
         .await
         .is_ok_and(|ready| ready.is_ok());
     if !listed {
-        status.rebalance = Some(previous);
         return Ok(Some(Duration::from_secs(1)));
     }
+    let name = cluster.name_any();
     let containers = ctx
         .containers
         .state_filter(|c| c.spec.cluster_ref.name == name);
@@ -96,7 +91,6 @@ pub(super) async fn round(
         next.planned_spread = previous.planned_spread;
         next.moves = previous.moves;
         next.message = format!("waiting for {in_flight} moves to end before the next round");
-        ctx.rebalance_rounds.remember(&name, &next);
         status.rebalance = Some(next);
         return Ok(Some(interval));
     }
@@ -193,39 +187,8 @@ pub(super) async fn round(
             tracing::warn!(%error, "cannot publish an Event");
         }
     }
-    ctx.rebalance_rounds.remember(&name, &next);
     status.rebalance = Some(next);
     Ok(Some(interval))
-}
-
-/// The last round of each cluster as this process wrote it. A reconcile can start from a
-/// cluster whose status in the watch's store is older than the round just written (a member
-/// event wakes it at once): read back from there, the round just made would look not made, its
-/// counts lost, and its containers' move requests not yet seen, so it would plan again.
-#[derive(Debug, Default)]
-pub struct LastRounds(std::sync::Mutex<std::collections::HashMap<String, RebalanceStatus>>);
-
-impl LastRounds {
-    /// The newer of the round remembered for `cluster` and the one its status shows.
-    fn newest(&self, cluster: &str, in_status: Option<&RebalanceStatus>) -> RebalanceStatus {
-        let remembered = self.0.lock().ok().and_then(|m| m.get(cluster).cloned());
-        match (remembered, in_status) {
-            (Some(remembered), Some(seen))
-                if seen.last_round_time.as_ref().map(|t| t.0)
-                    > remembered.last_round_time.as_ref().map(|t| t.0) =>
-            {
-                seen.clone()
-            }
-            (Some(remembered), _) => remembered,
-            (None, seen) => seen.cloned().unwrap_or_default(),
-        }
-    }
-
-    fn remember(&self, cluster: &str, round: &RebalanceStatus) {
-        if let Ok(mut rounds) = self.0.lock() {
-            rounds.insert(cluster.to_owned(), round.clone());
-        }
-    }
 }
 
 fn settings_of(settings: &RebalanceSettings) -> Settings {
