@@ -337,7 +337,7 @@ fn main() {
         still.spread()
     );
     println!(
-        "largest share of the containers moved in one round: {most_moved_share:.3} (target < 0.05)"
+        "largest share of the containers moved in one round: {most_moved_share:.4} (target <= 0.0499)"
     );
     println!(
         "containers moved again within their cooldown, or pinned ones moved: {} (target <= 0)",
