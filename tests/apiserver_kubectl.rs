@@ -839,3 +839,46 @@ fn kubernetes_nodes_settings_are_checked_naming_the_field() {
         );
     }
 }
+
+#[test]
+fn a_cluster_asking_an_unknown_project_mode_or_a_bad_project_prefix_is_refused_naming_the_field() {
+    let operator = server();
+    let cluster = |settings: &str| {
+        format!(
+            "apiVersion: lxd-operator.dev/v1alpha1\nkind: LxdCluster\nmetadata: {{name: tenants}}\nspec:\n  endpoints: [\"unix:///var/lib/lxd/unix.socket\"]\n{settings}"
+        )
+    };
+    let cases = [
+        (
+            "  projectMode: PerTeam\n",
+            r#"spec.projectMode: Unsupported value: "PerTeam""#,
+        ),
+        (
+            "  projectMode: PerNamespace\n  projectPrefix: Team_\n",
+            "spec.projectPrefix: Invalid value: \"Team_\"",
+        ),
+        (
+            "  projectMode: PerNamespace\n  projectPrefix: a-prefix-far-too-long-\n",
+            "spec.projectPrefix: Too long",
+        ),
+    ];
+    for (settings, expected) in cases {
+        let manifest = cluster(settings);
+        let applied = operator.kubectl_with_input(&["apply", "-f", "-"], &manifest);
+        let error = text(&applied.stderr);
+        assert!(
+            !applied.status.success() && error.contains(expected),
+            "{manifest}\n{error}"
+        );
+        let got = operator.kubectl(&["get", "lxdcluster", "tenants"]);
+        assert!(
+            text(&got.stderr).contains("NotFound"),
+            "stored: {}",
+            text(&got.stdout)
+        );
+    }
+    let accepted = operator.apply(&cluster(
+        "  projectMode: PerNamespace\n  projectPrefix: k8s-\n",
+    ));
+    assert!(accepted.contains("created"), "{accepted}");
+}
